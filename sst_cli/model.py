@@ -1,0 +1,337 @@
+"""The SST network: window attention with RIB position vectors, CLA gate, cyclic windows, ConvFFN.
+
+Written from ``shared/design/ARCHITECTURE.md``. Module and parameter names reproduce the official
+state-dict layout exactly, so published BasicSR checkpoints load with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .attention import attend
+
+BIAS_TYPES = ("rib", "rpb", "none")
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def pad_to_multiple(x: Tensor, window: int) -> Tensor:
+    """Pad (B, C, H, W) on the bottom/right to multiples of ``window``.
+
+    The official code uses one reflect pad, which only works while the pad is smaller than the side.
+    We reflect repeatedly (mirror-tiling the image), which equals the official pad wherever that one
+    runs and extends any smaller input smoothly; a 1-pixel side has nothing to mirror and is replicated.
+    """
+    pad_h = (window - x.shape[-2] % window) % window
+    pad_w = (window - x.shape[-1] % window) % window
+    while pad_h or pad_w:
+        h, w = x.shape[-2:]
+        step_h, step_w = min(pad_h, h - 1), min(pad_w, w - 1)
+        if (pad_h and step_h == 0) or (pad_w and step_w == 0):
+            return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        x = F.pad(x, (0, step_w, 0, step_h), mode="reflect")
+        pad_h, pad_w = pad_h - step_h, pad_w - step_w
+    return x
+
+
+def rib_features(window: int, n_freqs: int, device: torch.device | None = None) -> Tensor:
+    """Fourier features of the normalised coordinates of a window's tokens: (w*w, 2 + 4F), float32."""
+    centres = (torch.arange(window, dtype=torch.float32, device=device) + 0.5) * 2 / window - 1
+    v, u = torch.meshgrid(centres, centres, indexing="ij")  # v from the row, u from the column
+    u, v = u.reshape(-1, 1), v.reshape(-1, 1)  # row-major token order
+    freqs = 2.0 ** torch.arange(n_freqs, dtype=torch.float32, device=device)  # (F,)
+    su, sv = u * freqs, v * freqs  # (N, F)
+    # per frequency: [sin u, sin v, cos u, cos v]
+    bands = torch.stack([su.sin(), sv.sin(), su.cos(), sv.cos()], dim=-1).reshape(u.shape[0], -1)
+    return torch.cat([u, v, bands], dim=-1)
+
+
+def relative_position_index(window: int) -> Tensor:
+    """Swin-style index into a (2w-1)^2 table for every (query, key) pair of a window: (N, N)."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)  # (N, N, 2)
+    return rel[..., 0] * (2 * window - 1) + rel[..., 1]
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channels of an NCHW tensor (eps 1e-6)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W)
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class ConvFFN(nn.Module):
+    """1x1 expand, GELU, residual 3x3 depthwise conv with GELU, 1x1 project."""
+
+    def __init__(self, dim: int, exp_ratio: float) -> None:
+        super().__init__()
+        hidden = int(dim * exp_ratio)
+        self.proj = nn.Conv2d(dim, hidden, 1)
+        self.dwc = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.agg = nn.Conv2d(hidden, dim, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.gelu(self.proj(x))
+        h = h + F.gelu(self.dwc(h))
+        return self.agg(h)
+
+
+# ------------------------------------------------------------------------------------------ attention
+class WindowAttention(nn.Module):
+    """Non-overlapping w x w window self-attention with a positional bias and the CLA gate.
+
+    bias="rib": low-rank position vectors from a coordinate MLP, concatenated to q and k so the whole
+    logit is one dot product (any fused kernel runs it). "rpb": a learned (2w-1)^2 table per head added
+    to the logits (ablation). "none": no positional term.
+    """
+
+    def __init__(
+        self, dim: int, window: int, heads: int, rank: int, bias: str = "rib",
+        rib_hidden_dim: int = 32, rib_n_freqs: int = 10,
+    ) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by {heads} heads")
+        self.dim, self.window, self.heads, self.rank, self.bias = dim, window, heads, rank, bias
+        self.head_dim = dim // heads
+        self.n_freqs = rib_n_freqs
+        self.backend = "sdpa"  # set by SST.set_backend
+        if bias == "rib":
+            self.to_hidden = nn.Parameter(torch.empty(2 + 4 * rib_n_freqs, rib_hidden_dim))
+            self.hidden_b = nn.Parameter(torch.zeros(1, rib_hidden_dim))
+            self.to_q = nn.Parameter(torch.empty(heads, rib_hidden_dim, rank))
+            self.to_k = nn.Parameter(torch.empty(heads, rib_hidden_dim, rank))
+        elif bias == "rpb":
+            self.rpb_table = nn.Parameter(torch.empty((2 * window - 1) ** 2, heads))
+        self.to_qkv = nn.Conv2d(dim, 3 * dim, 1)
+        self.to_out = nn.Conv2d(dim, dim, 1)
+        self.gate = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1, groups=dim), nn.Conv2d(dim, dim, 1))
+        self._cache: dict[tuple, Tensor | tuple[Tensor, Tensor]] = {}
+
+    # -- positional terms -------------------------------------------------------------------------
+    def _cacheable(self) -> bool:
+        # Cached tensors carry no gradient, so only reuse them when no gradient is wanted.
+        return not (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters(recurse=False)))
+
+    def _cache_key(self, device: torch.device, dtype: torch.dtype) -> tuple:
+        # Parameter versions change on any in-place update (load_state_dict, optimiser steps).
+        versions = tuple(p._version for p in self.parameters(recurse=False))
+        return (device, dtype, versions)
+
+    def rib_vectors(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """Scaled position vectors (pos_q / sqrt(r), pos_k), each (heads, N, r), computed in float32."""
+        device = self.to_hidden.device
+        key = self._cache_key(device, dtype)
+        cacheable = self._cacheable()
+        if cacheable and key in self._cache:
+            return self._cache[key]  # type: ignore[return-value]
+        feats = rib_features(self.window, self.n_freqs, device)  # (N, 2+4F)
+        h = torch.relu(feats @ self.to_hidden.float() + self.hidden_b.float())  # (N, Dh)
+        pos_q = torch.einsum("nd,hdr->hnr", h, self.to_q.float()) / math.sqrt(self.rank)
+        pos_k = torch.einsum("nd,hdr->hnr", h, self.to_k.float())
+        out = (pos_q.to(dtype), pos_k.to(dtype))
+        if cacheable:
+            self._cache = {key: out}
+        return out
+
+    def rpb_bias(self, dtype: torch.dtype) -> Tensor:
+        """The RPB logit bias (heads, N, N)."""
+        index = relative_position_index(self.window).to(self.rpb_table.device)
+        return self.rpb_table[index].permute(2, 0, 1).to(dtype)
+
+    # -- forward ----------------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        g = torch.sigmoid(self.gate(x))  # CLA gate on the unpadded input
+        x = pad_to_multiple(x, self.window)
+        hp, wp = x.shape[-2:]
+        ws, nh, d = self.window, self.heads, self.head_dim
+        qkv = self.to_qkv(x)  # (B, 3C, Hp, Wp); channel = which*C + head*d + c
+        qkv = qkv.view(b, 3, nh, d, hp // ws, ws, wp // ws, ws)
+        qkv = qkv.permute(1, 0, 4, 6, 2, 5, 7, 3).reshape(3, -1, nh, ws * ws, d)  # (3, B*nW, nh, N, d)
+        q, k, v = qkv[0] * d**-0.5, qkv[1], qkv[2]
+        bias = None
+        if self.bias == "rib":
+            pos_q, pos_k = self.rib_vectors(q.dtype)  # (nh, N, r)
+            bw = q.shape[0]
+            q = torch.cat([q, pos_q.expand(bw, -1, -1, -1)], dim=-1)  # (B*nW, nh, N, d + r)
+            k = torch.cat([k, pos_k.expand(bw, -1, -1, -1)], dim=-1)
+        elif self.bias == "rpb":
+            bias = self.rpb_bias(q.dtype)
+        out = attend(q, k, v, backend=self.backend, bias=bias)  # (B*nW, nh, N, d)
+        out = out.view(b, hp // ws, wp // ws, nh, ws, ws, d).permute(0, 3, 6, 1, 4, 2, 5).reshape(b, c, hp, wp)
+        out = out[:, :, :h, :w]
+        return self.to_out(out * g)
+
+
+class TransformerLayer(nn.Module):
+    def __init__(self, dim: int, window: int, heads: int, rank: int, exp_ratio: float, **attn_kw: Any) -> None:
+        super().__init__()
+        self.norm_attn = LayerNorm2d(dim)
+        self.attn = WindowAttention(dim, window, heads, rank, **attn_kw)
+        self.norm_ffn = LayerNorm2d(dim)
+        self.ffn = ConvFFN(dim, exp_ratio)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm_attn(x))
+        return x + self.ffn(self.norm_ffn(x))
+
+
+class ResidualSequential(nn.Sequential):
+    """x + Sequential(x): keeps the children's official names (``0``, ``1``, ...)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + super().forward(x)
+
+
+# ---------------------------------------------------------------------------------------- upsamplers
+def _nearest(x: Tensor, scale: int) -> Tensor:
+    return F.pixel_shuffle(x.repeat_interleave(scale * scale, dim=1), scale)
+
+
+class PixelShuffleDirect(nn.Module):
+    """Light variants: one 3x3 conv to 3*s^2 channels, pixel shuffle, plus the nearest-upsampled input."""
+
+    def __init__(self, dim: int, scale: int) -> None:
+        super().__init__()
+        self.scale = scale
+        self.up_conv = nn.Conv2d(dim, 3 * scale * scale, 3, padding=1)
+
+    def forward(self, feat: Tensor, x: Tensor) -> Tensor:
+        return F.pixel_shuffle(self.up_conv(feat) + x.repeat_interleave(self.scale**2, dim=1), self.scale)
+
+
+class PixelShuffleUpsampler(nn.Module):
+    """conv C->I, LeakyReLU(0.1), conv I->I*s^2, pixel shuffle, conv I->3, plus the nearest-upsampled input."""
+
+    def __init__(self, dim: int, scale: int, intermediate_dim: int) -> None:
+        super().__init__()
+        self.scale = scale
+        self.feature_conv = nn.Conv2d(dim, intermediate_dim, 3, padding=1)
+        self.up_conv = nn.Conv2d(intermediate_dim, intermediate_dim * scale * scale, 3, padding=1)
+        self.final_conv = nn.Conv2d(intermediate_dim, 3, 3, padding=1)
+
+    def forward(self, feat: Tensor, x: Tensor) -> Tensor:
+        h = F.leaky_relu(self.feature_conv(feat), 0.1)
+        h = F.pixel_shuffle(self.up_conv(h), self.scale)
+        return self.final_conv(h) + _nearest(x, self.scale)
+
+
+# ---------------------------------------------------------------------------------------------- SST
+class SST(nn.Module):
+    """SST super-resolution network. Input (B, 3, H, W) in [0, 1] -> (B, 3, sH, sW), not clamped."""
+
+    def __init__(
+        self,
+        dim: int = 48,
+        window_sizes: Sequence[int] = (8, 16, 32, 16, 32, 64),
+        num_heads: int | Sequence[int] = 3,
+        ranks: int | Sequence[int] = 16,
+        n_blocks: int = 5,
+        exp_ratio: float = 1.5,
+        attn_type: str = "RIB",
+        rib_hidden_dim: int = 32,
+        rib_n_freqs: int = 10,
+        upscaling_factor: int = 4,
+        upsampler_type: str = "pixelshuffle_direct",
+        gate_type: str = "DWC",
+        intermediate_dim: int = 64,
+    ) -> None:
+        super().__init__()
+        n_layers = len(window_sizes)
+        heads = [num_heads] * n_layers if isinstance(num_heads, int) else list(num_heads)
+        ranks_ = [ranks] * n_layers if isinstance(ranks, int) else list(ranks)
+        bias = attn_type.lower()
+        if bias not in BIAS_TYPES:
+            raise ValueError(f"attn_type must be one of RIB, RPB, none (got {attn_type!r})")
+        if gate_type != "DWC":
+            raise ValueError(f"only gate_type='DWC' exists in the official code (got {gate_type!r})")
+        if len(heads) != n_layers or len(ranks_) != n_layers:
+            raise ValueError("window_sizes, num_heads and ranks must have one entry per layer")
+        self.scale = int(upscaling_factor)
+        self.window_sizes = tuple(int(w) for w in window_sizes)
+        self.config = {
+            "dim": dim, "window_sizes": list(self.window_sizes), "num_heads": heads, "ranks": ranks_,
+            "n_blocks": n_blocks, "exp_ratio": exp_ratio, "attn_type": attn_type,
+            "rib_hidden_dim": rib_hidden_dim, "rib_n_freqs": rib_n_freqs, "upscaling_factor": self.scale,
+            "upsampler_type": upsampler_type, "gate_type": gate_type,
+        }
+        if upsampler_type == "pixelshuffle":
+            self.config["intermediate_dim"] = intermediate_dim
+
+        self.proj = nn.Conv2d(3, dim, 3, padding=1)
+        attn_kw = {"bias": bias, "rib_hidden_dim": rib_hidden_dim, "rib_n_freqs": rib_n_freqs}
+        blocks: list[nn.Module] = []
+        for _ in range(n_blocks):
+            layers = [
+                TransformerLayer(dim, w, h, r, exp_ratio, **attn_kw)
+                for w, h, r in zip(self.window_sizes, heads, ranks_)
+            ]
+            blocks.append(ResidualSequential(*layers, nn.Conv2d(dim, dim, 3, padding=1)))
+        self.body = ResidualSequential(*blocks, LayerNorm2d(dim), nn.Conv2d(dim, dim, 3, padding=1))
+        if upsampler_type == "pixelshuffle_direct":
+            self.upsampler: nn.Module = PixelShuffleDirect(dim, self.scale)
+        elif upsampler_type == "pixelshuffle":
+            self.upsampler = PixelShuffleUpsampler(dim, self.scale, intermediate_dim)
+        else:
+            raise ValueError(f"upsampler_type must be pixelshuffle or pixelshuffle_direct (got {upsampler_type!r})")
+        self.apply(_init_weights)
+
+    def set_backend(self, backend: str) -> "SST":
+        """Route every attention layer through ``backend`` (a name from sst_cli.attention.BACKENDS)."""
+        for m in self.modules():
+            if isinstance(m, WindowAttention):
+                m.backend = backend
+        return self
+
+    @property
+    def backend(self) -> str:
+        return next(m.backend for m in self.modules() if isinstance(m, WindowAttention))
+
+    def forward(self, x: Tensor) -> Tensor:
+        feat = self.proj(x)
+        feat = self.body(feat)  # feat + body(feat)
+        return self.upsampler(feat, x)
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, (nn.Linear, nn.Conv2d)):
+        if isinstance(m, nn.Linear) or m.kernel_size == (1, 1):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, WindowAttention):
+        if m.bias == "rib":
+            for p in (m.to_hidden, m.to_q, m.to_k):
+                nn.init.normal_(p, std=0.05)
+            nn.init.zeros_(m.hidden_b)
+        elif m.bias == "rpb":
+            nn.init.trunc_normal_(m.rpb_table, std=0.02)
+
+
+OFFICIAL_KEYWORDS = (
+    "dim", "window_sizes", "num_heads", "ranks", "n_blocks", "exp_ratio", "attn_type", "rib_hidden_dim",
+    "rib_n_freqs", "upscaling_factor", "upsampler_type", "gate_type", "intermediate_dim",
+)
+
+
+def build_model(network_g: dict[str, Any]) -> SST:
+    """Build SST from the official constructor keywords (BasicSR ``network_g``; ``type`` is ignored)."""
+    kwargs = {k: v for k, v in network_g.items() if k != "type"}
+    unknown = sorted(set(kwargs) - set(OFFICIAL_KEYWORDS))
+    if unknown:
+        raise ValueError(f"unknown SST keyword(s): {', '.join(unknown)}")
+    return SST(**kwargs)
