@@ -1,0 +1,7 @@
+"""sst: the SST super-resolution transformer as a command-line tool and a library."""
+
+from .model import SST, build_model
+from .zoo import VARIANTS, create_model
+
+__version__ = "0.1.0"
+__all__ = ["SST", "build_model", "create_model", "VARIANTS", "__version__"]

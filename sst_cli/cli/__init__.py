@@ -1,0 +1,49 @@
+"""The ``sst`` command line. Each subcommand lives in its own thin module: parse, call the library, render."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ..errors import SSTError
+from ._common import console, err_console
+
+app = typer.Typer(
+    name="sst",
+    help="SST super-resolution: upscale images, evaluate, profile and train SST models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+from . import evaluate, models, profile, train, upscale  # noqa: E402,F401  (registers the commands)
+
+
+@app.callback()
+def _root() -> None:
+    """SST super-resolution: upscale images, evaluate, profile and train SST models."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: user errors end in one sentence and a non-zero exit."""
+    try:
+        app(args=argv, prog_name="sst")
+    except SystemExit as exc:  # click's own exits: --help, usage errors, Ctrl-C (Abort)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except SSTError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        return 130
+    except MemoryError:
+        err_console.print("[bold red]error:[/] out of memory; try a smaller --tile, --batch or input.")
+        return 1
+    return 0
+
+
+__all__ = ["app", "main", "console"]
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
