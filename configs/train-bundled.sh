@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Reproduces the bundled weights: x4 from scratch, then x3 and x2 fine-tuned from x4, then export to
+# checkpoints/ in fp16. Run from the repository root with ../shared/data present (about 1.5 h on 2 CPU cores).
+set -euo pipefail
+SST=${SST:-.venv/bin/sst}
+for s in 4 3 2; do
+  $SST train --config configs/sst-tiny_x$s.yaml --run-dir runs/sst-tiny_x$s --resume
+done
+.venv/bin/python - <<'PY'
+from sst_cli.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+import torch
+for s in (2, 3, 4):
+    ck = load_checkpoint(f"runs/sst-tiny_x{s}/final.safetensors")
+    save_checkpoint(f"checkpoints/sst-tiny_x{s}.safetensors", model_from_checkpoint(ck), ck.meta, dtype=torch.float16)
+    print("exported", s)
+PY
