@@ -2,6 +2,7 @@
 # Reproduces the bundled weights: x4 from scratch, then x3 and x2 fine-tuned from x4, then export to
 # checkpoints/ in fp16. Run from the repository root with ../shared/data present (about 1.5 h on 2 CPU cores).
 set -euo pipefail
+export PYTHONUNBUFFERED=1
 SST=${SST:-.venv/bin/sst}
 for s in 4 3 2; do
   $SST train --config configs/sst-tiny_x$s.yaml --run-dir runs/sst-tiny_x$s --resume

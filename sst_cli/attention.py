@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -98,7 +99,11 @@ def _flex(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
         def score_mod(score, b, h, q_idx, kv_idx):  # noqa: ANN001, ANN202 - flex's callback signature
             return score + table[h, q_idx, kv_idx]
 
-    out = flex_attention(q, k, v, score_mod=score_mod, scale=1.0)
+    with warnings.catch_warnings():
+        # Eager flex (CPU, or no torch.compile) warns that it materialises the scores; for our small
+        # windows that is expected, and the warning would otherwise print on every `sst` run.
+        warnings.filterwarnings("ignore", message="flex_attention called without torch.compile", category=UserWarning)
+        out = flex_attention(q, k, v, score_mod=score_mod, scale=1.0)
     return out[..., :dv]
 
 
@@ -161,7 +166,7 @@ def _module_importable(name: str) -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _probe(name: str, device_type: str, device_index: int | None, dtype: torch.dtype, with_bias: bool) -> str | None:
     """Run the backend once on tiny tensors; return None if it works, else a one-sentence reason."""
     backend = _REGISTRY[name]

@@ -7,7 +7,8 @@ state-dict layout exactly, so published BasicSR checkpoints load with ``strict=T
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -24,18 +25,25 @@ def pad_to_multiple(x: Tensor, window: int) -> Tensor:
     """Pad (B, C, H, W) on the bottom/right to multiples of ``window``.
 
     The official code uses one reflect pad, which only works while the pad is smaller than the side.
-    We reflect repeatedly (mirror-tiling the image), which equals the official pad wherever that one
-    runs and extends any smaller input smoothly; a 1-pixel side has nothing to mirror and is replicated.
+    Where it works we do exactly that. Otherwise each axis is mirror-tiled (reflected repeatedly),
+    which equals the official pad wherever that one runs and extends any smaller input smoothly; a
+    1-pixel side has nothing to mirror and is replicated (the other axis is still mirrored).
     """
     pad_h = (window - x.shape[-2] % window) % window
     pad_w = (window - x.shape[-1] % window) % window
-    while pad_h or pad_w:
-        h, w = x.shape[-2:]
-        step_h, step_w = min(pad_h, h - 1), min(pad_w, w - 1)
-        if (pad_h and step_h == 0) or (pad_w and step_w == 0):
-            return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        x = F.pad(x, (0, step_w, 0, step_h), mode="reflect")
-        pad_h, pad_w = pad_h - step_h, pad_w - step_w
+    if pad_h < x.shape[-2] and pad_w < x.shape[-1]:  # the official case: one reflect pad
+        return F.pad(x, (0, pad_w, 0, pad_h), mode="reflect") if pad_h or pad_w else x
+    return _mirror_pad(_mirror_pad(x, pad_h, -2), pad_w, -1)
+
+
+def _mirror_pad(x: Tensor, pad: int, dim: int) -> Tensor:
+    """Pad ``pad`` entries after the end of ``dim`` (-2 or -1) by repeated reflection."""
+    while pad:
+        if x.shape[dim] == 1:
+            return x.expand(*x.shape[:dim], 1 + pad, *x.shape[dim + 1:] if dim == -2 else ()).contiguous()
+        step = min(pad, x.shape[dim] - 1)
+        x = F.pad(x, (0, step) if dim == -1 else (0, 0, 0, step), mode="reflect")
+        pad -= step
     return x
 
 
@@ -278,7 +286,7 @@ class SST(nn.Module):
         for _ in range(n_blocks):
             layers = [
                 TransformerLayer(dim, w, h, r, exp_ratio, **attn_kw)
-                for w, h, r in zip(self.window_sizes, heads, ranks_)
+                for w, h, r in zip(self.window_sizes, heads, ranks_, strict=True)
             ]
             blocks.append(ResidualSequential(*layers, nn.Conv2d(dim, dim, 3, padding=1)))
         self.body = ResidualSequential(*blocks, LayerNorm2d(dim), nn.Conv2d(dim, dim, 3, padding=1))
@@ -290,7 +298,7 @@ class SST(nn.Module):
             raise ValueError(f"upsampler_type must be pixelshuffle or pixelshuffle_direct (got {upsampler_type!r})")
         self.apply(_init_weights)
 
-    def set_backend(self, backend: str) -> "SST":
+    def set_backend(self, backend: str) -> SST:
         """Route every attention layer through ``backend`` (a name from sst_cli.attention.BACKENDS)."""
         for m in self.modules():
             if isinstance(m, WindowAttention):

@@ -93,6 +93,11 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
             raise SSTError(f"config key '{key}' must be an integer (got {value!r}).")
         return value
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads "3e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SSTError(f"config key '{key}' must be a number (got {value!r}).")
         return float(value)

@@ -160,12 +160,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     run = Path(run_dir)
     if d.main:
         run.mkdir(parents=True, exist_ok=True)
+        for stale in run.glob(".*.tmp"):  # left by a run killed mid-write; never a valid checkpoint
+            stale.unlink(missing_ok=True)
     dev = torch.device(device or (f"cuda:{d.local_rank}" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(cfg.seed + d.rank)
     random.seed(cfg.seed + d.rank)
     np.random.seed(cfg.seed + d.rank)
-    if dev.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
 
     # model
     net_cfg = network_config(cfg)

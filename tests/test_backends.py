@@ -1,0 +1,180 @@
+"""Attention backends: agreement with the naive reference, availability reasons, ``auto``, layouts.
+
+Tolerances against ``naive`` (run on the same inputs): fp32 max |diff| <= 1e-5; bf16 max <= 2e-2 and mean
+<= 2e-3 (a few bf16 ulps at |out| ~ 2, since the output itself is rounded to 8 mantissa bits); fp16 max
+<= 4e-3 and mean <= 4e-4. Outputs here have magnitude up to ~3.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+import warnings
+
+import pytest
+import torch
+
+from sst_cli import attention
+from sst_cli.attention import BACKENDS, BIAS_BACKENDS, BackendUnavailable, attend, resolve_backend, unavailable_reason
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+TOL = {torch.float32: (1e-5, 1e-6), torch.bfloat16: (2e-2, 2e-3), torch.float16: (4e-3, 4e-4)}
+# (q/k head dim, v head dim): RIB appends rank channels to q and k only, so v is narrower; 20 and 12
+# are not multiples of 8, which exercises the zero-padding the fused kernels need.
+HEAD_DIMS = [(24, 12), (20, 12), (32, 32)]
+
+
+def _qkv(dqk: int, dv: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    b, h, n = 2, 3, 64  # one 8x8 window per batch entry
+    q = torch.randn(b, h, n, dqk, generator=g) * 2 * dqk**-0.5  # peaked softmax, as in trained models
+    k = torch.randn(b, h, n, dqk, generator=g)
+    v = torch.randn(b, h, n, dv, generator=g)
+    bias = torch.randn(h, n, n, generator=g)
+    return q, k, v, bias
+
+
+def _check_close(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> None:
+    max_tol, mean_tol = TOL[dtype]
+    diff = (out.float() - ref.float()).abs()
+    assert diff.max().item() <= max_tol, f"max |diff| {diff.max().item():.3g} > {max_tol}"
+    assert diff.mean().item() <= mean_tol, f"mean |diff| {diff.mean().item():.3g} > {mean_tol}"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize("with_bias", [False, True], ids=["nobias", "bias"])
+@pytest.mark.parametrize("name", [b for b in BACKENDS if b != "naive"])
+def test_backend_agrees_with_naive(name: str, with_bias: bool, dtype: torch.dtype, device: str) -> None:
+    reason = unavailable_reason(name, device, dtype, with_bias=with_bias)
+    if reason is not None:
+        pytest.skip(reason)
+    # Every head-dim case in fp32; the padding-heavy one in half precision (eager flex is slow on CPU).
+    cases = HEAD_DIMS if dtype == torch.float32 else HEAD_DIMS[1:2]
+    for dqk, dv in cases:
+        q, k, v, bias = (t.to(device, dtype) for t in _qkv(dqk, dv))
+        b = bias if with_bias else None
+        ref = attend(q, k, v, backend="naive", bias=b)
+        out = attend(q, k, v, backend=name, bias=b)
+        assert out.shape == (2, 3, 64, dv) and out.dtype == dtype and out.device.type == device
+        _check_close(out, ref, dtype)
+
+
+def test_naive_is_softmax_attention() -> None:
+    """The reference itself: softmax(q k^T + bias) v with scale 1, written out independently."""
+    q, k, v, bias = _qkv(24, 12)
+    want = torch.softmax(torch.einsum("bhnd,bhmd->bhnm", q.double(), k.double()) + bias.double(), -1)
+    want = torch.einsum("bhnm,bhmd->bhnd", want, v.double())
+    got = attend(q, k, v, backend="naive", bias=bias)
+    assert (got.double() - want).abs().max().item() < 1e-5
+
+
+def test_naive_keeps_float32_logits_for_bf16_inputs() -> None:
+    """naive materialises logits in float32, so bf16 inputs lose only the final output rounding."""
+    q, k, v, _ = (t.bfloat16() for t in _qkv(24, 12))
+    exact = attend(q.float(), k.float(), v.float(), backend="naive")
+    got = attend(q, k, v, backend="naive")
+    assert got.dtype == torch.bfloat16
+    # bf16 has 8 mantissa bits: rounding the output alone costs at most 2^-8 relative.
+    assert ((got.float() - exact).abs() <= exact.abs() * 2**-8 + 1e-6).all()
+
+
+@pytest.mark.parametrize("name", ["fa2", "fa3", "fa4", "sdpa-cudnn"])
+def test_gpu_only_backends_explain_themselves_on_cpu(name: str) -> None:
+    reason = unavailable_reason(name, "cpu", torch.float32)
+    assert isinstance(reason, str) and name in reason
+    # One sentence: a single line, a single full stop at the end.
+    assert "\n" not in reason and reason.endswith(".") and reason.count(". ") == 0, reason
+    with pytest.raises(BackendUnavailable) as info:
+        resolve_backend(name, "cpu", torch.float32)
+    assert str(info.value) == reason
+
+
+def test_unknown_backend_is_one_sentence() -> None:
+    reason = unavailable_reason("warp-drive", "cpu", torch.float32)
+    assert reason is not None and "warp-drive" in reason and "naive" in reason and "\n" not in reason
+    with pytest.raises(BackendUnavailable):
+        resolve_backend("warp-drive", "cpu", torch.float32)
+
+
+def test_every_backend_reports_ok_or_a_reason_on_cpu() -> None:
+    for name in BACKENDS:
+        for dtype in (torch.float32, torch.bfloat16):
+            reason = unavailable_reason(name, "cpu", dtype)
+            assert reason is None or (isinstance(reason, str) and reason.strip() and "\n" not in reason)
+    # The reference and PyTorch's SDPA always run on CPU.
+    assert unavailable_reason("naive", "cpu", torch.float32) is None
+    assert unavailable_reason("sdpa", "cpu", torch.float32) is None
+
+
+def test_bias_is_refused_by_backends_without_additive_bias() -> None:
+    for name in BACKENDS:
+        if name in BIAS_BACKENDS:
+            continue
+        reason = unavailable_reason(name, "cpu", torch.float32, with_bias=True)
+        assert reason is not None and "\n" not in reason, name
+    assert "bias" in unavailable_reason("sdpa-flash", "cpu", torch.float32, with_bias=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("with_bias", [False, True], ids=["nobias", "bias"])
+def test_auto_resolves_to_a_working_backend_on_cpu(dtype: torch.dtype, with_bias: bool) -> None:
+    name = resolve_backend("auto", torch.device("cpu"), dtype, with_bias=with_bias)
+    assert name in BACKENDS
+    assert unavailable_reason(name, "cpu", dtype, with_bias=with_bias) is None
+    if with_bias:
+        assert name in BIAS_BACKENDS
+    q, k, v, bias = (t.to(dtype) for t in _qkv(24, 12))
+    b = bias if with_bias else None
+    _check_close(attend(q, k, v, backend=name, bias=b), attend(q, k, v, backend="naive", bias=b), dtype)
+
+
+def test_flex_does_not_warn_about_torch_compile() -> None:
+    if unavailable_reason("flex", "cpu", torch.float32) is not None:
+        pytest.skip(unavailable_reason("flex", "cpu", torch.float32))
+    from torch.nn.attention import flex_attention as flex_module
+
+    # PyTorch warns once per process; forget that it already did so the check is meaningful.
+    shown = getattr(flex_module, "_WARNINGS_SHOWN", None)
+    if isinstance(shown, set):
+        shown.discard("flex_attention_performance")
+    q, k, v, _ = _qkv(24, 12)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        attend(q, k, v, backend="flex")
+    assert not [w for w in caught if "torch.compile" in str(w.message)]
+
+
+# ------------------------------------------------------------ flash-attn packages, with a stand-in kernel
+def _fake_flash_attn_func(returns_lse: bool, calls: list):
+    """A stand-in for flash_attn_func: (B, N, H, D) layout, equal head dims that are multiples of 8,
+    half precision only, as the real kernels demand."""
+
+    def flash_attn_func(q, k, v, softmax_scale=None, **_: object):  # noqa: ANN001, ANN202 - mimics the package
+        assert q.dtype in (torch.float16, torch.bfloat16)
+        assert q.shape[-1] == k.shape[-1] == v.shape[-1] and q.shape[-1] % 8 == 0
+        calls.append(tuple(q.shape))
+        qh, kh, vh = (t.transpose(1, 2).float() for t in (q, k, v))  # -> (B, H, N, D)
+        p = torch.softmax(qh @ kh.transpose(-2, -1) * softmax_scale, dim=-1)
+        out = (p @ vh).transpose(1, 2).to(q.dtype)
+        return (out, torch.zeros(1)) if returns_lse else out
+
+    return flash_attn_func
+
+
+@pytest.mark.parametrize(("name", "module", "returns_lse"), [
+    ("fa2", "flash_attn", False), ("fa3", "flash_attn_interface", False), ("fa4", "flash_attn.cute", True),
+])
+def test_flash_package_wrappers_handle_layout_padding_and_lse(monkeypatch, name, module, returns_lse) -> None:
+    calls: list = []
+    fake = types.ModuleType(module)
+    fake.flash_attn_func = _fake_flash_attn_func(returns_lse, calls)
+    monkeypatch.setitem(sys.modules, module, fake)
+    if "." in module:
+        parent = types.ModuleType(module.split(".")[0])
+        monkeypatch.setitem(sys.modules, module.split(".")[0], parent)
+    q, k, v, _ = (t.bfloat16() for t in _qkv(20, 12))  # 20 and 12: both need padding to 24
+    out = attention._REGISTRY[name].run(q, k, v, None)  # the kernel wrapper, bypassing the CUDA check
+    assert calls == [(2, 64, 3, 24)]  # transposed to (B, N, H, D), padded to one multiple of 8
+    assert out.shape == (2, 3, 64, 12) and out.dtype == torch.bfloat16
+    _check_close(out, attend(q, k, v, backend="naive"), torch.bfloat16)

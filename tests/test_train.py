@@ -1,0 +1,195 @@
+"""`sst train`: learning, exact resume, crash safety, DDP gradient averaging, bad data, config checks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sst_cli.checkpoint import load_checkpoint, model_from_checkpoint
+from sst_cli.cli import main as cli_main
+from sst_cli.engine import Bicubic
+from sst_cli.errors import SSTError
+from sst_cli.training.config import load_config
+from sst_cli.training.loop import _val_pairs, list_checkpoints, train, validate
+
+from conftest import need_shared
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "tiny.yaml"
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def crops(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three 64x64 crops of Set5 images: a small training (and overfitting) set."""
+    hr = need_shared("data", "Set5", "HR")
+    out = tmp_path_factory.mktemp("crops")
+    for name in ("baby", "bird", "butterfly"):
+        im = Image.open(hr / f"{name}.png").convert("RGB")
+        w, h = im.size
+        im.crop((w // 2 - 32, h // 2 - 32, w // 2 + 32, h // 2 + 32)).save(out / f"{name}.png")
+    return out
+
+
+def tiny(crops: Path, *overrides: str):
+    return load_config(TINY, [f"train_hr=[{crops}]", *overrides])
+
+
+def test_overfits_and_beats_bicubic(crops: Path, tmp_path: Path) -> None:
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "butterfly.png").write_bytes((crops / "butterfly.png").read_bytes())
+    cfg = load_config(TINY, [f"train_hr=[{one}]", f"val_sets=[{one}]", "scale=4", "batch=8", "lr=3e-3",
+                             "iters=150", "milestones=[120]", "val_every=50", "log_every=10"])
+    result = train(cfg, tmp_path / "run", log=quiet)
+    losses = [h["loss"] for h in result.history if "loss" in h]
+    assert losses[-1] < 0.6 * losses[0]
+    bicubic = validate(Bicubic(4), {"one": _val_pairs(str(one), 4, "")}, 4, torch.device("cpu"))["one"]["psnr_y"]
+    vals = [h["val_psnr_y"] for h in result.history if "val_psnr_y" in h]
+    assert vals[-1] > vals[0]
+    assert vals[-1] > bicubic, f"validation {vals[-1]:.2f} dB did not beat bicubic {bicubic:.2f} dB"
+    # exports: our safetensors and a BasicSR .pth with params_ema, both loadable by the core
+    for path in (tmp_path / "run" / "final.safetensors", tmp_path / "run" / "final_basicsr.pth"):
+        net = model_from_checkpoint(load_checkpoint(path), network_g=cfg.network | {"upscaling_factor": 4})
+        assert net.scale == 4
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(list_checkpoints(run)[0], weights_only=True)["model"]
+
+
+def test_resume_is_bitwise_identical(crops: Path, tmp_path: Path) -> None:
+    common = ["iters=8", "ckpt_every=4", "milestones=[3, 6]", "warmup=2", "ema=0.9"]
+    train(tiny(crops, *common), tmp_path / "straight", log=quiet)
+    train(tiny(crops, *common[1:], "iters=4"), tmp_path / "split", log=quiet)
+    train(tiny(crops, *common), tmp_path / "split", resume=True, log=quiet)
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k  # bitwise on CPU
+    ema_a = torch.load(list_checkpoints(tmp_path / "straight")[0], weights_only=True)["ema"]
+    ema_b = torch.load(list_checkpoints(tmp_path / "split")[0], weights_only=True)["ema"]
+    assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
+
+
+def test_truncated_checkpoint_falls_back_to_previous(crops: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(tiny(crops, "iters=4", "ckpt_every=2", "keep_last=3"), run, log=quiet)
+    newest = list_checkpoints(run)[0]
+    assert newest.name == "ckpt_00000004.pt"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # cut short
+    messages: list[str] = []
+    result = train(tiny(crops, "iters=6", "ckpt_every=2", "keep_last=3"), run, resume=True, log=messages.append)
+    assert any("unreadable" in m for m in messages)
+    assert any("resumed from ckpt_00000002.pt" in m for m in messages)
+    assert result.iters == 6
+
+
+def test_sigkill_mid_run_then_resume(crops: Path, tmp_path: Path) -> None:
+    """Kill -9 a run that checkpoints every iteration (so kills land during writes too); resume finishes."""
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "sst_cli", "train", "--config", str(TINY), "--run-dir", str(run), "--resume",
+            "--set", f"train_hr=[{crops}]", "--set", "iters=40", "--set", "ckpt_every=1", "--set", "log_every=1"]
+    for delay in (0.05, 0.2):
+        proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while not list_checkpoints(run) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resumed from" in done.stdout
+    assert list_checkpoints(run)[0].name == "ckpt_00000040.pt"
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]  # stale temps were cleaned
+
+
+def test_torchrun_gloo_averages_gradients(crops: Path, tmp_path: Path) -> None:
+    """2 processes x batch 2 == 1 process x batch 4: same samples, averaged gradients, same weights."""
+    base = ["--config", str(TINY), "--set", f"train_hr=[{crops}]", "--set", "iters=4", "--set", "ckpt_every=4",
+            "--set", "ema=0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29531",
+         "-m", "sst_cli", "train", *base, "--set", "batch=2", "--run-dir", str(tmp_path / "ddp")],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single = subprocess.run(
+        [sys.executable, "-m", "sst_cli", "train", *base, "--set", "batch=4", "--run-dir", str(tmp_path / "one")],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    a, b = _weights(tmp_path / "ddp"), _weights(tmp_path / "one")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
+    # and training moved the weights: a 2-iteration run differs from the 4-iteration ones
+    short = subprocess.run(
+        [sys.executable, "-m", "sst_cli", "train", *base, "--set", "batch=4", "--set", "iters=2", "--set",
+         "ckpt_every=2", "--run-dir", str(tmp_path / "short")], cwd=REPO, capture_output=True, text=True, env=env)
+    assert short.returncode == 0
+    c = _weights(tmp_path / "short")
+    assert any(not torch.allclose(a[k], c[k], atol=1e-5) for k in a)
+
+
+def test_bad_data_is_skipped_and_counted(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(data / f"ok{i}.png")
+    Image.fromarray(rng.integers(0, 255, (48, 48), dtype=np.uint8)).save(data / "grey.png")
+    Image.fromarray(rng.integers(0, 255, (48, 48, 4), dtype=np.uint8)).save(data / "rgba.png")
+    Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(data / "tiny.png")
+    (data / "empty.png").write_bytes(b"")
+    (data / "text.png").write_text("not an image")
+    good = (data / "ok0.png").read_bytes()
+    (data / "truncated.png").write_bytes(good[: len(good) // 2])
+    (data / "notes.txt").write_text("hello")
+    result = train(load_config(TINY, [f"train_hr=[{data}]", "iters=3"]), tmp_path / "run", log=quiet)
+    assert result.iters == 3
+    assert result.skipped.used == 4
+    assert result.skipped.n_skipped == 5
+    assert set(result.skipped.skipped) == {"corrupt", "smaller than 32 px", "not an image"}
+
+
+def test_init_from_other_scale_resamples_upsampler(crops: Path, tmp_path: Path) -> None:
+    train(tiny(crops, "iters=2"), tmp_path / "x2", log=quiet)
+    result = train(tiny(crops, "iters=2", "scale=4", f"init_from={tmp_path / 'x2' / 'final.safetensors'}"),
+                   tmp_path / "x4", log=quiet)
+    assert model_from_checkpoint(load_checkpoint(result.export)).scale == 4
+
+
+def test_config_errors_are_one_sentence(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SSTError, match="unknown config key"):
+        load_config(TINY, ["learning_rate=1"])
+    with pytest.raises(SSTError, match="'batch' must be an integer"):
+        load_config(TINY, ["batch=big"])
+    with pytest.raises(SSTError, match="'scheduler' must be"):
+        load_config(TINY, ["scheduler=linear"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("iters: [1, 2\n")
+    assert cli_main(["train", "--config", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "not valid YAML" in err and "Traceback" not in err
+    assert cli_main(["train", "--config", str(TINY), "--set", "train_hr=[/nonexistent]"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_shipped_configs_are_valid() -> None:
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        cfg = load_config(path)
+        assert cfg.iters > 0, path
