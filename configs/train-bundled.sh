@@ -3,6 +3,8 @@
 # checkpoints/ in fp16. Run from the repository root with ../shared/data present (about 1.5 h on 2 CPU cores).
 set -euo pipefail
 export PYTHONUNBUFFERED=1
+# One thread per process: on a shared 2-core machine, OpenMP threads that wait on a busy core stall every op.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 SST=${SST:-.venv/bin/sst}
 for s in 4 3 2; do
   $SST train --config configs/sst-tiny_x$s.yaml --run-dir runs/sst-tiny_x$s --resume

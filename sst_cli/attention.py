@@ -59,12 +59,25 @@ def _equal_head_dims(q: Tensor, k: Tensor, v: Tensor, multiple_of_8: bool) -> tu
 
 
 # --------------------------------------------------------------------------------------------- kernels
+# Logit elements per block of query rows in ``naive``: 32 MB of float32 keeps big windows (64x64 = 4096
+# tokens) cache-friendly and bounds memory, instead of materialising every window's N x N at once.
+_NAIVE_BLOCK = 1 << 23
+
+
 def _naive(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
-    # The reference: logits materialised in float32 whatever the input dtype.
-    logits = q.float() @ k.float().transpose(-2, -1)  # (B, H, N, N)
-    if bias is not None:
-        logits = logits + bias.float()
-    return (logits.softmax(dim=-1) @ v.float()).to(v.dtype)
+    # The reference: logits materialised in float32 whatever the input dtype. Each query row's softmax
+    # is independent, so processing rows in blocks changes nothing but speed and peak memory.
+    kt, vf = k.float().transpose(-2, -1), v.float()
+    bf = None if bias is None else bias.float()
+    n = q.shape[-2]
+    rows = max(1, min(n, _NAIVE_BLOCK // max(1, q[..., 0, 0].numel() * k.shape[-2])))
+    out = torch.empty(*q.shape[:-1], v.shape[-1], dtype=torch.float32, device=q.device)
+    for s in range(0, n, rows):
+        logits = q[..., s : s + rows, :].float() @ kt  # (B, H, rows, N)
+        if bf is not None:
+            logits = logits + bf[..., s : s + rows, :]
+        out[..., s : s + rows, :] = logits.softmax(dim=-1) @ vf
+    return out.to(v.dtype)
 
 
 def _sdpa_with(kernel: str | None) -> Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor]:

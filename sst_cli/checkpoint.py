@@ -17,6 +17,7 @@ import re
 import tempfile
 import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,14 +67,21 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     if p.suffix in (".safetensors", ".sst") or _looks_like_safetensors(head):
         return _load_safetensors(p)
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # Old-protocol pickles make the weights-only unpickler warn; the load is still safe.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        # PyTorch's own text is several paragraphs; keep the one fact that matters (what it would call).
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f" (it calls {found.group(1)})" if found else ""
         raise SSTError(
-            f"{p} was refused: it needs arbitrary unpickling (code could run), and sst only loads plain "
-            f"tensor checkpoints ({str(exc).splitlines()[0][:120]})."
+            f"{p} was refused: loading it would run arbitrary code{what}, and sst only loads plain tensor "
+            "checkpoints (re-save it as a state dict or .safetensors from code you trust)."
         ) from None
     except Exception as exc:  # noqa: BLE001 - zip/pickle corruption comes in many types
-        raise SSTError(f"{p} is not a readable PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:120]}).") from None
+        first = (str(exc).strip().splitlines() or [""])[0][:120]
+        raise SSTError(f"{p} is not a readable PyTorch checkpoint ({type(exc).__name__}: {first}).") from None
     return Checkpoint(_unwrap(obj, str(p)), str(p))
 
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from numpy.lib.stride_tricks import sliding_window_view
 
 
 def rgb_to_y(img: np.ndarray) -> np.ndarray:
@@ -47,26 +46,28 @@ def psnr(sr: np.ndarray, hr: np.ndarray, crop_border: int = 0, y_channel: bool =
     return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    ax = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-(ax**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return torch.outer(g, g)
+def _gaussian_1d(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+    ax = np.arange(size, dtype=np.float64) - (size - 1) / 2
+    g = np.exp(-(ax**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def _filter_valid(t: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Valid-region filtering of the last two dims by outer(g, g) (11 taps lose 5 pixels on every side).
+
+    Done as two 1-D passes of float64 dot products: equal to the 2-D window to ~1e-16 and ~50x faster
+    than a float64 ``conv2d`` on the CPU (which has no fast kernel for that dtype).
+    """
+    t = sliding_window_view(t, g.size, axis=-2) @ g
+    return sliding_window_view(t, g.size, axis=-1) @ g
 
 
 def _ssim_plane(a: np.ndarray, b: np.ndarray) -> float:
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    win = _gaussian_window()[None, None]
-    x = torch.from_numpy(a)[None, None]
-    y = torch.from_numpy(b)[None, None]
-
-    def filt(t: torch.Tensor) -> torch.Tensor:  # "valid" filtering: 5 pixels lost on every side
-        return F.conv2d(t, win)
-
-    mu_x, mu_y = filt(x), filt(y)
-    sxx = filt(x * x) - mu_x**2
-    syy = filt(y * y) - mu_y**2
-    sxy = filt(x * y) - mu_x * mu_y
+    mu_x, mu_y, xx, yy, xy = _filter_valid(np.stack([a, b, a * a, b * b, a * b]), _gaussian_1d())
+    sxx = xx - mu_x**2
+    syy = yy - mu_y**2
+    sxy = xy - mu_x * mu_y
     num = (2 * mu_x * mu_y + c1) * (2 * sxy + c2)
     den = (mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2)
     return float((num / den).mean())

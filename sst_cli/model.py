@@ -39,10 +39,9 @@ def pad_to_multiple(x: Tensor, window: int) -> Tensor:
 def _mirror_pad(x: Tensor, pad: int, dim: int) -> Tensor:
     """Pad ``pad`` entries after the end of ``dim`` (-2 or -1) by repeated reflection."""
     while pad:
-        if x.shape[dim] == 1:
-            return x.expand(*x.shape[:dim], 1 + pad, *x.shape[dim + 1:] if dim == -2 else ()).contiguous()
-        step = min(pad, x.shape[dim] - 1)
-        x = F.pad(x, (0, step) if dim == -1 else (0, 0, 0, step), mode="reflect")
+        mode = "replicate" if x.shape[dim] == 1 else "reflect"
+        step = pad if mode == "replicate" else min(pad, x.shape[dim] - 1)
+        x = F.pad(x, (0, step, 0, 0) if dim == -1 else (0, 0, 0, step), mode=mode)
         pad -= step
     return x
 

@@ -1,1 +1,171 @@
-"""Placeholder: filled in by its issue."""
+"""`sst eval`: benchmark PSNR/SSIM with the conventions BasicSR-based papers use."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..errors import SSTError
+from ..evaluate import EvalOptions, EvalReport, Task, parse_metrics, run_eval, to_json, write_csv, write_json
+from . import app
+from ._common import console, err_console, split_list
+
+LABELS = {"psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y", "psnr_rgb": "PSNR-RGB", "ssim_rgb": "SSIM-RGB"}
+
+
+def _scales(value: str | None) -> list[int] | None:
+    if not value:
+        return None
+    try:
+        scales = [int(v) for v in split_list(value)]
+    except ValueError:
+        raise SSTError(f"--scale takes a comma list of integers such as 2,3,4 (got '{value}').") from None
+    if any(s < 1 for s in scales):
+        raise SSTError(f"scales must be positive integers (got '{value}').")
+    return scales
+
+
+def _tile(value: str) -> int | str:
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return max(0, int(value))
+    except ValueError:
+        raise SSTError(f"--tile takes a number of input pixels, 0 (whole image) or auto (got '{value}').") from None
+
+
+def _fmt(v: float, digits: int) -> str:
+    if math.isnan(v):
+        return "–"
+    return "inf" if math.isinf(v) else f"{v:.{digits}f}"
+
+
+def render(report: EvalReport) -> Table:
+    """The dataset x scale table: mean metrics, paper values and deltas, images, LR source, seconds."""
+    names = list(dict.fromkeys(m for r in report.results for m in r.metric_names))
+    paper = report.settings.get("compare_paper")
+    s = report.settings
+    t = Table(title=f"sst eval: {s['model']} on {s['device']} ({s['dtype']}, tile {s['tile']}, "
+                    f"TTA {'on' if s['tta'] else 'off'}, crop border = {s['crop_border']})")
+    for col in ("dataset", "scale", *(LABELS[m] for m in names)):
+        t.add_column(col, justify="right" if col not in ("dataset",) else "left")
+    if paper:
+        t.add_column("paper PSNR/SSIM", justify="right")
+        t.add_column("Δ PSNR/SSIM", justify="right")
+    for col in ("images", "LR", "seconds"):
+        t.add_column(col, justify="right")
+    for r in report.results:
+        means = r.means
+        cells = [r.dataset, f"x{r.scale}", *(_fmt(means[m], 4 if m.startswith("psnr") else 5) for m in names)]
+        if paper:
+            p = r.paper
+            if p is None:
+                cells += ["–", "–"]
+            else:
+                cells.append(f"{p['psnr_y']:.2f} / {p['ssim_y']:.4f}" if p.get("ssim_y") is not None else f"{p['psnr_y']:.2f}")
+                dp, ds = p.get("delta_psnr_y"), p.get("delta_ssim_y")
+                cells.append(" / ".join(f"{d:+.{n}f}" for d, n in ((dp, 2), (ds, 4)) if d is not None) or "–")
+        images = f"{len(r.images)}" + (f" [yellow](+{len(r.skipped)} skipped)[/]" if r.skipped else "")
+        cells += [images, r.lr_source, f"{r.seconds:.1f}"]
+        t.add_row(*cells)
+    return t
+
+
+def _notes(report: EvalReport, options: EvalOptions) -> list[str]:
+    notes = []
+    gray = sorted({f"{r.dataset}/{n}" for r in report.results for n in r.to_dict()["grayscale_images"]})
+    if gray:
+        notes.append(f"Grayscale images ({', '.join(gray)}) were read as RGB and measured on Y (BasicSR "
+                     "convention, as the compared papers; MATLAB-era tables used the grey value: ~0.09 dB on Set14).")
+    generated = sorted({f"{r.dataset} x{r.scale}" for r in report.results if r.lr_source in ("generated", "mixed")})
+    if generated:
+        notes.append(f"LR generated from the mod-cropped HR with MATLAB-style bicubic for: {', '.join(generated)} "
+                     "(no shipped LR files); other sets used the shipped LR.")
+    for r in report.results:
+        for sk in r.skipped:
+            notes.append(f"[yellow]skipped[/] {r.dataset} x{r.scale} {sk['name']}: {sk['reason']}")
+    if options.random_weights:
+        notes.append("[yellow]Random weights: the scores are meaningless; use this for timing only.[/]")
+    if options.compare_paper and all(r.paper is None for r in report.results):
+        notes.append("--compare-paper: no paper values for this model (not an official variant) or these datasets.")
+    return notes
+
+
+@app.command("eval")
+def eval_cmd(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Comma list: Set5,Set14,B100,Urban100,Manga109,"
+                                "DIV2K-val,LSDIR-val, folder names under --data-root, or paths."),
+    scale: str | None = typer.Option(None, "--scale", "-s", help="Comma list such as 2,3,4 (default: the "
+                                        "checkpoint's scale with --weights, else 4)."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Variant name (sst-light, sst, sst-l+, ...) "
+                                        "or 'bicubic' (baseline). Default: the bundled model."),
+    weights: str | None = typer.Option(None, "--weights", "-w", help="Checkpoint file (.pth or .safetensors) or URL."),
+    data_root: str | None = typer.Option(None, "--data-root", help="Folder holding the datasets "
+                                            "(default: $SST_DATA_ROOT or ./datasets)."),
+    crop_border: int | None = typer.Option(None, "--crop-border", help="Pixels cropped from each edge before "
+                                              "measuring (default: the scale)."),
+    metric_list: str = typer.Option("psnr_y,ssim_y", "--metrics", help="Comma list of psnr_y, ssim_y, psnr_rgb, ssim_rgb."),
+    json_path: str | None = typer.Option(None, "--json", help="Write results (per image too) as JSON; '-' prints it."),
+    csv_path: str | None = typer.Option(None, "--csv", help="Write one CSV row per image."),
+    save_dir: str | None = typer.Option(None, "--save-dir", help="Write SR images to DIR/<dataset>/X<s>/<stem>.png."),
+    tta: bool = typer.Option(False, "--tta", help="Average the 8 flips/transposes (x8 slower)."),
+    tile: str = typer.Option("auto", "--tile", help="Tile side in input pixels, 0 = whole image, auto = only "
+                             "when the image does not fit in memory."),
+    overlap: int | None = typer.Option(None, "--overlap", help="Tile overlap in input pixels (default 32, at most tile/4)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16."),
+    backend: str = typer.Option("auto", "--backend", help="Attention backend (see `sst models --backends`)."),
+    compare_paper: bool = typer.Option(False, "--compare-paper", help="Add the paper's value and our delta "
+                                       "(official variants)."),
+    random_weights: bool = typer.Option(False, "--random-weights", help="Untrained --model (timing runs only)."),
+) -> None:
+    """Evaluate a model on SR benchmarks: Y-PSNR/SSIM exactly as BasicSR-based papers compute them."""
+    if crop_border is not None and crop_border < 0:
+        raise SSTError("--crop-border must be 0 or more.")
+    options = EvalOptions(
+        datasets=split_list(dataset), scales=_scales(scale),
+        data_root=data_root or os.environ.get("SST_DATA_ROOT") or "datasets",
+        model=model, weights=weights, metrics=parse_metrics(metric_list), crop_border=crop_border,
+        tile=_tile(tile), overlap=overlap, tta=tta, device=device, dtype=dtype, backend=backend,
+        save_dir=save_dir, compare_paper=compare_paper, random_weights=random_weights,
+    )
+    quiet = json_path == "-"
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TimeRemainingColumn(), console=err_console, transient=True, disable=quiet)
+    bar: dict[str, Any] = {}
+
+    def on_plan(tasks: list[Task]) -> None:
+        bar["id"] = progress.add_task("evaluating", total=sum(len(t.layout.pairs) for t in tasks))
+
+    def on_model(upscaler: Any) -> None:
+        if not quiet:
+            progress.console.print(f"x{upscaler.scale}: {upscaler.name} ({upscaler.source}) on {upscaler.device}, "
+                                   f"{str(upscaler.dtype).removeprefix('torch.')}, attention {upscaler.backend}")
+
+    def on_image(task: Task, name: str) -> None:
+        progress.update(bar["id"], advance=1, description=f"{task.dataset.name} x{task.scale} {name}")
+
+    with progress:
+        report = run_eval(options, on_image=on_image, on_plan=on_plan, on_model=on_model)
+
+    if json_path and json_path != "-":
+        write_json(report, json_path)
+    if csv_path:
+        write_csv(report, csv_path)
+    if quiet:
+        print(to_json(report))
+        return
+    console.print(render(report))
+    for note in _notes(report, options):
+        console.print(note)
+    border = "the scale" if crop_border is None else str(crop_border)
+    console.print(f"Metrics as BasicSR: SR rounded to uint8, {border} px border cropped, BT.601 Y (not rounded), "
+                  "dataset score = mean of per-image values.")
+    for label, path in (("JSON", json_path), ("CSV", csv_path)):
+        if path:
+            console.print(f"{label} written to {path}")

@@ -1,0 +1,23 @@
+"""One `sst profile` configuration in a fresh process: JSON config on stdin, one result line on stdout.
+
+Run by ``sst_cli.profiling.run_config`` so that each configuration's peak memory is its own.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from .profiling import RESULT_MARK, ProfileConfig, measure
+
+
+def main() -> int:
+    config = ProfileConfig.from_json(sys.stdin.read())
+    result = measure(config)
+    sys.stdout.write(RESULT_MARK + json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
