@@ -159,6 +159,23 @@ class WindowAttention(nn.Module):
         index = relative_position_index(self.window).to(self.rpb_table.device)
         return self.rpb_table[index].permute(2, 0, 1).to(dtype)
 
+    def _packed_rib_qkv(self, qkv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Inference fast path: gather q, k, v out of the window view straight into one buffer that
+        already holds the RIB vectors and v's zero channels, so fused kernels get equal head dims with a
+        single copy (instead of reshape, concatenation and padding copies). Same numbers as the cat path.
+
+        qkv: (3, B, nWh, nWw, nh, w, w, d) view -> q', k', v' each (B*nW, nh, N, d + r).
+        """
+        _, b, n_h, n_w, nh, ws, _, d = qkv.shape
+        pos_q, pos_k = self.rib_vectors(qkv.dtype)  # (nh, N, r)
+        buf = qkv.new_empty(3, b * n_h * n_w, nh, ws * ws, d + self.rank)
+        buf[..., :d].view(3, b, n_h, n_w, nh, ws, ws, d).copy_(qkv)
+        buf[0, ..., :d].mul_(d**-0.5)
+        buf[0, ..., d:] = pos_q
+        buf[1, ..., d:] = pos_k
+        buf[2, ..., d:] = 0
+        return buf[0], buf[1], buf[2]
+
     # -- forward ----------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
@@ -168,17 +185,21 @@ class WindowAttention(nn.Module):
         ws, nh, d = self.window, self.heads, self.head_dim
         qkv = self.to_qkv(x)  # (B, 3C, Hp, Wp); channel = which*C + head*d + c
         qkv = qkv.view(b, 3, nh, d, hp // ws, ws, wp // ws, ws)
-        qkv = qkv.permute(1, 0, 4, 6, 2, 5, 7, 3).reshape(3, -1, nh, ws * ws, d)  # (3, B*nW, nh, N, d)
-        q, k, v = qkv[0] * d**-0.5, qkv[1], qkv[2]
+        qkv = qkv.permute(1, 0, 4, 6, 2, 5, 7, 3)  # (3, B, nWh, nWw, nh, w, w, d), a strided view
         bias = None
-        if self.bias == "rib":
+        if self.bias == "rib" and self._cacheable():
+            q, k, v = self._packed_rib_qkv(qkv)
+        else:
+            qkv = qkv.reshape(3, -1, nh, ws * ws, d)  # (3, B*nW, nh, N, d)
+            q, k, v = qkv[0] * d**-0.5, qkv[1], qkv[2]
+        if self.bias == "rib" and q.shape[-1] == d:
             pos_q, pos_k = self.rib_vectors(q.dtype)  # (nh, N, r)
             bw = q.shape[0]
             q = torch.cat([q, pos_q.expand(bw, -1, -1, -1)], dim=-1)  # (B*nW, nh, N, d + r)
             k = torch.cat([k, pos_k.expand(bw, -1, -1, -1)], dim=-1)
         elif self.bias == "rpb":
             bias = self.rpb_bias(q.dtype)
-        out = attend(q, k, v, backend=self.backend, bias=bias)  # (B*nW, nh, N, d)
+        out = attend(q, k, v, backend=self.backend, bias=bias)[..., :d]  # (B*nW, nh, N, d)
         out = out.view(b, hp // ws, wp // ws, nh, ws, ws, d).permute(0, 3, 6, 1, 4, 2, 5).reshape(b, c, hp, wp)
         out = out[:, :, :h, :w]
         return self.to_out(out * g)

@@ -3,10 +3,10 @@
 How the figures are taken (so they can be trusted):
 
 * Every configuration runs in a fresh worker process (``python -m sst_cli.profiling_worker``), so one
-  configuration's memory never leaks into another's: on CPU the peak is the worker's peak RSS
-  (``ru_maxrss``, which includes Python and PyTorch themselves; ``base_mem_mb`` is the RSS just before the
-  first pass, so the passes' own memory is the difference); on CUDA it is ``max_memory_allocated`` (and
-  ``max_memory_reserved``) over the warm-up and timed passes, the weights and the input included.
+  configuration's memory never leaks into another's. Peak memory covers the timed passes (the peak is
+  reset after the warm-up, so one-off first-pass costs stay out): on CPU it is the worker's peak RSS,
+  Python and PyTorch included (``base_mem_mb`` is the RSS with the model and input loaded, before any
+  pass); on CUDA it is ``max_memory_allocated`` (and ``max_memory_reserved``), weights and input included.
 * Latency: ``warmup`` untimed passes, then ``repeat`` timed ones; median and p90. CUDA passes are timed
   with CUDA events and a synchronisation after each; CPU passes with ``time.perf_counter``.
 * FLOPs: counted by ``torch.utils.flop_counter.FlopCounterMode`` on a meta-device copy of the model (no
@@ -272,6 +272,16 @@ def _peak_rss_mb() -> float:
     return peak / MB if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (Linux >= 4.0); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return False
+    return True
+
+
 def failure_status(exc: BaseException) -> str:
     """The status for an exception raised while running a configuration."""
     text = str(exc)
@@ -340,15 +350,18 @@ def measure(config: ProfileConfig) -> dict[str, Any]:
             scaler.step(opt)
             scaler.update()
 
-        if cuda:
-            torch.cuda.synchronize(dev)
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(dev)
-        else:
+        if not cuda:
             out["base_mem_mb"] = _rss_mb()
         # torch.compile compiles on the first call: never let that land in a timed pass.
         for _ in range(max(config.warmup, 1 if config.compile else 0)):
             step()
+        # Peak memory is taken over the timed passes: the first pass's one-off costs (library code paged
+        # in, compilation) stay out; what the warm-up left cached (allocator pools) stays in.
+        if cuda:
+            torch.cuda.synchronize(dev)
+            torch.cuda.reset_peak_memory_stats(dev)
+        else:
+            out["mem_scope"] = "timed passes" if _reset_peak_rss() else "whole worker process"
         times: list[float] = []
         for _ in range(config.repeat):
             if cuda:
@@ -449,8 +462,8 @@ def environment() -> dict[str, Any]:
         "kernel_packages": _package_versions(),
         "flops_method": FLOPS_METHOD,
         "peak_tflops_source": PEAK_SOURCE,
-        "memory": "CPU: peak RSS of a fresh worker per configuration (Python and PyTorch included); "
-                  "CUDA: max_memory_allocated over warm-up and timed passes; 1 MB = 2^20 bytes",
+        "memory": "peak over the timed passes, in a fresh worker per configuration. CPU: peak RSS (Python and "
+                  "PyTorch included); CUDA: max_memory_allocated, weights and input included; 1 MB = 2^20 bytes",
     }
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):

@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 import typer
+from rich import box
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -51,14 +52,17 @@ def render(report: EvalReport) -> Table:
     paper = report.settings.get("compare_paper")
     s = report.settings
     t = Table(title=f"sst eval: {s['model']} on {s['device']} ({s['dtype']}, tile {s['tile']}, "
-                    f"TTA {'on' if s['tta'] else 'off'}, crop border = {s['crop_border']})")
-    for col in ("dataset", "scale", *(LABELS[m] for m in names)):
-        t.add_column(col, justify="right" if col not in ("dataset",) else "left")
+                    f"TTA {'on' if s['tta'] else 'off'}, crop border = {s['crop_border']})",
+              box=box.SIMPLE_HEAD, pad_edge=False)
+    t.add_column("dataset", no_wrap=True)
+    t.add_column("scale", justify="right", no_wrap=True)
+    for m in names:
+        t.add_column(LABELS[m], justify="right", no_wrap=True)
     if paper:
-        t.add_column("paper PSNR/SSIM", justify="right")
-        t.add_column("Δ PSNR/SSIM", justify="right")
+        t.add_column("paper PSNR/SSIM", justify="right", no_wrap=True)
+        t.add_column("Δ PSNR/SSIM", justify="right", no_wrap=True)
     for col in ("images", "LR", "seconds"):
-        t.add_column(col, justify="right")
+        t.add_column(col, justify="right", no_wrap=True)
     for r in report.results:
         means = r.means
         cells = [r.dataset, f"x{r.scale}", *(_fmt(means[m], 4 if m.startswith("psnr") else 5) for m in names)]
@@ -163,8 +167,8 @@ def eval_cmd(
     console.print(render(report))
     for note in _notes(report, options):
         console.print(note)
-    border = "the scale" if crop_border is None else str(crop_border)
-    console.print(f"Metrics as BasicSR: SR rounded to uint8, {border} px border cropped, BT.601 Y (not rounded), "
+    border = "scale" if crop_border is None else f"{crop_border} px"
+    console.print(f"Metrics as BasicSR: SR rounded to uint8, crop border = {border}, BT.601 Y (not rounded), "
                   "dataset score = mean of per-image values.")
     for label, path in (("JSON", json_path), ("CSV", csv_path)):
         if path:
