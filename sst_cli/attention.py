@@ -202,8 +202,10 @@ def _probe(name: str, device_type: str, device_index: int | None, dtype: torch.d
         with torch.no_grad():
             backend.run(q, k, v, bias)
     except Exception as exc:  # noqa: BLE001 - the kernel's own refusal is what we report
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return f"{name} cannot run on {where}: {first[:160]}"
+        text = str(exc).strip()
+        # The kernel's first sentence only: the reason must stay one sentence.
+        first = text.splitlines()[0].split(". ")[0].rstrip(".")[:160] if text else type(exc).__name__
+        return f"{name} cannot run on {where}: {first}."
     return None
 
 

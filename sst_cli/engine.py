@@ -155,7 +155,8 @@ def load_upscaler(
         net = model_from_checkpoint(ckpt, scale=scale if weights is None or scale else None)
         name = ckpt.meta.get("name") or (model or Path(ckpt.path).stem)
     try:
-        chosen = resolve_backend(backend, dev, dt)
+        with_bias = str(getattr(net, "config", {}).get("attn_type", "RIB")).lower() == "rpb"
+        chosen = resolve_backend(backend, dev, dt, with_bias=with_bias)
     except BackendUnavailable as exc:
         raise SSTError(str(exc)) from None
     net = net.eval().to(dev, dt).set_backend(chosen)

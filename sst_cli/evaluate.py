@@ -13,7 +13,8 @@ Layouts understood, for scale ``s``:
 * a plain folder of HR images (LR always generated).
 
 JSON: floats are plain numbers except non-finite ones (identical images give PSNR +inf), which are
-written as the string ``"inf"`` so the file stays strict JSON.
+written as the string ``"inf"`` so the file stays strict JSON. A result's ``lr_source`` is "shipped" or
+"generated", or "mixed" when only some images have an LR file (each image says which it used).
 """
 
 from __future__ import annotations
@@ -101,11 +102,6 @@ class Layout:
     lr_dir: Path | None
     pairs: tuple[Pair, ...]
 
-    @property
-    def lr_source(self) -> str:
-        shipped = sum(p.lr is not None for p in self.pairs)
-        return "shipped" if shipped == len(self.pairs) else "generated" if shipped == 0 else "mixed"
-
 
 def expected_layout(name: str = "<Name>", scale: int | str = "<s>") -> str:
     return (f"<root>/{name}/HR/*.png with optional <root>/{name}/LR_bicubic/X{scale}/<stem>x{scale}.png, "
@@ -162,7 +158,7 @@ def _lr_lookup(lr_dir: Path | None, stem: str, scale: int) -> Path | None:
 
 
 def _hat_gt_dir(path: Path, scale: int) -> Path | None:
-    """HAT's GTmod<k> with k a multiple of ``scale`` (GTmod<s> first, then e.g. BasicSR's GTmod12)."""
+    """HAT's GTmod<k> with k a multiple of ``scale``: GTmod<s> first, else the smallest such k (BasicSR's GTmod12)."""
     mods = {}
     for p in path.iterdir():
         m = re.fullmatch(r"gtmod(\d+)", p.name.lower())

@@ -13,7 +13,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 def rgb_to_y(img: np.ndarray) -> np.ndarray:
     """BT.601 "MATLAB" luma on [0, 255], not rounded. uint8 (H, W, 3) RGB -> float (H, W)."""
-    x = img.astype(np.float32) / 255.0
+    # C order first: the float32 dot product rounds differently for other memory layouts (e.g. a permuted
+    # tensor), and the same pixels must always give the same score
+    x = np.ascontiguousarray(img).astype(np.float32) / 255.0
     y = np.dot(x, np.array([65.481, 128.553, 24.966], dtype=np.float32)) + 16.0
     return y / 255.0 * 255.0  # BasicSR: computed on [0, 1] in float32, then scaled back to [0, 255]
 

@@ -21,7 +21,7 @@ DATASET_COLUMNS = {"Set5": "Set5", "Set14": "Set14", "B100": "BSD100", "BSD100":
                    "LSDIR-val": "LSDIR-val"}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def table(key: str) -> tuple[dict[str, str], ...]:
     """Rows of one paper table as dicts of strings."""
     text = resources.files("sst_cli.data.paper").joinpath(TABLES[key]).read_text(encoding="utf-8")

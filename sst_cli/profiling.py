@@ -254,22 +254,31 @@ def precheck(config: ProfileConfig) -> str | None:
 
 
 # ------------------------------------------------------------------------------------ measurement
-def _rss_mb() -> float | None:
+def _proc_status_mb(key: str) -> float | None:
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
-                if line.startswith("VmRSS:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
     return None
 
 
+def _rss_mb() -> float | None:
+    return _proc_status_mb("VmRSS")
+
+
 def _peak_rss_mb() -> float:
+    # VmHWM is this address space's own peak. ru_maxrss is not: after fork + exec it also remembers the
+    # RSS of the forked copy of the parent, so a worker would report its parent's size.
+    hwm = _proc_status_mb("VmHWM")
+    if hwm is not None:
+        return hwm
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / MB if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+    return peak / MB if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
 
 
 def _reset_peak_rss() -> bool:
@@ -380,12 +389,16 @@ def measure(config: ProfileConfig) -> dict[str, Any]:
         out["latency_ms_p90"] = round(percentile(times, 90), 3)
     except Exception as exc:  # noqa: BLE001 - any failure of one configuration becomes its status row
         out["status"] = failure_status(exc)
+        if out["status"] == "out of memory":
+            out["detail"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
     if cuda:
         out["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(dev) / MB, 1)
         out["peak_reserved_mb"] = round(torch.cuda.max_memory_reserved(dev) / MB, 1)
     else:
         out["peak_mem_mb"] = round(_peak_rss_mb(), 1)
     if out["status"] != "ok":
+        # A partial figure from a failed run is no peak memory of the configuration; keep it aside.
+        out["peak_mem_mb_at_failure"] = out.pop("peak_mem_mb")
         out.pop("latency_ms_median", None)
         out.pop("latency_ms_p90", None)
     return out
@@ -557,11 +570,11 @@ def profile(
         else:
             row.update(run_config(cfg, isolate))
         if row["status"] == "ok" and row["latency_ms_median"]:
-            row["tflops_per_s"] = round(row["flops"] / (row["latency_ms_median"] / 1000) / 1e12, 4)
+            row["tflops_per_s"] = float(f"{row['flops'] / (row['latency_ms_median'] / 1000) / 1e12:.4g}")
             peak = device_peak_tflops(row.get("device_name") or "", cfg.dtype) if cfg.device != "cpu" else None
             if peak:
                 row["device_peak_tflops"] = peak
-                row["peak_fraction"] = round(row["tflops_per_s"] / peak, 4)
+                row["peak_fraction"] = float(f"{row['tflops_per_s'] / peak:.4g}")
         if compare_paper:
             row["paper"] = paper_reference(row)
         rows.append(row)

@@ -14,6 +14,7 @@ import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -26,7 +27,7 @@ DEFAULT_OVERLAP = 32  # input pixels shared by neighbouring tiles (see default_o
 
 
 # ------------------------------------------------------------------------------------------ planning
-def default_overlap(upscaler: object, tile: int) -> int:
+def default_overlap(upscaler: Any, tile: int) -> int:
     """Overlap in input pixels: ``DEFAULT_OVERLAP``, at most a quarter of the tile."""
     return max(0, min(DEFAULT_OVERLAP, tile // 4))
 
@@ -97,7 +98,7 @@ class TilePlan:
         return len(self.ys) * len(self.xs)
 
 
-def plan_tiles(upscaler: object, height: int, width: int, tile: int, overlap: int | None = None) -> TilePlan:
+def plan_tiles(upscaler: Any, height: int, width: int, tile: int, overlap: int | None = None) -> TilePlan:
     """The tile grid for an image; ``tile <= 0`` or a tile covering the image means one tile."""
     if tile <= 0 or tile >= max(height, width):
         tile = max(height, width)
@@ -112,7 +113,7 @@ def plan_tiles(upscaler: object, height: int, width: int, tile: int, overlap: in
     return TilePlan(height, width, tile, overlap, ys, xs)
 
 
-def window_align(upscaler: object) -> int:
+def window_align(upscaler: Any) -> int:
     """Least common multiple of the model's window sizes (1 for models without windows)."""
     model = getattr(upscaler, "model", upscaler)
     sizes = getattr(model, "window_sizes", None) or (1,)
@@ -140,7 +141,7 @@ def free_memory(device: torch.device) -> int:
     return 4 << 30
 
 
-def bytes_per_pixel(upscaler: object) -> float:
+def bytes_per_pixel(upscaler: Any) -> float:
     """Rough peak bytes of activations per input pixel for one forward pass of ``upscaler``."""
     model = getattr(upscaler, "model", upscaler)
     dtype = getattr(upscaler, "dtype", torch.float32)
@@ -161,11 +162,19 @@ def bytes_per_pixel(upscaler: object) -> float:
     return float(act + up + out)
 
 
-def auto_tile(upscaler: object, height: int, width: int, fraction: float = 0.5) -> int:
-    """The largest tile (input pixels, window-aligned) whose estimated peak fits ``fraction`` of free memory."""
+def auto_tile(upscaler: Any, height: int, width: int, fraction: float = 0.5, channels: int = 4) -> int:
+    """The largest tile (input pixels, window-aligned) whose estimated peak fits ``fraction`` of free memory.
+
+    Two costs bound it: the model's activations for one tile (on the model's device) and, on the
+    host, the float32 band of output rows being blended (tile x scale rows, the full output width).
+    """
     device = getattr(upscaler, "device", torch.device("cpu"))
     budget = free_memory(device) * fraction
     side = int(math.sqrt(max(budget, 0) / bytes_per_pixel(upscaler)))
+    s = int(getattr(upscaler, "scale", 4))
+    host = free_memory(torch.device("cpu")) * fraction if device.type != "cpu" else budget
+    band_row = 2 * s * width * s * channels * 4  # bytes per input row of tile: band and its successor
+    side = min(side, int(host // max(band_row, 1)))
     if side >= max(height, width):
         return 0
     align = window_align(upscaler)
@@ -174,7 +183,7 @@ def auto_tile(upscaler: object, height: int, width: int, fraction: float = 0.5) 
     return max(side, MIN_TILE)
 
 
-def resolve_tile(upscaler: object, tile: int | str, height: int, width: int) -> int:
+def resolve_tile(upscaler: Any, tile: int | str, height: int, width: int) -> int:
     """``"auto"`` -> a size from free memory; ints pass through (0 = whole image)."""
     if isinstance(tile, str):
         if tile.strip().lower() == "auto":
@@ -223,50 +232,50 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
 
 
-def _empty_cache(upscaler: object) -> None:
+def _empty_cache(upscaler: Any) -> None:
     device = getattr(upscaler, "device", None)
     if device is not None and getattr(device, "type", "") == "cuda":
         torch.cuda.empty_cache()
 
 
-def iter_upscaled_bands(
-    upscaler: Callable[[Tensor], Tensor],
-    x: Tensor,
+Crop = Callable[[int, int, int, int], Tensor]  # (y0, x0, h, w) -> float32 (1, C, h, w)
+Sink = Callable[[int, Tensor], None]  # (first output row, finished float32 band (1, C, rows, sW))
+
+
+def iter_bands(
+    fn: Callable[[Tensor], Tensor],
+    crop: Crop,
     plan: TilePlan,
+    scale: int,
     tta: bool = False,
     progress: Progress | None = None,
-    done: int = 0,
 ) -> Iterator[tuple[int, Tensor]]:
-    """Yield ``(out_row, band)``: finished float32 output rows (1, 3, rows, sW) top to bottom.
+    """Yield ``(out_row, band)``: finished float32 output rows top to bottom.
 
-    Only one band (a tile row's height times the output width) is held at a time.
+    Only one band (a tile row's height times the output width) is held at a time, so memory follows
+    the tile size and the image width, never the image area.
     """
-    s = int(getattr(upscaler, "scale"))
-    _, c, h, w = x.shape
+    s, h, w = scale, plan.height, plan.width
     th, tw = min(plan.tile, h), min(plan.tile, w)
     wy = axis_weights(plan.ys, th, h, s)
     wx = axis_weights(plan.xs, tw, w, s)
-    band: Tensor | None = None  # accumulates output rows [band_top, band_top + band.shape[2])
-    band_top = 0
+    band: Tensor | None = None  # output rows [band_top, band_top + th * s)
+    band_top, done = 0, 0
     for iy, y0 in enumerate(plan.ys):
         top = y0 * s
-        if band is None:
-            band = torch.zeros(1, 3, th * s, w * s)
-            band_top = top
-        else:
+        if band is not None:
             # rows above this tile row's start are final: hand them out and keep the overlap
             ready = top - band_top
             yield band_top, band[:, :, :ready]
-            keep = band[:, :, ready:].clone()
-            band = torch.zeros(1, 3, th * s, w * s)
-            band[:, :, : keep.shape[2]] = keep
-            del keep
+            band = torch.cat([band[:, :, ready:], band.new_zeros(band.shape[0], band.shape[1], ready, w * s)], 2)
             band_top = top
         for ix, x0 in enumerate(plan.xs):
-            tile_in = x[:, :, y0 : y0 + th, x0 : x0 + tw]
-            y = forward(upscaler, tile_in, tta)
+            y = forward(fn, crop(y0, x0, th, tw), tta)
             if y.shape[-2:] != (th * s, tw * s):
                 raise RuntimeError(f"model returned {tuple(y.shape[-2:])} for a {th}x{tw} tile at x{s}")
+            if band is None:
+                band = torch.zeros(1, y.shape[1], th * s, w * s)
+                band_top = top
             # upscaler outputs are inference tensors: weight them out of place
             band[:, :, :, x0 * s : x0 * s + tw * s] += y * wy[iy].view(1, 1, -1, 1) * wx[ix].view(1, 1, 1, -1)
             del y
@@ -275,6 +284,55 @@ def iter_upscaled_bands(
                 progress(done, plan.count)
     assert band is not None
     yield band_top, band
+
+
+def run_tiled(
+    upscaler: Any,
+    crop: Crop,
+    height: int,
+    width: int,
+    sink: Sink,
+    tile: int | str = 0,
+    overlap: int | None = None,
+    tta: bool = False,
+    progress: Progress | None = None,
+    on_retry: Callable[[int, int], None] | None = None,
+    fn: Callable[[Tensor], Tensor] | None = None,
+) -> TilePlan:
+    """Upscale an image given by ``crop`` tile by tile, handing finished rows to ``sink``.
+
+    ``fn`` (default: ``upscaler``) maps a float tile to its upscaled float tile; ``upscaler`` supplies
+    the scale, windows and device. On out-of-memory the whole image is redone with half the tile
+    (``on_retry(old, new)`` is told; sinks just overwrite rows) down to ``MIN_TILE``, then it raises.
+    """
+    fn = fn or upscaler  # type: ignore[assignment]
+    assert fn is not None
+    s = int(upscaler.scale)
+    size = resolve_tile(upscaler, tile, height, width)
+    while True:
+        plan = plan_tiles(upscaler, height, width, size, overlap)
+        try:
+            if plan.count == 1:
+                if progress is not None:
+                    progress(0, 1)
+                sink(0, forward(fn, crop(0, 0, height, width), tta))
+                if progress is not None:
+                    progress(1, 1)
+            else:
+                for row, band in iter_bands(fn, crop, plan, s, tta, progress):
+                    sink(row, band)
+            return plan
+        except (RuntimeError, MemoryError) as exc:
+            if not is_oom(exc):
+                raise
+            current = plan.tile
+            smaller = max(MIN_TILE, current // 2)
+            if smaller >= current:
+                raise
+            _empty_cache(upscaler)
+            if on_retry is not None:
+                on_retry(current, smaller)
+            size = smaller
 
 
 def upscale_tensor(
@@ -289,38 +347,25 @@ def upscale_tensor(
     """Upscale float32 (1, C, H, W) in [0, 1] (CPU) to float32 (1, 3, sH, sW) on the CPU, unclamped.
 
     ``tile=0`` runs the whole image at once, an int is the tile side in input pixels, ``"auto"`` picks
-    one from free memory. On out-of-memory the image is retried with half the tile (``on_retry(old,
-    new)`` is told) until ``MIN_TILE``; then the error propagates.
+    one from free memory; ``overlap`` defaults to :func:`default_overlap`. On out-of-memory the image is
+    retried with half the tile. The output is one preallocated buffer filled band by band.
     """
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError(f"expected a (1, C, H, W) tensor, got {tuple(x.shape)}")
-    s = int(getattr(upscaler, "scale"))
+    s = int(upscaler.scale)
     _, _, h, w = x.shape
-    size = resolve_tile(upscaler, tile, h, w)
-    out: Tensor | None = None
-    while True:
-        plan = plan_tiles(upscaler, h, w, size, overlap)
-        try:
-            if plan.count == 1:
-                if progress is not None:
-                    progress(0, 1)
-                out = forward(upscaler, x, tta)
-                if progress is not None:
-                    progress(1, 1)
-                return out
-            if out is None:
-                out = torch.empty(1, 3, h * s, w * s)
-            for row, band in iter_upscaled_bands(upscaler, x, plan, tta, progress):
-                out[:, :, row : row + band.shape[2]] = band
-            return out
-        except (RuntimeError, MemoryError) as exc:
-            if not is_oom(exc):
-                raise
-            current = plan.tile
-            smaller = max(MIN_TILE, current // 2)
-            if smaller >= current:
-                raise
-            _empty_cache(upscaler)
-            if on_retry is not None:
-                on_retry(current, smaller)
-            size = smaller
+    out: list[Tensor] = []
+
+    def crop(y0: int, x0: int, th: int, tw: int) -> Tensor:
+        return x[:, :, y0 : y0 + th, x0 : x0 + tw].float()
+
+    def sink(row: int, band: Tensor) -> None:
+        if row == 0 and band.shape[2] == h * s:  # one tile: the forward's own tensor is the output
+            out[:] = [band]
+            return
+        if not out or out[0].shape[2] != h * s or out[0].shape[1] != band.shape[1]:
+            out[:] = [torch.empty(1, band.shape[1], h * s, w * s)]
+        out[0][:, :, row : row + band.shape[2]] = band
+
+    run_tiled(upscaler, crop, h, w, sink, tile, overlap, tta, progress, on_retry)
+    return out[0]

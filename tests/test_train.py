@@ -14,14 +14,13 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import need_shared
 from sst_cli.checkpoint import load_checkpoint, model_from_checkpoint
 from sst_cli.cli import main as cli_main
 from sst_cli.engine import Bicubic
 from sst_cli.errors import SSTError
 from sst_cli.training.config import load_config
 from sst_cli.training.loop import _val_pairs, list_checkpoints, train, validate
-
-from conftest import need_shared
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"

@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 from rich import box
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -51,8 +52,8 @@ def render(report: EvalReport) -> Table:
     names = list(dict.fromkeys(m for r in report.results for m in r.metric_names))
     paper = report.settings.get("compare_paper")
     s = report.settings
-    t = Table(title=f"sst eval: {s['model']} on {s['device']} ({s['dtype']}, tile {s['tile']}, "
-                    f"TTA {'on' if s['tta'] else 'off'}, crop border = {s['crop_border']})",
+    t = Table(title=f"{s['model']} on {s['device']} {s['dtype']}, tile {s['tile']}, "
+                    f"TTA {'on' if s['tta'] else 'off'}, crop border = {s['crop_border']}",
               box=box.SIMPLE_HEAD, pad_edge=False)
     t.add_column("dataset", no_wrap=True)
     t.add_column("scale", justify="right", no_wrap=True)
@@ -88,8 +89,8 @@ def _notes(report: EvalReport, options: EvalOptions) -> list[str]:
                      "convention, as the compared papers; MATLAB-era tables used the grey value: ~0.09 dB on Set14).")
     generated = sorted({f"{r.dataset} x{r.scale}" for r in report.results if r.lr_source in ("generated", "mixed")})
     if generated:
-        notes.append(f"LR generated from the mod-cropped HR with MATLAB-style bicubic for: {', '.join(generated)} "
-                     "(no shipped LR files); other sets used the shipped LR.")
+        notes.append(f"LR generated from the mod-cropped HR with MATLAB-style bicubic (no shipped LR files) for: "
+                     f"{', '.join(generated)}.")
     for r in report.results:
         for sk in r.skipped:
             notes.append(f"[yellow]skipped[/] {r.dataset} x{r.scale} {sk['name']}: {sk['reason']}")
@@ -164,7 +165,9 @@ def eval_cmd(
     if quiet:
         print(to_json(report))
         return
-    console.print(render(report))
+    # piped or captured output: don't squeeze the numbers into 80 columns (a real terminal sets its own width)
+    out = console if console.is_terminal else Console(file=console.file, width=max(console.width, 140))
+    out.print(render(report))
     for note in _notes(report, options):
         console.print(note)
     border = "scale" if crop_border is None else f"{crop_border} px"

@@ -6,6 +6,7 @@ import json
 
 import torch
 import typer
+from rich import box
 from rich.table import Table
 
 from .. import attention
@@ -17,9 +18,19 @@ from . import app
 from ._common import console
 
 
-def _params(name: str, scale: int) -> int:
+def _params(name: str) -> dict[int, int]:
+    """Parameter count at every scale from one shape-only build: only ``upsampler.up_conv`` depends on
+    the scale, with (channels per sub-pixel) x s^2 outputs."""
     with torch.device("meta"):
-        return sum(p.numel() for p in create_model(name, scale).parameters())
+        model = create_model(name, 4)
+    total = sum(p.numel() for p in model.parameters())
+    up = model.upsampler.up_conv
+    per_subpixel = (up.weight.numel() + up.bias.numel()) // 16
+    return {s: total + (s * s - 16) * per_subpixel for s in SCALES}
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n < 1e7 else f"{n / 1e6:.1f}M"
 
 
 @app.command("models")
@@ -40,11 +51,15 @@ def models_cmd(
         if as_json:
             console.print_json(json.dumps({"device": str(dev), "backends": rows}))
             return
-        t = Table(title=f"Attention backends on {dev}")
-        for col in ("backend", "fp32", "bf16", "fp16", "description"):
-            t.add_column(col, overflow="fold")
+        t = Table(title=f"Attention backends on {dev}", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        t.add_column("backend", no_wrap=True)
+        for d in ("fp32", "bf16", "fp16"):
+            t.add_column(d, no_wrap=True)
+        t.add_column("description, or why it cannot run", overflow="fold")
         for r in rows:
-            t.add_row(r["backend"], *(("[green]ok[/]" if r[d] == "ok" else f"[red]{r[d]}[/]") for d in ("fp32", "bf16", "fp16")), r["description"])
+            marks = ["[green]ok[/]" if r[d] == "ok" else "[red]no[/]" for d in ("fp32", "bf16", "fp16")]
+            why = next((r[d] for d in ("fp32", "bf16", "fp16") if r[d] != "ok"), None)
+            t.add_row(r["backend"], *marks, f"[dim]{why}[/]" if why else r["description"])
         console.print(t)
         return
     rows = []
@@ -53,7 +68,7 @@ def models_cmd(
         urban = {s: (q["psnr_y"] if (q := quality(v.name, "Urban100", s)) else None) for s in SCALES}
         rows.append({
             "name": v.name, "official": v.official, "scales": list(SCALES),
-            "params": {s: _params(v.name, s) for s in SCALES}, "windows": list(v.window_sizes),
+            "params": _params(v.name), "windows": list(v.window_sizes),
             "checkpoints": {s: v.checkpoint_names(s) for s in SCALES}, "paper_urban100_psnr": urban,
             "local_weights": found,
         })
@@ -61,17 +76,28 @@ def models_cmd(
     if as_json:
         console.print_json(json.dumps({"variants": rows, "bundled": bundled}))
         return
-    t = Table(title="SST model zoo")
-    for col in ("name", "params (x2/x3/x4)", "windows", "checkpoint files (x{s})", "paper Urban100 x2/x3/x4", "local weights"):
-        t.add_column(col, overflow="fold")
-    for r in rows:
-        params = " / ".join(f"{r['params'][s] / 1e6:.2f}M" for s in SCALES)
-        urban = " / ".join(f"{u:.2f}" if u else "–" for u in r["paper_urban100_psnr"].values())
-        files = ", ".join(n.replace("_X4", "_X{s}") for n in r["checkpoints"][4])
-        local = ", ".join(f"x{s}" for s in r["local_weights"]) or "[dim]none[/]"
-        t.add_row(r["name"], params, ",".join(map(str, r["windows"])), files, urban, local)
+    # Sized for an 80-column terminal: params and Urban100 at x4 only, the official file names folded
+    # into one pattern per variant, local files listed below; --json has every scale and file name.
+    t = Table(title="SST model zoo", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    t.add_column("name", no_wrap=True)
+    t.add_column("params", justify="right", no_wrap=True)
+    t.add_column("windows", no_wrap=True)
+    t.add_column("official weights", no_wrap=True)
+    t.add_column("Urban100", justify="right", no_wrap=True)
+    for r, v in zip(rows, VARIANTS.values(), strict=True):
+        sets = v.checkpoint_sets
+        files = f"{v.official}_{sets[0]}" if len(sets) == 1 else f"{v.official}_{{{','.join(sets)}}}"
+        urban = r["paper_urban100_psnr"][4]
+        t.add_row(r["name"], _millions(r["params"][4]), ",".join(map(str, r["windows"])), files,
+                  f"{urban:.2f}" if urban else "[dim]-[/]")
     console.print(t)
+    console.print("[dim]params and paper Urban100 PSNR at x4; files: <official weights>_X<scale>.pth[/]")
+    found = [f"{r['name']} x{s} ({path})" for r in rows for s, path in r["local_weights"].items()]
+    if found:
+        console.print("Found locally: " + "; ".join(found) + ".")
+    else:
+        console.print("No official weights found here ($SST_WEIGHTS_DIR, user cache, checkpoints/).")
     if bundled:
         console.print(f"Bundled model: sst-tiny at {', '.join('x' + str(s) for s in bundled)} (used when no --model is given).")
-    console.print("Official weights: the authors publish them in their Hugging Face collection dslisleedh/sst; "
-                  "pass --weights FILE or put files in $SST_WEIGHTS_DIR.")
+    console.print("Official weights are published by the authors in the Hugging Face collection\n"
+                  "dslisleedh/sst; pass --weights FILE or put the files in $SST_WEIGHTS_DIR.")

@@ -1,1 +1,157 @@
-"""Placeholder: filled in by its issue."""
+"""`sst profile`: latency, peak memory and FLOPs across attention backends, models, biases, dtypes and devices."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .. import profiling
+from ..checkpoint import atomic_write
+from ..errors import SSTError
+from . import app
+from ._common import console, err_console, split_list
+
+
+def _fmt(v: Any, spec: str = ".1f") -> str:
+    return "–" if v is None else format(v, spec)
+
+
+SHORT_STATUS = {"backend unavailable": "unavailable", "bias unsupported by backend": "bias unsupported",
+                "device unavailable": "no device", "dtype unsupported": "dtype unsupported",
+                "out of memory": "OOM", "failed": "failed"}
+
+
+def _short(status: str) -> str:
+    head = status.split(":")[0]
+    return SHORT_STATUS.get(head, "timeout" if head.startswith("timed out") else head)
+
+
+def _table(result: dict[str, Any], compare_paper: bool) -> tuple[Table, list[str]]:
+    """The results table plus footnotes holding the full reason for every row that did not run."""
+    env, rows = result["environment"], result["rows"]
+    title = f"sst profile · torch {env['torch']}"
+    if env.get("cuda"):
+        title += f" · CUDA {env['cuda']} · cuDNN {env['cudnn']}"
+    t = Table(title=title, caption="peak MB: CPU = peak RSS of the worker process; CUDA = max allocated")
+    # Columns that are the same on every row go to the caption instead of taking width.
+    same = {k: rows[0][k] for k in ("batch", "mode") if rows and all(r[k] == rows[0][k] for r in rows)}
+    if same:
+        t.caption += " · " + " · ".join(f"{k} {v}" for k, v in same.items())
+    cols = ["model", "x", "backend", "bias", "dtype", "device", "input", *(k for k in ("batch", "mode") if k not in same),
+            "status", "median ms", "p90 ms", "peak MB", "GFLOP", "TFLOP/s"]
+    if any(r.get("peak_fraction") is not None for r in rows):
+        cols.append("% peak")
+    if compare_paper:
+        cols += ["paper ms", "paper MB", "paper GPU"]
+    for c in cols:
+        t.add_column(c, overflow="fold", justify="right" if c in ("median ms", "p90 ms", "peak MB", "GFLOP", "TFLOP/s", "% peak",
+                                                 "paper ms", "paper MB") else "left")
+    notes: list[str] = []
+    for r in rows:
+        if r["status"] == "ok":
+            status = "[green]ok[/]"
+        else:
+            if r["status"] not in notes:
+                notes.append(r["status"])
+            status = f"[red]{_short(r['status'])} [{notes.index(r['status']) + 1}][/]"
+        device = "cpu" if r["device"] == "cpu" else f"{r['device']} {r.get('device_name', '')}".strip()
+        cells = {
+            "model": r["model"], "x": str(r["scale"]), "backend": r["backend"], "bias": r["bias"],
+            "dtype": r["dtype"], "device": device, "input": "x".join(map(str, r["input_hw"])),
+            "batch": str(r["batch"]), "mode": r["mode"], "status": status,
+            "median ms": _fmt(r["latency_ms_median"]), "p90 ms": _fmt(r["latency_ms_p90"]),
+            "peak MB": _fmt(r["peak_mem_mb"], ".0f"), "GFLOP": _fmt(r["flops"] / 1e9 if r["flops"] else None),
+            "TFLOP/s": _fmt(r["tflops_per_s"], ".3f"),
+            "% peak": _fmt(r["peak_fraction"] * 100 if r.get("peak_fraction") is not None else None),
+        }
+        paper = r.get("paper") or {}
+        cells.update({"paper ms": _fmt(paper.get("latency_ms")), "paper MB": _fmt(paper.get("mem_mb"), ".0f"),
+                      "paper GPU": paper.get("gpu", "–")})
+        t.add_row(*(cells[c] for c in cols))
+    return t, [f"[{i + 1}] {n}" for i, n in enumerate(notes)]
+
+
+def _write_json(path: str, result: dict[str, Any]) -> None:
+    if path == "-":
+        console.print_json(json.dumps(result))
+        return
+    atomic_write(Path(path), lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8"))
+
+
+def _write_csv(path: str, result: dict[str, Any]) -> None:
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(profiling.CSV_COLUMNS))
+            w.writeheader()
+            w.writerows(profiling.csv_rows(result))
+
+    atomic_write(Path(path), write)
+
+
+@app.command("profile")
+def profile_cmd(
+    model: str = typer.Option("sst-light", help="Model variant(s), comma-separated (see `sst models`)."),
+    scale: str = typer.Option("4", help="Scale(s), comma-separated: 2, 3, 4."),
+    backend: str = typer.Option("sdpa", help="Attention backend(s), comma-separated: naive, sdpa, sdpa-math, "
+                                "sdpa-efficient, sdpa-flash, sdpa-cudnn, flex, fa2, fa3, fa4."),
+    bias: str = typer.Option("rib", help="Positional bias(es), comma-separated: rib, rpb, none."),
+    dtype: str = typer.Option("auto", help="fp32, bf16, fp16 (comma-separated); auto = bf16 on CUDA, fp32 on CPU."),
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:N, all (every visible GPU), comma-separated."),
+    size: str = typer.Option("1280x720", help="OUTPUT size WxH, as in the paper; the input is size/scale."),
+    batch: int | None = typer.Option(None, help="Batch size (default 1; 8 with --train)."),
+    warmup: int = typer.Option(3, help="Untimed passes before timing."),
+    repeat: int = typer.Option(10, help="Timed passes (median and p90 are reported)."),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the model (compile time stays out of the timing)."),
+    train: bool = typer.Option(False, "--train", help="Time training steps (forward, L1, backward, AdamW) on --patch crops."),
+    patch: int = typer.Option(64, help="LR training patch size for --train."),
+    json_path: str | None = typer.Option(None, "--json", help="Write the results as JSON to FILE ('-' for stdout)."),
+    csv_path: str | None = typer.Option(None, "--csv", help="Write the rows as CSV to FILE."),
+    compare_paper: bool = typer.Option(False, "--compare-paper", help="Show the paper's figures (and its GPU) beside ours."),
+    timeout: float | None = typer.Option(None, help="Give up on one configuration after this many seconds."),
+) -> None:
+    """Measure latency, peak memory and FLOPs; every configuration runs in a fresh process.
+
+    Configurations that cannot run here (a CUDA-only backend on CPU, rpb with a bias-less kernel, out of
+    memory) get a row saying why, and the run continues. Weights are random: speed does not depend on them.
+    """
+    try:
+        scales = [int(s) for s in split_list(scale)]
+    except ValueError:
+        raise SSTError(f"--scale takes integers such as 2 or 2,4 (got '{scale}').") from None
+    configs = profiling.build_grid(
+        split_list(model), scales, split_list(backend), split_list(bias), split_list(dtype), split_list(device),
+        size=profiling.parse_size(size), batch=batch or (8 if train else 1), warmup=warmup, repeat=repeat,
+        compile=compile_, train=train, patch=patch, timeout_s=timeout,
+    )
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task("profiling", total=len(configs))
+
+        def on_start(c: profiling.ProfileConfig) -> None:
+            bar.update(task, description=f"{c.model} x{c.scale} {c.backend}/{c.bias} {c.dtype} {c.device}")
+
+        result = profiling.profile(configs, compare_paper=compare_paper, on_start=on_start,
+                                   on_row=lambda _row: bar.advance(task))
+    if json_path:
+        _write_json(json_path, result)
+    if csv_path:
+        _write_csv(csv_path, result)
+    if json_path == "-":
+        return
+    table, notes = _table(result, compare_paper)
+    console.print(table)
+    for note in notes:
+        console.print(note, markup=False, highlight=False)
+    if compare_paper and any(r.get("paper") for r in result["rows"]):
+        tables = sorted({r["paper"]["table"] for r in result["rows"] if r.get("paper")})
+        console.print(f"Paper figures: {', '.join(tables)} of the SST paper, at a 1280x720 output (x2 training "
+                      "for Table 1) on the GPU named; compare only like with like.")
+    for path in filter(None, (json_path, csv_path)):
+        console.print(f"wrote {path}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -17,11 +17,11 @@ from ._common import console
 
 @app.command("train")
 def train_cmd(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (see configs/)."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config (see configs/)."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key: --set lr=1e-4 (repeatable)."),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Where checkpoints and logs go (default runs/<config name>)."),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="Where checkpoints and logs go (default runs/<config name>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest valid checkpoint in --run-dir."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N (default: the GPU of this rank, else CPU)."),
+    device: str | None = typer.Option(None, help="cpu, cuda or cuda:N (default: the GPU of this rank, else CPU)."),
 ) -> None:
     """Train or fine-tune SST. Multi-GPU: torchrun --nproc-per-node N -m sst_cli train --config ..."""
     cfg = load_config(config, set_)

@@ -1,1 +1,145 @@
-"""Placeholder: filled in by its issue."""
+"""`sst upscale`: batch upscaling of image files and folders."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich import box
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..engine import load_upscaler
+from ..upscale import Job, Result, Settings, Summary, UsageError, plan_jobs, run_batch, split_existing
+from . import app
+from ._common import console, err_console
+
+MAX_ROWS = 40  # longer batches list only their failures
+
+
+class _ProgressEvents:
+    """Feeds run_batch's events to a rich progress bar over images and one over the current image's tiles."""
+
+    def __init__(self, progress: Progress, total: int) -> None:
+        self.progress = progress
+        self.images = progress.add_task("images", total=total)
+        self.tile_task = progress.add_task("tiles", total=1, visible=False)
+
+    def start(self, index: int, job: Job) -> None:
+        self.progress.update(self.images, description=f"{job.rel}")
+        self.progress.update(self.tile_task, completed=0, total=1, visible=False)
+
+    def tiles(self, done: int, total: int) -> None:
+        if total > 1:
+            self.progress.update(self.tile_task, completed=done, total=total, visible=True,
+                                 description=f"  tiles {done}/{total}")
+
+    def retry(self, job: Job, old: int, new: int) -> None:
+        self.progress.console.print(f"[yellow]{job.rel}: out of memory with {old}px tiles; retrying with {new}px[/]")
+
+    def finish(self, index: int, result: Result) -> None:
+        self.progress.update(self.tile_task, visible=False)
+        self.progress.advance(self.images)
+        if result.status == "failed":
+            self.progress.console.print(f"[red]failed[/] {result.job.rel}: {result.reason}")
+
+
+def _size(wh: tuple[int, int] | None) -> str:
+    return f"{wh[0]}x{wh[1]}" if wh else ""
+
+
+def _table(summary: Summary) -> Table:
+    rows = [r for r in summary.results if r.status != "skipped"]
+    if len(rows) > MAX_ROWS:
+        rows = [r for r in rows if r.status == "failed"]
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for col, justify in (("image", "left"), ("status", "left"), ("size", "right"), ("seconds", "right"),
+                         ("notes / reason", "left")):
+        t.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    style = {"done": "[green]done[/]", "failed": "[red]failed[/]"}
+    for r in rows:
+        size = f"{_size(r.in_size)} → {_size(r.out_size)}" if r.out_size else _size(r.in_size)
+        t.add_row(str(r.job.rel), style[r.status], size, f"{r.seconds:.2f}", r.reason or "; ".join(r.notes))
+    return t
+
+
+@app.command("upscale")
+def upscale_cmd(
+    paths: list[str] = typer.Argument(..., metavar="INPUT... OUTPUT_DIR",
+                                      help="Image files, folders or globs, then the output folder."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Variant name (sst-light, sst-l+, ...) or "
+                                     "'bicubic' (no weights). Default: the bundled model."),
+    weights: str | None = typer.Option(None, "--weights", "-w", help="Checkpoint file or URL (.pth/.safetensors)."),
+    sha256: str | None = typer.Option(None, "--sha256", help="Expected SHA-256 of a --weights URL download."),
+    scale: int | None = typer.Option(None, "--scale", "-s", help="Model scale 2, 3 or 4 (default: the "
+                                     "checkpoint's, else 4)."),
+    outscale: float | None = typer.Option(None, "--outscale", help="Final scale if not the model's "
+                                          "(model, then MATLAB-style bicubic)."),
+    tile: str = typer.Option("auto", "--tile", "-t", help="Tile side in input pixels, 0 for the whole image, "
+                             "or auto (from free memory; retried smaller on CUDA out-of-memory)."),
+    tile_overlap: int | None = typer.Option(None, "--tile-overlap", help="Input pixels shared by neighbouring "
+                                            "tiles, blended smoothly (default 32, at most tile/4)."),
+    tta: bool = typer.Option(False, "--tta", help="x8 self-ensemble (flips and transposes), averaged."),
+    alpha: str = typer.Option("model", "--alpha", help="Upscale an alpha channel with the model or bicubic."),
+    fmt: str = typer.Option("same", "--format", "-f", help="same, png, jpg, webp, tiff or bmp."),
+    quality: int = typer.Option(95, "--quality", "-q", min=1, max=100, help="JPEG/WebP quality (100 = "
+                                "lossless WebP)."),
+    suffix: str = typer.Option("", "--suffix", help="Added to output file stems, e.g. _x4."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Read subfolders of folder inputs."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, fp32, bf16 or fp16."),
+    backend: str = typer.Option("auto", "--backend", help="Attention backend (see `sst models --backends`)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of a table."),
+) -> None:
+    """Upscale images into OUTPUT_DIR/<relative path>/<stem><suffix>.<ext>; existing outputs are skipped.
+
+    Exit code 0 when every image succeeded, 1 when some failed (the rest are still done), 2 for usage errors.
+    """
+    if len(paths) < 2:
+        raise UsageError("give at least one input and the output folder: sst upscale INPUT... OUTPUT_DIR.")
+    tile_value: int | str = tile.strip().lower()
+    if tile_value != "auto":
+        try:
+            tile_value = int(tile_value)
+        except ValueError:
+            raise UsageError(f"--tile must be auto, 0 or a number of pixels (got '{tile}').") from None
+        if tile_value < 0:
+            raise UsageError("--tile must not be negative.")
+    if tile_overlap is not None and tile_overlap < 0:
+        raise UsageError("--tile-overlap must not be negative.")
+    if alpha not in ("model", "bicubic"):
+        raise UsageError(f"--alpha must be model or bicubic (got '{alpha}').")
+    if outscale is not None and outscale <= 0:
+        raise UsageError(f"--outscale must be positive (got {outscale}).")
+    settings = Settings(tile=tile_value, overlap=tile_overlap, tta=tta, outscale=outscale, alpha=alpha,
+                        format=fmt.lower(), quality=quality, suffix=suffix, overwrite=overwrite, recursive=recursive)
+    jobs = plan_jobs(paths[:-1], paths[-1], settings)
+    todo, existing = split_existing(jobs, overwrite)
+
+    up = load_upscaler(model=model, weights=weights, scale=scale, device=device, dtype=dtype, backend=backend,
+                       sha256=sha256)
+    dt = str(up.dtype).replace("torch.", "")
+    err_console.print(f"[bold]{up.name}[/] x{up.scale} ({up.source}) on {up.device}, {dt}, attention {up.backend}; "
+                      f"{len(todo)} to do" + (f", skipped {len(existing)} existing; --overwrite to redo"
+                                              if existing else ""))
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=err_console, transient=True, disable=not todo) as progress:
+        summary = run_batch(jobs, up, settings, _ProgressEvents(progress, len(todo)))
+
+    if as_json:
+        console.print_json(json.dumps({"model": up.name, "scale": up.scale, "device": str(up.device), **summary.to_dict()}))
+    else:
+        if any(r.status != "skipped" for r in summary.results):
+            console.print(_table(summary))
+        line = (f"[green]{summary.count('done')} done[/], {summary.count('skipped')} skipped, "
+                f"[{'red' if summary.count('failed') else 'green'}]{summary.count('failed')} failed[/] "
+                f"in {summary.seconds:.1f}s")
+        if summary.removed_temps:
+            line += f"; removed {summary.removed_temps} partial file(s) left by an interrupted run"
+        console.print(line)
+    if summary.interrupted:
+        left = len(todo) - summary.count("done") - summary.count("failed")
+        err_console.print(f"[yellow]interrupted[/]: {left} image(s) not done; run the same command again to resume.")
+        raise typer.Exit(130)
+    raise typer.Exit(summary.exit_code)

@@ -8,9 +8,9 @@ iteration, whatever the number of workers or processes, which makes resume and D
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
