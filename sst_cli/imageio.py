@@ -531,7 +531,7 @@ def encode(fh: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
     elif fmt == "jpg":
         pil.save(fh, format="JPEG", quality=quality, subsampling=0 if quality >= 90 else 2, optimize=True, **kw)
     elif fmt == "webp":
-        pil.save(fh, format="WEBP", quality=quality, lossless=quality >= 100, method=4, **kw)
+        pil.save(fh, format="WEBP", quality=quality, lossless=quality >= 100, exact=quality >= 100, method=4, **kw)
     elif fmt == "tiff":
         pil.save(fh, format="TIFF", compression="tiff_deflate", **kw)
     elif fmt == "bmp":

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REFERENCE, need_shared
 from safetensors.torch import save_file
 
+from conftest import REFERENCE, need_shared
 from sst_cli import build_model, create_model
 from sst_cli.checkpoint import (
     HF_COLLECTION,

@@ -11,9 +11,9 @@ import warnings
 from pathlib import Path
 
 import pytest
-from conftest import REFERENCE
 from rich.console import Console
 
+from conftest import REFERENCE
 from sst_cli import attention
 from sst_cli.attention import BACKENDS
 from sst_cli.cli import main

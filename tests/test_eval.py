@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED, need_shared
 from PIL import Image
 
+from conftest import SHARED, need_shared
 from sst_cli import build_model
 from sst_cli.checkpoint import save_checkpoint
 from sst_cli.cli import main

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import need_shared
 from PIL import Image
 
+from conftest import need_shared
 from sst_cli.metrics import psnr, rgb_to_y, ssim
 from sst_cli.resize import imresize, quantize_uint8
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REFERENCE, need_shared
 
 import sst_cli.model as model_module
+from conftest import REFERENCE, need_shared
 from sst_cli import build_model, create_model
 from sst_cli.attention import BACKENDS, unavailable_reason
 from sst_cli.model import SST, WindowAttention, pad_to_multiple, relative_position_index, rib_features

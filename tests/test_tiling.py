@@ -1,0 +1,206 @@
+"""Tiling: grid planning, blending weights, tiled == untiled, TTA, out-of-memory retry, auto tile size."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sst_cli import tiling
+from sst_cli.engine import Upscaler, load_upscaler
+from sst_cli.model import build_model
+from sst_cli.resize import imresize
+from sst_cli.tiling import axis_starts, axis_weights, plan_tiles, upscale_tensor
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = ((a.clamp(0, 1) - b.clamp(0, 1)) ** 2).mean().item()
+    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
+
+
+def random_sst(windows: list[int], scale: int = 2, seed: int = 0) -> Upscaler:
+    torch.manual_seed(seed)
+    net = build_model({"dim": 16, "window_sizes": windows, "num_heads": 2, "ranks": 8, "n_blocks": 2,
+                       "exp_ratio": 1.5, "upscaling_factor": scale, "upsampler_type": "pixelshuffle_direct"})
+    return Upscaler(net.eval(), "random-sst", scale, torch.device("cpu"), torch.float32, "sdpa", "test")
+
+
+@pytest.fixture(scope="module")
+def bicubic() -> Upscaler:
+    return load_upscaler("bicubic", scale=3, device="cpu")
+
+
+def smooth_image(h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """A natural-ish test image: low-pass noise plus edges, in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    x = F.interpolate(torch.rand(1, 3, h // 4 + 1, w // 4 + 1, generator=g), size=(h, w), mode="bilinear")
+    x[:, :, h // 3 :, : w // 2] *= 0.5
+    return x.clamp(0, 1)
+
+
+# ------------------------------------------------------------------------------------------ planning
+@pytest.mark.parametrize("length,tile,overlap,align", [(100, 40, 10, 1), (230, 128, 32, 64), (64, 64, 8, 1),
+                                                       (33, 8, 2, 1), (500, 96, 32, 96), (500, 160, 32, 64)])
+def test_axis_starts_cover_and_overlap(length: int, tile: int, overlap: int, align: int) -> None:
+    starts = axis_starts(length, tile, overlap, align)
+    assert starts[0] == 0 and starts[-1] + min(tile, length) == length
+    for a, b in zip(starts, starts[1:], strict=False):
+        assert a + tile - b >= overlap  # neighbours share at least the overlap
+        assert b > a
+    if tile - overlap >= align:  # tile windows coincide with whole-image windows (when a stride allows)
+        assert all(s % align == 0 for s in starts[:-1])
+
+
+@pytest.mark.parametrize("length,tile,overlap,scale", [(100, 40, 10, 2), (230, 128, 32, 4), (37, 16, 4, 3)])
+def test_axis_weights_are_a_partition_of_unity(length: int, tile: int, overlap: int, scale: int) -> None:
+    starts = axis_starts(length, tile, overlap)
+    weights = axis_weights(starts, tile, length, scale)
+    total = torch.zeros(length * scale)
+    for s, w in zip(starts, weights, strict=True):
+        assert w.min() >= 0
+        total[s * scale : s * scale + w.numel()] += w
+    assert torch.allclose(total, torch.ones_like(total), atol=1e-6)
+    # a tile's own border pixels get no weight where a neighbour covers them
+    assert weights[0][-1] < 1e-6 and weights[-1][0] < 1e-6
+
+
+def test_plan_whole_image_when_tile_covers_it(bicubic: Upscaler) -> None:
+    assert plan_tiles(bicubic, 50, 60, 0).count == 1
+    assert plan_tiles(bicubic, 50, 60, 64).count == 1
+    plan = plan_tiles(bicubic, 50, 60, 32)
+    assert plan.count == len(plan.ys) * len(plan.xs) > 1
+    assert plan.overlap == 8  # default: 32, at most a quarter of the tile
+
+
+# ------------------------------------------------------------------------------------ tiled == whole
+def test_bicubic_tiled_equals_whole(bicubic: Upscaler) -> None:
+    x = smooth_image(70, 95)
+    whole = upscale_tensor(bicubic, x)
+    assert whole.shape == (1, 3, 210, 285)
+    assert torch.equal(whole, imresize(x, 3))
+    for tile in (32, 40, 48):  # overlaps 8, 10, 12: a 2+ pixel zero-weight margin
+        tiled = upscale_tensor(bicubic, x, tile=tile)
+        # bicubic reaches 2 input pixels: the zero-weight margin of the default overlap hides tile edges
+        assert (tiled - whole).abs().max().item() < 1e-5, tile
+
+
+def test_sst_tiled_matches_whole_with_default_overlap() -> None:
+    """Windows (16, 64) larger than the default 32-pixel overlap: still >= 45 dB; no overlap is far worse."""
+    up = random_sst([16, 64])
+    x = smooth_image(200, 232, seed=1)
+    whole = upscale_tensor(up, x)
+    # the random network changes the image a lot, so seams would show
+    assert psnr(whole, F.interpolate(x, scale_factor=2, mode="nearest")) < 30
+    tiled = upscale_tensor(up, x, tile=128)
+    assert plan_tiles(up, 200, 232, 128).count > 1
+    assert psnr(tiled, whole) >= 45
+    # sanity of the test itself: tiles that merely touch leave visible seams
+    seams = upscale_tensor(up, x, tile=64, overlap=0)
+    assert psnr(seams, whole) < psnr(tiled, whole) - 10
+
+
+def test_progress_reports_every_tile(bicubic: Upscaler) -> None:
+    calls: list[tuple[int, int]] = []
+    upscale_tensor(bicubic, smooth_image(50, 50), tile=16, progress=lambda d, t: calls.append((d, t)))
+    total = calls[-1][1]
+    assert total > 1 and calls[-1] == (total, total)
+    assert [d for d, _ in calls] == list(range(1, total + 1))
+
+
+def test_bands_are_bounded_by_the_tile(bicubic: Upscaler) -> None:
+    """Finished rows come out in bands no taller than one tile row: memory follows the tile size."""
+    x = smooth_image(90, 40)
+    plan = plan_tiles(bicubic, 90, 40, 24)
+    rows = []
+
+    def crop(y0: int, x0: int, h: int, w: int) -> torch.Tensor:
+        return x[:, :, y0 : y0 + h, x0 : x0 + w]
+
+    for row, band in tiling.iter_bands(bicubic, crop, plan, 3):
+        assert band.shape[2] <= 24 * 3
+        rows.append((row, band.shape[2]))
+    assert rows[0][0] == 0 and sum(n for _, n in rows) == 270
+    assert all(a + n == b for (a, n), (b, _) in zip(rows, rows[1:], strict=False))
+
+
+# ------------------------------------------------------------------------------------------------ TTA
+def test_tta_of_bicubic_is_bicubic(bicubic: Upscaler) -> None:
+    x = smooth_image(30, 41)
+    assert torch.allclose(upscale_tensor(bicubic, x, tta=True), upscale_tensor(bicubic, x), atol=1e-5)
+
+
+def test_tta_is_the_mean_over_the_eight_dihedral_transforms() -> None:
+    up = random_sst([8, 16])
+    x = smooth_image(24, 40, seed=3)
+    outs = []
+    for k in range(4):  # independent construction: rotations, and rotations of the mirror image
+        for mirror in (False, True):
+            xi = torch.rot90(x.flip(-1) if mirror else x, k, (-2, -1))
+            yi = torch.rot90(up(xi), -k, (-2, -1))
+            outs.append(yi.flip(-1) if mirror else yi)
+    expected = torch.stack(outs).mean(0)
+    got = upscale_tensor(up, x, tta=True)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert not torch.allclose(got, upscale_tensor(up, x), atol=1e-3)  # TTA does change a real model's output
+
+
+# ----------------------------------------------------------------------------- out-of-memory, auto tile
+class PickyUpscaler:
+    """Bicubic that raises CUDA out-of-memory for tiles larger than ``limit`` pixels a side."""
+
+    scale = 2
+    device = torch.device("cpu")
+    dtype = torch.float32
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.sizes: list[int] = []
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(max(x.shape[-2:]))
+        if max(x.shape[-2:]) > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9 GiB")
+        return imresize(x, 2)
+
+
+def test_out_of_memory_retries_with_smaller_tiles() -> None:
+    up = PickyUpscaler(limit=40)
+    x = smooth_image(100, 120)
+    retries: list[tuple[int, int]] = []
+    out = upscale_tensor(up, x, tile=0, on_retry=lambda a, b: retries.append((a, b)))
+    assert retries == [(120, 60), (60, 32)]
+    assert max(up.sizes[-5:]) <= 40
+    assert (out - imresize(x, 2)).abs().max().item() < 1e-5
+
+
+def test_out_of_memory_at_the_smallest_tile_raises() -> None:
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        upscale_tensor(PickyUpscaler(limit=8), smooth_image(64, 64), tile=32)
+
+
+def test_other_errors_are_not_retried() -> None:
+    class Broken(PickyUpscaler):
+        def __call__(self, x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        upscale_tensor(Broken(0), smooth_image(40, 40), tile=16)
+
+
+def test_auto_tile_follows_free_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    up = random_sst([16, 32], scale=4)
+    monkeypatch.setattr(tiling, "free_memory", lambda device: 64 << 30)
+    assert tiling.resolve_tile(up, "auto", 300, 400) == 0  # fits: whole image
+    monkeypatch.setattr(tiling, "free_memory", lambda device: 200 << 20)
+    small = tiling.resolve_tile(up, "auto", 3000, 4000)
+    monkeypatch.setattr(tiling, "free_memory", lambda device: 800 << 20)
+    larger = tiling.resolve_tile(up, "auto", 3000, 4000)
+    assert tiling.MIN_TILE <= small < larger < 3000
+    assert larger % 32 == 0  # aligned to the windows
+    assert tiling.resolve_tile(up, 64, 300, 400) == 64 and tiling.resolve_tile(up, "0", 300, 400) == 0
+
+
+def test_free_memory_is_positive() -> None:
+    assert tiling.free_memory(torch.device("cpu")) > 0
