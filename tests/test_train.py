@@ -20,7 +20,7 @@ from sst_cli.cli import main as cli_main
 from sst_cli.engine import Bicubic
 from sst_cli.errors import SSTError
 from sst_cli.training.config import load_config
-from sst_cli.training.loop import _val_pairs, list_checkpoints, train, validate
+from sst_cli.training.loop import list_checkpoints, train, val_pairs, validate
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
@@ -55,7 +55,7 @@ def test_overfits_and_beats_bicubic(crops: Path, tmp_path: Path) -> None:
     result = train(cfg, tmp_path / "run", log=quiet)
     losses = [h["loss"] for h in result.history if "loss" in h]
     assert losses[-1] < 0.6 * losses[0]
-    bicubic = validate(Bicubic(4), {"one": _val_pairs(str(one), 4, "")}, 4, torch.device("cpu"))["one"]["psnr_y"]
+    bicubic = validate(Bicubic(4), {"one": val_pairs(str(one), 4, "")}, 4, torch.device("cpu"))["one"]["psnr_y"]
     vals = [h["val_psnr_y"] for h in result.history if "val_psnr_y" in h]
     assert vals[-1] > vals[0]
     assert vals[-1] > bicubic, f"validation {vals[-1]:.2f} dB did not beat bicubic {bicubic:.2f} dB"

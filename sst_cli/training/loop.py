@@ -317,31 +317,19 @@ def _tensorboard(run: Path) -> Any:
 
 # ------------------------------------------------------------------------------------- validation
 def _load_val_sets(cfg: TrainConfig) -> dict[str, list[tuple[str, torch.Tensor, np.ndarray]]]:
-    return {spec: _val_pairs(spec, cfg.scale, cfg.val_root) for spec in cfg.val_sets}
+    return {spec: val_pairs(spec, cfg.scale, cfg.val_root) for spec in cfg.val_sets}
 
 
-def _val_pairs(spec: str, scale: int, root: str) -> list[tuple[str, torch.Tensor, np.ndarray]]:
-    """(name, LR float (3, h, w), mod-cropped HR uint8 (H, W, 3)) for a set in the BasicSR layout."""
-    from PIL import Image
+def val_pairs(spec: str, scale: int, root: str) -> list[tuple[str, torch.Tensor, np.ndarray]]:
+    """(name, LR float (3, h, w), mod-cropped HR uint8 (H, W, 3)) for a set in any layout `sst eval` reads,
+    with the same shipped-or-generated LR rule."""
+    from ..evaluate import discover, generate_lr, mod_crop, read_rgb_u8, resolve_dataset, to_tensor
 
-    from ..resize import imresize
-
-    base = Path(spec) if Path(spec).is_dir() else Path(root) / spec
-    hr_dir = base / "HR" if (base / "HR").is_dir() else base
-    if not hr_dir.is_dir():
-        raise SSTError(f"validation set {spec} not found (looked for {hr_dir}).")
     pairs = []
-    for hr_path in sorted(hr_dir.glob("*.png")):
-        hr = np.asarray(Image.open(hr_path).convert("RGB"))
-        h, w = hr.shape[0] // scale * scale, hr.shape[1] // scale * scale
-        hr = hr[:h, :w]
-        lr_path = base / "LR_bicubic" / f"X{scale}" / f"{hr_path.stem}x{scale}.png"
-        if lr_path.is_file():
-            lr = torch.from_numpy(np.asarray(Image.open(lr_path).convert("RGB")).copy()).permute(2, 0, 1).float() / 255
-        else:
-            lr = imresize(torch.from_numpy(hr.copy()).permute(2, 0, 1).float() / 255, 1 / scale)
-            lr = (lr.clamp(0, 1) * 255).round() / 255
-        pairs.append((hr_path.stem, lr, hr))
+    for pair in discover(resolve_dataset(spec, root), scale).pairs:
+        hr = mod_crop(read_rgb_u8(pair.hr)[0], scale)
+        lr = read_rgb_u8(pair.lr)[0] if pair.lr is not None else generate_lr(hr, scale)
+        pairs.append((pair.name, to_tensor(lr)[0], hr))
     return pairs
 
 
