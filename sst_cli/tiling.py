@@ -4,8 +4,12 @@ Tiles form a grid (every tile row uses the same column starts), so each tile's b
 outer product of a row ramp and a column ramp, and the normaliser (the sum of all weights) is separable
 too. We pre-divide the ramps by their sums and add every weighted tile straight into one output buffer:
 no weight image, no per-tile copy of the whole output. Rows of the output are final as soon as the last
-tile row touching them is done, which lets :func:`iter_upscaled_bands` hand out finished bands and keep
-only one band of float32 in memory.
+tile row touching them is done, which lets :func:`iter_bands` hand out finished bands and keep only
+one band of float32 in memory.
+
+Tile starts are multiples of the least common multiple of the model's window sizes (when the stride
+allows), so windows inside a tile are the same windows as in the whole image: errors then stay
+in the tile's outer windows, which the blending weights ignore (tests/test_tiling.py measures it).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from torch import Tensor
 Progress = Callable[[int, int], None]
 
 MIN_TILE = 32  # never shrink a tile below this (input pixels) when retrying after out-of-memory
-ALIGN = True
+ALIGN = True  # align tile starts to the model's windows (switch off only to measure what it buys)
 DEFAULT_OVERLAP = 32  # input pixels shared by neighbouring tiles (see default_overlap)
 
 

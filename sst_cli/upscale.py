@@ -90,11 +90,11 @@ class _Layout:
     def model_fn(self, upscaler: Callable[[Tensor], Tensor], scale: int) -> Callable[[Tensor], Tensor]:
         def fn(x: Tensor) -> Tensor:
             y = upscaler(x[:, :3]).float()
-            outs = [y.mean(1, keepdim=True) if self.grey else y]
+            outs = [_grey(y) if self.grey else y]
             if x.shape[1] == 4:
                 a = x[:, 3:]
                 if self.alpha_mode == "model":
-                    outs.append(upscaler(a.expand(-1, 3, -1, -1)).float().mean(1, keepdim=True))
+                    outs.append(_grey(upscaler(a.expand(-1, 3, -1, -1)).float()))
                 else:
                     outs.append(imresize(a, scale))
             return torch.cat(outs, 1)
@@ -107,6 +107,12 @@ class _Layout:
         if self.has_alpha and self.opaque:
             arr = np.concatenate([arr, np.ones_like(arr[..., :1])], axis=2)
         return arr
+
+
+def _grey(y: Tensor) -> Tensor:
+    """Mean of the three channels, written so that three equal channels give that channel exactly."""
+    first = y[:, :1]
+    return first + ((y[:, 1:2] - first) + (y[:, 2:3] - first)) / 3
 
 
 def _quantize(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+from collections.abc import Iterator
 
 import typer
 from rich import box
@@ -44,6 +47,24 @@ class _ProgressEvents:
             self.progress.console.print(f"[red]failed[/] {result.job.rel}: {result.reason}")
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """`kill` (SIGTERM) stops like Ctrl-C: the image in progress is dropped cleanly, the summary shown."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. called from a worker): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def _size(wh: tuple[int, int] | None) -> str:
     return f"{wh[0]}x{wh[1]}" if wh else ""
 
@@ -65,8 +86,8 @@ def _table(summary: Summary) -> Table:
 
 @app.command("upscale")
 def upscale_cmd(
-    paths: list[str] = typer.Argument(..., metavar="INPUT... OUTPUT_DIR",
-                                      help="Image files, folders or globs, then the output folder."),
+    paths: list[str] = typer.Argument(..., metavar="PATHS",
+                                      help="INPUT... OUTPUT_DIR: image files, folders or globs, then the output folder."),
     model: str | None = typer.Option(None, "--model", "-m", help="Variant name (sst-light, sst-l+, ...) or "
                                      "'bicubic' (no weights). Default: the bundled model."),
     weights: str | None = typer.Option(None, "--weights", "-w", help="Checkpoint file or URL (.pth/.safetensors)."),
@@ -92,7 +113,7 @@ def upscale_cmd(
     backend: str = typer.Option("auto", "--backend", help="Attention backend (see `sst models --backends`)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of a table."),
 ) -> None:
-    """Upscale images into OUTPUT_DIR/<relative path>/<stem><suffix>.<ext>; existing outputs are skipped.
+    """sst upscale INPUT... OUTPUT_DIR: write OUTPUT_DIR/<relative path>/<stem><suffix>.<ext>; existing outputs are skipped.
 
     Exit code 0 when every image succeeded, 1 when some failed (the rest are still done), 2 for usage errors.
     """
@@ -124,7 +145,8 @@ def upscale_cmd(
                       f"{len(todo)} to do" + (f", skipped {len(existing)} existing; --overwrite to redo"
                                               if existing else ""))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=err_console, transient=True, disable=not todo) as progress:
+                  TimeRemainingColumn(), console=err_console, transient=True, disable=not todo) as progress, \
+            _sigterm_as_interrupt():
         summary = run_batch(jobs, up, settings, _ProgressEvents(progress, len(todo)))
 
     if as_json:

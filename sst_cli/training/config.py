@@ -53,6 +53,7 @@ class TrainConfig:
     ckpt_every: int = 5000
     keep_last: int = 3
     export_fp16: bool = False
+    export_weights: str = "ema"  # ema | model: which weights final/best exports hold (EMA lags in short runs)
     name: str = ""  # recorded in exported weights
 
 
@@ -117,6 +118,8 @@ def from_dict(data: dict[str, Any]) -> TrainConfig:
     cfg = TrainConfig(**{k: _check_type(k, v, hints[k]) for k, v in data.items()})
     if cfg.scheduler not in ("multistep", "cosine"):
         raise SSTError(f"config key 'scheduler' must be multistep or cosine (got {cfg.scheduler!r}).")
+    if cfg.export_weights not in ("ema", "model"):
+        raise SSTError(f"config key 'export_weights' must be ema or model (got {cfg.export_weights!r}).")
     if cfg.scale not in (1, 2, 3, 4, 8):
         raise SSTError(f"config key 'scale' must be 2, 3 or 4 (got {cfg.scale}).")
     if cfg.model is None and cfg.network is None:

@@ -239,6 +239,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
         for old in list_checkpoints(run)[cfg.keep_last:]:
             old.unlink(missing_ok=True)
 
+    def exported() -> SST:
+        return ema.model if (ema is not None and cfg.export_weights == "ema") else model
+
     val_sets = _load_val_sets(cfg) if (cfg.val_sets and d.main) else []
     t0, last_t, loss_acc, n_acc, loss_val = time.time(), time.time(), 0.0, 0, float("nan")
     it = start
@@ -276,7 +279,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
                 if progress:
                     progress(rec)
         if val_sets and (it % cfg.val_every == 0 or it == cfg.iters):
-            scores = validate(ema.model if ema else model, val_sets, cfg.scale, dev)
+            scores = validate(exported(), val_sets, cfg.scale, dev)
             mean = float(np.mean([s["psnr_y"] for s in scores.values()]))
             rec = {"iter": it, "val": scores, "val_psnr_y": mean}
             history.append(rec)
@@ -287,13 +290,13 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
             log(f"iter {it}: validation " + ", ".join(f"{k} {v['psnr_y']:.3f} dB / {v['ssim_y']:.4f}" for k, v in scores.items()))
             if best is None or mean > best:
                 best = mean
-                export(ema.model if ema else model, run / "best.safetensors", cfg, it, mean)
+                export(exported(), run / "best.safetensors", cfg, it, mean)
         if it % cfg.ckpt_every == 0 or it == cfg.iters:
             save(it)
     out = None
     if d.main:
-        out = export(ema.model if ema else model, run / "final.safetensors", cfg, it, best)
-        sd = (ema.model if ema else model).state_dict()
+        out = export(exported(), run / "final.safetensors", cfg, it, best)
+        sd = exported().state_dict()
         atomic_write(run / "final_basicsr.pth", lambda tmp: torch.save({"params_ema": sd}, tmp))
     if tb:
         tb.close()

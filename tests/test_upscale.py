@@ -1,0 +1,377 @@
+"""upscale_array, single files and batches: sizes, channels, bit depth, alpha, values, bad inputs, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import need_shared
+from sst_cli import imageio
+from sst_cli import upscale as up_mod
+from sst_cli.checkpoint import save_checkpoint
+from sst_cli.cli import main
+from sst_cli.engine import Upscaler, load_upscaler
+from sst_cli.imageio import from_float, read_image, save_array, to_float
+from sst_cli.metrics import psnr
+from sst_cli.model import build_model
+from sst_cli.resize import imresize, quantize_uint8
+from sst_cli.upscale import Settings, UsageError, plan_jobs, run_batch, upscale_array
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"dim": 16, "window_sizes": [8, 16], "num_heads": 2, "ranks": 8, "n_blocks": 1, "exp_ratio": 1.5,
+        "upscaling_factor": 2, "upsampler_type": "pixelshuffle_direct"}
+
+
+@pytest.fixture(scope="module")
+def bicubic() -> Upscaler:
+    return load_upscaler("bicubic", scale=4, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Upscaler:
+    torch.manual_seed(0)
+    net = build_model(TINY).eval()
+    return Upscaler(net, "tiny", 2, torch.device("cpu"), torch.float32, "sdpa", "test")
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path_factory.mktemp("w") / "tiny_x2.safetensors", build_model(TINY).eval())
+
+
+def image(h: int, w: int, c: int, bits: int = 8, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.random((h // 4 + 2, w // 4 + 2, c))
+    x = np.asarray(torch.nn.functional.interpolate(torch.from_numpy(base).permute(2, 0, 1)[None], size=(h, w),
+                                                   mode="bilinear")[0].permute(1, 2, 0))
+    return from_float(x, bits)
+
+
+def bicubic_ref(a: np.ndarray, scale: int = 4) -> np.ndarray:
+    """The eval path: float in [0, 1] -> MATLAB bicubic -> clip/round."""
+    t = torch.from_numpy(to_float(a)).permute(2, 0, 1)
+    return from_float(imresize(t, scale).permute(1, 2, 0).numpy(), 16 if a.dtype == np.uint16 else 8)
+
+
+# ------------------------------------------------------------------------------------- upscale_array
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+@pytest.mark.parametrize("bits", [8, 16])
+def test_bicubic_values_channels_and_depth(bicubic: Upscaler, channels: int, bits: int) -> None:
+    a = image(13, 17, channels, bits, seed=channels)
+    if channels in (2, 4):
+        a[..., -1] = from_float(np.linspace(0, 1, 17, dtype=np.float32)[None].repeat(13, 0), bits)
+    out = upscale_array(a, bicubic, alpha="bicubic")
+    assert out.shape == (52, 68, channels) and out.dtype == a.dtype
+    assert np.array_equal(out, bicubic_ref(a))  # every channel, alpha included, is exactly eval's bicubic
+
+
+def test_16bit_is_not_rounded_to_8_bits(bicubic: Upscaler) -> None:
+    a = image(10, 12, 3, 16, seed=3)
+    out = upscale_array(a, bicubic)
+    assert (out % 257 != 0).mean() > 0.9
+    via8 = bicubic_ref((a >> 8).astype(np.uint8)).astype(np.int64) * 257
+    assert np.abs(out.astype(np.int64) - bicubic_ref(a)).max() == 0
+    assert np.abs(out.astype(np.int64) - via8).max() > 100  # 8-bit processing would be visibly different
+
+
+def test_grey_2d_and_float_inputs(bicubic: Upscaler) -> None:
+    a = image(9, 11, 1, seed=4)
+    out2d = upscale_array(a[..., 0], bicubic)
+    assert out2d.shape == (36, 44) and np.array_equal(out2d, bicubic_ref(a)[..., 0])
+    f = to_float(image(9, 11, 3, seed=5))
+    outf = upscale_array(f, bicubic)
+    assert outf.dtype == np.float32 and outf.min() >= 0 and outf.max() <= 1
+
+
+def test_alpha_is_aligned_with_colour(tiny: Upscaler) -> None:
+    """A shape drawn in colour and in alpha comes out in the same place, by model and by bicubic."""
+    mask = np.zeros((24, 30), np.uint8)
+    mask[5:15, 8:22] = 255
+    rgba = np.dstack([mask, mask, mask, mask])
+    for mode in ("model", "bicubic"):
+        out = upscale_array(rgba, tiny, alpha=mode)
+        assert out.shape == (48, 60, 4)
+        assert np.array_equal(out[..., :3], upscale_array(rgba[..., :3], tiny))
+        if mode == "model":  # alpha goes through the model exactly as a grey image would
+            assert np.array_equal(out[..., 3], upscale_array(mask, tiny))
+        else:
+            assert np.array_equal(out[..., 3:], bicubic_ref(mask[..., None], 2))
+        inside = np.zeros((48, 60), bool)
+        inside[10:30, 16:44] = True  # the mask's place at x2
+        for channel in (out[..., 0].astype(int), out[..., 3].astype(int)):
+            assert channel[inside].mean() > channel[~inside].mean() + 150, mode
+
+
+def test_opaque_alpha_stays_opaque(tiny: Upscaler) -> None:
+    a = image(16, 16, 4, seed=6)
+    a[..., 3] = 255
+    out = upscale_array(a, tiny)
+    assert (out[..., 3] == 255).all()
+    assert np.array_equal(out[..., :3], upscale_array(a[..., :3], tiny))
+
+
+def test_outscale(bicubic: Upscaler) -> None:
+    a = image(20, 30, 3, seed=7)
+    assert upscale_array(a, bicubic, outscale=2.5).shape == (50, 75, 3)
+    assert upscale_array(a, bicubic, outscale=6).shape == (120, 180, 3)
+    assert np.array_equal(upscale_array(a, bicubic, outscale=4), upscale_array(a, bicubic))
+
+
+def test_tiny_images(bicubic: Upscaler, tiny: Upscaler) -> None:
+    one = np.full((1, 1, 3), 200, np.uint8)
+    assert np.array_equal(upscale_array(one, bicubic), np.full((4, 4, 3), 200, np.uint8))
+    assert upscale_array(one, tiny).shape == (2, 2, 3)
+    assert upscale_array(image(3, 50, 3), tiny, tile=16).shape == (6, 100, 3)
+
+
+def test_tiled_array_matches_whole(tiny: Upscaler) -> None:
+    a = image(70, 90, 4, seed=8)
+    whole = upscale_array(a, tiny, tile=0).astype(int)
+    tiled = upscale_array(a, tiny, tile=32, overlap=16).astype(int)
+    assert np.abs(whole - tiled).max() <= 1
+
+
+def test_set5_bicubic_matches_the_reference_psnr(bicubic: Upscaler) -> None:
+    """Upscaling the shipped Set5 x4 LR with the bicubic model reproduces the reference bicubic scores."""
+    lr_dir = need_shared("data", "Set5", "LR_bicubic", "X4")
+    ref = json.loads(need_shared("reference", "metrics", "bicubic_Set5.json").read_text())["Set5"]["x4"]["images"]
+    for lr_path in sorted(lr_dir.glob("*.png")):
+        name = lr_path.stem.replace("x4", "")
+        lr = read_image(lr_path).pixels
+        sr = upscale_array(lr, bicubic, tile=0)
+        t = torch.from_numpy(to_float(lr)).permute(2, 0, 1)
+        assert np.array_equal(sr, quantize_uint8(imresize(t, 4)).transpose(1, 2, 0))  # the eval path
+        hr = np.asarray(Image.open(lr_dir.parents[1] / "HR" / f"{name}.png").convert("RGB"))
+        hr = hr[: sr.shape[0], : sr.shape[1]]
+        assert psnr(sr, hr, crop_border=4) == pytest.approx(ref[name]["psnr_y"], abs=1e-3)
+
+
+# ------------------------------------------------------------------------------------------- batches
+def make_inputs(folder: Path) -> dict[str, np.ndarray]:
+    folder.mkdir(parents=True, exist_ok=True)
+    imgs = {"rgb.png": image(12, 10, 3), "grey.png": image(9, 9, 1), "rgba.png": image(8, 11, 4),
+            "photo.jpg": image(16, 16, 3), "deep.tif": image(7, 9, 3, 16)}
+    for name, a in imgs.items():
+        save_array(folder / name, a)
+    (folder / "sub").mkdir(exist_ok=True)
+    save_array(folder / "sub" / "inner.webp", image(6, 6, 3))
+    return imgs
+
+
+def test_naming_formats_and_recursion(tmp_path: Path) -> None:
+    make_inputs(tmp_path / "in")
+    jobs = plan_jobs([str(tmp_path / "in")], tmp_path / "out", Settings(recursive=True, suffix="_x4"))
+    names = sorted(str(j.dst.relative_to(tmp_path / "out")) for j in jobs)
+    assert names == ["deep_x4.tif", "grey_x4.png", "photo_x4.jpg", "rgb_x4.png", "rgba_x4.png", "sub/inner_x4.webp"]
+    jobs = plan_jobs([str(tmp_path / "in")], tmp_path / "out", Settings(format="png"))
+    assert sorted(j.dst.name for j in jobs) == ["deep.png", "grey.png", "photo.png", "rgb.png", "rgba.png"]
+    jobs = plan_jobs([str(tmp_path / "in" / "**" / "*.webp")], tmp_path / "out", Settings())
+    assert [str(j.dst.relative_to(tmp_path / "out")) for j in jobs] == ["sub/inner.webp"]
+
+
+def test_usage_errors(tmp_path: Path) -> None:
+    make_inputs(tmp_path / "in")
+    with pytest.raises(UsageError, match="overwrite an input"):
+        plan_jobs([str(tmp_path / "in")], tmp_path / "in", Settings())
+    assert plan_jobs([str(tmp_path / "in")], tmp_path / "in", Settings(suffix="_x4"))
+    with pytest.raises(UsageError, match="both be written"):
+        save_array(tmp_path / "in" / "rgb.bmp", image(4, 4, 3))
+        plan_jobs([str(tmp_path / "in")], tmp_path / "out", Settings(format="png"))
+    with pytest.raises(UsageError, match="does not exist"):
+        plan_jobs([str(tmp_path / "nope")], tmp_path / "out", Settings())
+    with pytest.raises(UsageError, match="no file matches"):
+        plan_jobs([str(tmp_path / "*.xyz")], tmp_path / "out", Settings())
+    assert UsageError("x").exit_code == 2
+
+
+def test_batch_outputs_skip_and_overwrite(tmp_path: Path, bicubic: Upscaler) -> None:
+    imgs = make_inputs(tmp_path / "in")
+    settings = Settings(recursive=True)
+    jobs = plan_jobs([str(tmp_path / "in")], tmp_path / "out", settings)
+    summary = run_batch(jobs, bicubic, settings)
+    assert summary.count("done") == 6 and summary.exit_code == 0
+    for name, a in imgs.items():
+        got = read_image(tmp_path / "out" / name).pixels
+        assert got.shape == (a.shape[0] * 4, a.shape[1] * 4, a.shape[2]) and got.dtype == a.dtype, name
+        if name.endswith((".png", ".tif")):  # lossless: exactly the bicubic of the decoded input
+            assert np.array_equal(got, bicubic_ref(read_image(tmp_path / "in" / name).pixels)), name
+    again = run_batch(plan_jobs([str(tmp_path / "in")], tmp_path / "out", settings), bicubic, settings)
+    assert again.count("skipped") == 6 and again.count("done") == 0
+    settings.overwrite = True
+    redo = run_batch(plan_jobs([str(tmp_path / "in")], tmp_path / "out", settings), bicubic, settings)
+    assert redo.count("done") == 6
+
+
+def bad_inputs(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    save_array(folder / "good1.png", image(8, 8, 3))
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "text.png").write_text("not an image")
+    good = (folder / "good1.png").read_bytes()
+    (folder / "cut.png").write_bytes(good[: len(good) // 2])
+    (folder / "odd.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")
+    save_array(folder / "tiny.png", np.zeros((1, 1, 3), np.uint8))
+    save_array(folder / "good2.png", image(5, 7, 4))
+
+
+def test_bad_files_fail_alone(tmp_path: Path, bicubic: Upscaler) -> None:
+    bad_inputs(tmp_path / "in")
+    settings = Settings()
+    summary = run_batch(plan_jobs([str(tmp_path / "in")], tmp_path / "out", settings), bicubic, settings)
+    status = {r.job.src.name: r.status for r in summary.results}
+    assert status == {"good1.png": "done", "good2.png": "done", "tiny.png": "done", "empty.png": "failed",
+                      "text.png": "failed", "cut.png": "failed", "odd.jpg": "failed"}
+    for r in summary.results:
+        if r.status == "failed":
+            assert r.reason and "\n" not in r.reason and "Traceback" not in r.reason
+    assert summary.exit_code == 1
+    assert read_image(tmp_path / "out" / "tiny.png").pixels.shape == (4, 4, 3)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good1.png", "good2.png", "tiny.png"]
+
+
+def test_unwritable_output_and_full_disk(tmp_path: Path, bicubic: Upscaler, monkeypatch: pytest.MonkeyPatch) -> None:
+    save_array(tmp_path / "in" / "a.png", image(8, 8, 3))
+    (tmp_path / "blocked").write_text("a file where a folder should be")
+    settings = Settings()
+    jobs = plan_jobs([str(tmp_path / "in")], tmp_path / "blocked" / "out", settings)
+    summary = run_batch(jobs, bicubic, settings)
+    assert summary.count("failed") == 1 and "cannot create output folder" in summary.results[0].reason
+
+    def full(*args: object, **kw: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(imageio, "encode", full)
+    jobs = plan_jobs([str(tmp_path / "in")], tmp_path / "out", settings)
+    summary = run_batch(jobs, bicubic, settings)
+    assert summary.results[0].reason == "cannot write a.png: no space left on the device."
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_streams_to_png_when_the_output_does_not_fit(tmp_path: Path, tiny: Upscaler,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    a = image(40, 52, 4, 16, seed=9)
+    save_array(tmp_path / "in" / "big.png", a)
+    expected = upscale_array(a, tiny, tile=16)
+    settings = Settings(tile=16)
+    jobs = plan_jobs([str(tmp_path / "in")], tmp_path / "out", settings)
+    need = up_mod.memory_needed(read_image(tmp_path / "in" / "big.png"), 2, None, 16, streamed=True)
+    monkeypatch.setattr(up_mod, "free_memory", lambda device: int(need * 1.5))  # too little for the full output
+    summary = run_batch(jobs, tiny, settings)
+    assert summary.results[0].status == "done", summary.results[0].reason
+    assert any("streamed" in n for n in summary.results[0].notes)
+    assert np.array_equal(read_image(tmp_path / "out" / "big.png").pixels, expected)
+    # JPEG cannot be streamed: a clear refusal instead of running out of memory
+    settings = Settings(tile=16, format="jpg")
+    summary = run_batch(plan_jobs([str(tmp_path / "in")], tmp_path / "out", settings), tiny, settings)
+    assert summary.results[0].status == "failed" and "use --format png" in summary.results[0].reason
+
+
+def test_out_of_memory_retry_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Picky:
+        scale, device, dtype = 2, torch.device("cpu"), torch.float32
+
+        def __call__(self, x: torch.Tensor) -> torch.Tensor:
+            if max(x.shape[-2:]) > 40:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
+            return imresize(x, 2)
+
+    save_array(tmp_path / "in" / "a.png", image(64, 64, 3))
+    retries: list[tuple[int, int]] = []
+
+    class Events(up_mod.NoEvents):
+        def retry(self, job: up_mod.Job, old: int, new: int) -> None:
+            retries.append((old, new))
+
+    settings = Settings(tile=0)
+    summary = run_batch(plan_jobs([str(tmp_path / "in")], tmp_path / "out", settings), Picky(), settings, Events())
+    assert summary.count("done") == 1 and retries == [(64, 32)]
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def test_cli_exit_codes_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad_inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    assert main(["upscale", str(tmp_path / "in"), str(out), "--model", "bicubic", "--scale", "2", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert (report["done"], report["failed"], report["skipped"]) == (3, 4, 0)
+    assert main(["upscale", str(tmp_path / "in" / "good1.png"), str(out), "--model", "bicubic", "-s", "2"]) == 0
+    assert "1 skipped" in capsys.readouterr().out
+    assert main(["upscale", str(tmp_path / "in")]) == 2  # no output folder
+    assert main(["upscale", str(tmp_path / "in"), str(out), "--tile", "big"]) == 2
+    assert main(["upscale", str(tmp_path / "in"), str(tmp_path / "in"), "--model", "bicubic"]) == 2
+    assert main(["upscale", str(tmp_path / "missing"), str(out), "--model", "bicubic"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_options(tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    save_array(tmp_path / "in" / "a.png", image(30, 26, 4, 16))
+    code = main(["upscale", str(tmp_path / "in"), str(tmp_path / "out"), "--weights", str(tiny_weights), "--tile", "16",
+                 "--tile-overlap", "8", "--tta", "--alpha", "bicubic", "--outscale", "3", "--format", "tiff",
+                 "--suffix", "_big", "--device", "cpu", "--dtype", "fp32"])
+    assert code == 0, capsys.readouterr()
+    got = read_image(tmp_path / "out" / "a_big.tif").pixels
+    assert got.shape == (90, 78, 4) and got.dtype == np.uint16
+
+
+# ---------------------------------------------------------------------------------- interruptions
+def _spawn(inp: Path, out: Path, weights: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "sst_cli", "upscale", str(inp), str(out), "--weights", str(weights),
+                             "--tile", "48", "--device", "cpu"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def _wait_for_output(out: Path, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()):
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"upscale ended early: {proc.communicate()}")
+        time.sleep(0.02)
+    pytest.fail("no output appeared")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_killed_batch_leaves_no_partial_file_and_resumes(tmp_path: Path, tiny_weights: Path, tiny: Upscaler,
+                                                         sig: signal.Signals) -> None:
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    sources = {f"img{i}.png": image(128, 128, 3, seed=i) for i in range(10)}  # ~0.2 s each
+    for name, a in sources.items():
+        save_array(inp / name, a)
+    proc = _spawn(inp, out, tiny_weights)
+    _wait_for_output(out, proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    finished = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    temps = [p for p in out.iterdir() if p.name.startswith(".")]
+    assert 1 <= len(finished) < len(sources), "the kill should land mid-batch"
+    if sig != signal.SIGKILL:
+        assert proc.returncode == 130 and b"Traceback" not in err
+        assert b"run the same command again to resume" in err
+        assert temps == []  # Ctrl-C (and kill) remove the temporary file of the image in progress
+    else:
+        assert proc.returncode == -signal.SIGKILL
+        assert all(imageio.is_temp(p) for p in temps)  # at most a hidden temp, never a partial image
+    for name in finished:  # every visible output is complete and correct
+        expected = upscale_array(sources[name], tiny, tile=48).astype(int)
+        assert np.abs(read_image(out / name).pixels.astype(int) - expected).max() <= 1
+    rerun = _spawn(inp, out, tiny_weights)
+    stdout, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    assert f"{len(finished)} skipped" in stdout.decode()
+    assert sorted(p.name for p in out.iterdir()) == sorted(sources)  # all done, stale temps removed
+    for name in sources:
+        assert read_image(out / name).pixels.shape == (256, 256, 3)
