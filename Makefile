@@ -16,7 +16,8 @@ $(VENV)/.installed: $(BIN)/activate pyproject.toml constraints.txt
 venv: $(VENV)/.installed
 
 demo: venv
-	$(BIN)/python -m sst_cli demo
+	$(BIN)/sst upscale examples demo-output --overwrite
+	@echo "Upscaled images are in $(CURDIR)/demo-output (inputs: examples/, model: checkpoints/sst-tiny_x4)."
 
 test: venv
 	$(BIN)/python -m pytest -q

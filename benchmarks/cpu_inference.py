@@ -101,7 +101,7 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row))
     print()
-    print(f"| model | input | path | median s | x vs naive | x vs official | peak RSS MB (official) | max diff |")
+    print("| model | input | path | median s | x vs naive | x vs official | peak RSS MB (official) | max diff |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         off = f"{r['speedup_vs_official']:.2f}" if "speedup_vs_official" in r else "–"

@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -26,7 +26,7 @@ from . import imageio
 from .errors import SSTError
 from .imageio import ImageData, PngWriter
 from .resize import _resize_last, _resize_rows, imresize
-from .tiling import Progress, TilePlan, free_memory, run_tiled
+from .tiling import Progress, TilePlan, free_memory, is_oom, resolve_tile, run_tiled
 
 ALPHA_MODES = ("model", "bicubic")
 EXT_FORMAT = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".jpe": "jpg", ".webp": "webp", ".bmp": "bmp",
@@ -74,7 +74,6 @@ class _Layout:
         # a fully opaque alpha channel is not worth a model pass: it stays opaque
         self.opaque = self.has_alpha and bool((pixels[..., -1] >= top).all())
         self.alpha_mode = alpha
-        self.out_channels = c
 
     def crop(self, y0: int, x0: int, th: int, tw: int) -> Tensor:
         """(1, 3 or 4, th, tw) float32: RGB (grey repeated), then alpha when it must be upscaled."""
@@ -164,6 +163,8 @@ def _upscale_pixels(
     fn = layout.model_fn(upscaler, s)
     th, tw = _target_size(h, w, s, outscale)
     resample = (th, tw) != (h * s, w * s)
+    if resample and stream is not None:
+        raise ValueError("streamed output cannot be resampled (--outscale)")
     if resample:  # the resize needs every row at once: gather float32, resize, then quantise
         full = np.empty((h * s, w * s, c), dtype=np.float32)
     elif stream is None:
@@ -182,11 +183,7 @@ def _upscale_pixels(
     if resample:
         resized = resize_to(torch.from_numpy(full).permute(2, 0, 1), th, tw).permute(1, 2, 0).numpy()
         del full
-        result = _quantize(resized, a.dtype)
-        if stream is not None:
-            stream(result)
-            return result[:0]
-        return result
+        return _quantize(resized, a.dtype)
     return out if stream is None else np.empty((0, w * s, c), dtype=a.dtype)
 
 
@@ -275,9 +272,8 @@ def process_file(
     _ensure_folder(dst.parent)
     s = int(upscaler.scale)
     h, w = img.pixels.shape[:2]
-    from .tiling import resolve_tile  # local: keeps the import list short for readers of the batch code
-
     tile = resolve_tile(upscaler, settings.tile, h, w)
+    settings = replace(settings, tile=tile)  # decide "auto" once, for the estimate and the run
     avail = free_memory(torch.device("cpu"))
     need = memory_needed(img, s, settings.outscale, tile, streamed=False)
     notes = list(img.notes)
@@ -533,7 +529,7 @@ def run_batch(jobs: list[Job], upscaler: Any, settings: Settings, events: Events
                 result.status, result.reason = "failed", "out of memory; try a smaller --tile."
             except Exception as exc:  # noqa: BLE001 - report and go on with the next image
                 result.status = "failed"
-                result.reason = ("out of memory even with the smallest tile." if _oom(exc)
+                result.reason = ("out of memory even with the smallest tile." if is_oom(exc)
                                  else f"unexpected {type(exc).__name__}: {imageio._reason(exc)}")
             del decoded
             result.seconds = time.perf_counter() - started
@@ -547,12 +543,6 @@ def run_batch(jobs: list[Job], upscaler: Any, settings: Settings, events: Events
         pool.shutdown(wait=False, cancel_futures=True)
         summary.seconds = time.perf_counter() - t0
     return summary
-
-
-def _oom(exc: BaseException) -> bool:
-    from .tiling import is_oom
-
-    return is_oom(exc)
 
 
 __all__ = ["upscale_array", "upscale_image", "process_file", "plan_jobs", "run_batch", "discover", "Settings",

@@ -86,6 +86,9 @@ def test_16bit_is_not_rounded_to_8_bits(bicubic: Upscaler) -> None:
 
 
 def test_grey_2d_and_float_inputs(bicubic: Upscaler) -> None:
+    import sst_cli
+
+    assert sst_cli.upscale_array is upscale_array  # the library entry point
     a = image(9, 11, 1, seed=4)
     out2d = upscale_array(a[..., 0], bicubic)
     assert out2d.shape == (36, 44) and np.array_equal(out2d, bicubic_ref(a)[..., 0])
@@ -375,3 +378,19 @@ def test_killed_batch_leaves_no_partial_file_and_resumes(tmp_path: Path, tiny_we
     assert sorted(p.name for p in out.iterdir()) == sorted(sources)  # all done, stale temps removed
     for name in sources:
         assert read_image(out / name).pixels.shape == (256, 256, 3)
+
+
+@pytest.mark.slow
+def test_20000_pixel_image_is_upscaled_in_tiles(tmp_path: Path) -> None:
+    """A 20000x20000 grey PNG (400 Mpixels) goes through the CLI at x2 in bounded memory (minutes)."""
+    src = tmp_path / "in" / "huge.png"
+    src.parent.mkdir()
+    ramp = (np.arange(20000) % 256).astype(np.uint8)
+    with open(src, "wb") as fh:
+        w = imageio.PngWriter(fh, 20000, 20000, 1, 8)
+        for _ in range(20):
+            w.write_rows(np.broadcast_to(ramp[None, :, None], (1000, 20000, 1)))
+        w.close()
+    out = tmp_path / "out"
+    assert main(["upscale", str(src), str(out), "--model", "bicubic", "--scale", "2", "--device", "cpu"]) == 0
+    assert imageio.probe(out / "huge.png") == (40000, 40000)

@@ -1,0 +1,45 @@
+"""The bundled sst-tiny weights: present, described by their config, and better than bicubic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from conftest import need_shared
+from sst_cli.checkpoint import load_checkpoint
+from sst_cli.engine import Bicubic, bundled_path, load_upscaler
+from sst_cli.evaluate import mod_crop, read_rgb_u8, to_tensor
+from sst_cli.metrics import psnr
+from sst_cli.resize import quantize_uint8
+
+REPO = Path(__file__).resolve().parents[1]
+EXPECTED = {"dim": 32, "window_sizes": [8, 16, 8, 16], "num_heads": [2, 2, 2, 2], "ranks": [8, 8, 8, 8],
+            "n_blocks": 2, "exp_ratio": 2, "upsampler_type": "pixelshuffle_direct", "attn_type": "RIB"}
+
+
+def test_bundled_weights_carry_their_config() -> None:
+    total = sum(p.stat().st_size for p in (REPO / "checkpoints").rglob("*") if p.is_file())
+    assert total < 10 * 2**20
+    for scale in (2, 3, 4):
+        ckpt = load_checkpoint(bundled_path(scale))
+        assert ckpt.network_g is not None
+        assert {k: ckpt.network_g[k] for k in EXPECTED} == EXPECTED
+        assert ckpt.network_g["upscaling_factor"] == scale
+        assert ckpt.meta["train_config"]["train_hr"]  # the recipe travels with the weights
+        assert all(v.dtype == torch.float16 for v in ckpt.state_dict.values())
+
+
+def test_default_model_beats_bicubic_on_set5_x4() -> None:
+    """Fast sanity check on the two smallest Set5 images (the full figures are in checkpoints/README.md)."""
+    data = need_shared("data", "Set5")
+    up = load_upscaler(scale=4, device="cpu")  # no --model: the bundled model
+    assert up.name == "sst-tiny" and up.scale == 4
+    for name in ("butterfly", "woman"):
+        hr = mod_crop(read_rgb_u8(data / "HR" / f"{name}.png")[0], 4)
+        lr = to_tensor(read_rgb_u8(data / "LR_bicubic" / "X4" / f"{name}x4.png")[0])
+        ours = psnr(quantize_uint8(up(lr)[0].clamp(0, 1).permute(1, 2, 0)), hr, 4)
+        base = psnr(quantize_uint8(Bicubic(4)(lr)[0].clamp(0, 1).permute(1, 2, 0)), hr, 4)
+        assert ours > base + 0.5, f"{name}: {ours:.2f} dB vs bicubic {base:.2f} dB"
+        assert np.isfinite(ours)
