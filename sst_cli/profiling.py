@@ -8,7 +8,10 @@ How the figures are taken (so they can be trusted):
   Python and PyTorch included (``base_mem_mb`` is the RSS with the model and input loaded, before any
   pass); on CUDA it is ``max_memory_allocated`` (and ``max_memory_reserved``), weights and input included.
 * Latency: ``warmup`` untimed passes, then ``repeat`` timed ones; median and p90. CUDA passes are timed
-  with CUDA events and a synchronisation after each; CPU passes with ``time.perf_counter``.
+  with CUDA events and a synchronisation after each; CPU passes with ``time.perf_counter``, plus the
+  process CPU time per pass (``cpu_ms_median``, summed over threads). On a shared machine other load
+  inflates wall time far more than CPU time (only OpenMP threads spin-waiting for a descheduled peer add
+  CPU time), so CPU time near threads x wall time means the figures were not disturbed.
 * FLOPs: counted by ``torch.utils.flop_counter.FlopCounterMode`` on a meta-device copy of the model (no
   memory, no compute) whose attention runs the reference matmuls. Fused kernels are invisible to the
   counter (PyTorch's CPU flash SDPA counts 0 FLOPs and FlexAttention raises under it), so every backend
@@ -89,6 +92,7 @@ class ProfileConfig:
     compile: bool = False
     network_g: dict[str, Any] | None = field(default=None, compare=False)  # overrides the zoo (tests)
     timeout_s: float | None = None
+    threads: int | None = None  # CPU threads in the worker (torch.set_num_threads); None = PyTorch's default
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -136,6 +140,7 @@ def build_grid(
     models: list[str], scales: list[int], backends: list[str], biases: list[str], dtypes: list[str],
     devices: list[str], size: tuple[int, int] = (1280, 720), batch: int = 1, warmup: int = 3, repeat: int = 10,
     compile: bool = False, train: bool = False, patch: int = 64, timeout_s: float | None = None,
+    threads: int | None = None,
 ) -> list[ProfileConfig]:
     """Every combination, grouped so that backends and biases of one model sit side by side.
 
@@ -159,6 +164,8 @@ def build_grid(
     for d in dtypes:
         if d not in DTYPES and d != "auto":
             raise SSTError(f"unknown dtype '{d}' (use auto, fp32, bf16 or fp16).")
+    if threads is not None and threads < 1:
+        raise SSTError("--threads must be at least 1.")
     if min(batch, repeat, patch) < 1 or warmup < 0:
         raise SSTError("--batch, --repeat and --patch must be at least 1 and --warmup at least 0.")
     w, h = size
@@ -176,6 +183,7 @@ def build_grid(
                             configs.append(ProfileConfig(
                                 get_variant(m).name, s, be, b, dt, dev, input_hw, batch,
                                 "train" if train else "inference", warmup, repeat, compile, timeout_s=timeout_s,
+                                threads=threads,
                             ))
     return configs
 
@@ -327,6 +335,8 @@ def measure(config: ProfileConfig) -> dict[str, Any]:
             torch.cuda.set_device(dev)
             out["device_name"] = torch.cuda.get_device_name(dev)
         else:
+            if config.threads:
+                torch.set_num_threads(config.threads)
             out["device_name"] = _cpu_name()
             out["threads"] = torch.get_num_threads()
         model = build(config, dev).set_backend(config.backend)
@@ -372,6 +382,7 @@ def measure(config: ProfileConfig) -> dict[str, Any]:
         else:
             out["mem_scope"] = "timed passes" if _reset_peak_rss() else "whole worker process"
         times: list[float] = []
+        cpu_times: list[float] = []  # process CPU time (all threads): shows contention
         for _ in range(config.repeat):
             if cuda:
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -381,10 +392,13 @@ def measure(config: ProfileConfig) -> dict[str, Any]:
                 torch.cuda.synchronize(dev)
                 times.append(start.elapsed_time(end))
             else:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 step()
                 times.append((time.perf_counter() - t0) * 1000)
+                cpu_times.append((time.process_time() - c0) * 1000)
         out["latencies_ms"] = [round(t, 3) for t in times]
+        if cpu_times:
+            out["cpu_ms_median"] = round(percentile(cpu_times, 50), 3)
         out["latency_ms_median"] = round(percentile(times, 50), 3)
         out["latency_ms_p90"] = round(percentile(times, 90), 3)
     except Exception as exc:  # noqa: BLE001 - any failure of one configuration becomes its status row
@@ -584,7 +598,7 @@ def profile(
 
 
 CSV_COLUMNS = ROW_KEYS + (
-    "output_hw", "device_name", "base_mem_mb", "peak_reserved_mb", "attention_flops", "peak_fraction",
+    "output_hw", "device_name", "cpu_ms_median", "base_mem_mb", "peak_reserved_mb", "attention_flops", "peak_fraction",
     "paper_gpu", "paper_latency_ms", "paper_mem_mb",
 )
 

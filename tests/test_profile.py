@@ -81,10 +81,11 @@ def test_unavailable_and_unsupported_configurations_give_status_rows():
 
 
 def test_train_step_in_a_worker():
-    cfg = tiny(hw=(16, 16), mode="train", batch=2, repeat=1)
+    cfg = tiny(hw=(16, 16), mode="train", batch=2, repeat=1, threads=1)
     row = profiling.profile([cfg])["rows"][0]
     check_schema(row)
     assert row["status"] == "ok", row["status"]
+    assert row["threads"] == 1 and row["cpu_ms_median"] > 0
     assert row["mode"] == "train" and row["latency_ms_median"] > 0
     # forward + backward costs about three forwards
     infer_flops = profiling.count_flops(tiny(hw=(16, 16), batch=2))[1]

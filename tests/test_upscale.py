@@ -332,7 +332,13 @@ def _spawn(inp: Path, out: Path, weights: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "sst_cli", "upscale", str(inp), str(out), "--weights", str(weights),
                              "--tile", "48", "--device", "cpu"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    # A job started in the background of a non-interactive shell (CI, nohup) inherits SIGINT as ignored,
+    # and Python then never raises KeyboardInterrupt; a user's Ctrl-C is what this test stands for.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for_output(out: Path, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich import box
+from rich.measure import Measurement
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -20,6 +22,13 @@ from ._common import console, err_console, split_list
 
 def _fmt(v: Any, spec: str = ".1f") -> str:
     return "–" if v is None else format(v, spec)
+
+
+def _num(v: float | None) -> str:
+    """Compact numbers for narrow terminals: 3 significant digits, no decimals above 100."""
+    if v is None:
+        return "–"
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
 
 
 SHORT_STATUS = {"backend unavailable": "unavailable", "bias unsupported by backend": "bias unsupported",
@@ -38,20 +47,35 @@ def _table(result: dict[str, Any], compare_paper: bool) -> tuple[Table, list[str
     title = f"sst profile · torch {env['torch']}"
     if env.get("cuda"):
         title += f" · CUDA {env['cuda']} · cuDNN {env['cudnn']}"
-    t = Table(title=title, caption="peak MB: CPU = peak RSS of the worker process; CUDA = max allocated")
-    # Columns that are the same on every row go to the caption instead of taking width.
-    same = {k: rows[0][k] for k in ("batch", "mode") if rows and all(r[k] == rows[0][k] for r in rows)}
+    t = Table(title=title, box=box.SIMPLE_HEAD, caption="peak MB: CPU = peak RSS of the worker process, CUDA = max allocated")
+    # Settings shared by every row go to the caption instead of taking width (80 columns when piped).
+    keys = ("model", "scale", "backend", "bias", "dtype", "device", "input_hw", "batch", "mode")
+    same = {k: rows[0][k] for k in keys if len(rows) > 1 and all(r[k] == rows[0][k] for r in rows)}
     if same:
-        t.caption += " · " + " · ".join(f"{k} {v}" for k, v in same.items())
-    cols = ["model", "x", "backend", "bias", "dtype", "device", "input", *(k for k in ("batch", "mode") if k not in same),
-            "status", "median ms", "p90 ms", "peak MB", "GFLOP", "TFLOP/s"]
+        t.caption += " · " + " · ".join(
+            f"{k.replace('_hw', '')} {'x'.join(map(str, v)) if k == 'input_hw' else v}" for k, v in same.items())
+    names = {"scale": "x", "input_hw": "input"}
+    cols = [names.get(k, k) for k in keys if k not in same]
+    if any(r["status"] != "ok" for r in rows):
+        cols.append("status")
+    cols += ["median ms", "p90 ms"]
+    if any(r.get("cpu_ms_median") is not None for r in rows):
+        cols.append("CPU ms")
+        t.caption += " · CPU ms: process CPU time per pass, all threads"
+    cols += ["peak MB", "GFLOP", "TFLOP/s"]
     if any(r.get("peak_fraction") is not None for r in rows):
         cols.append("% peak")
-    if compare_paper:
-        cols += ["paper ms", "paper MB", "paper GPU"]
+    if compare_paper and any(r.get("paper") for r in rows):
+        cols += ["paper ms", "paper MB"]
+        gpus = {r["paper"]["gpu"] for r in rows if r.get("paper")}
+        if len(gpus) == 1:
+            t.caption += f" · paper figures measured on {gpus.pop()}"
+        else:
+            cols.append("paper GPU")
+    text_cols = {"model", "x", "backend", "bias", "dtype", "device", "input", "batch", "mode", "status", "paper GPU"}
     for c in cols:
-        t.add_column(c, overflow="fold", justify="right" if c in ("median ms", "p90 ms", "peak MB", "GFLOP", "TFLOP/s", "% peak",
-                                                 "paper ms", "paper MB") else "left")
+        numeric = c not in text_cols
+        t.add_column(c, justify="right" if numeric else "left", overflow="fold")
     notes: list[str] = []
     for r in rows:
         if r["status"] == "ok":
@@ -65,13 +89,13 @@ def _table(result: dict[str, Any], compare_paper: bool) -> tuple[Table, list[str
             "model": r["model"], "x": str(r["scale"]), "backend": r["backend"], "bias": r["bias"],
             "dtype": r["dtype"], "device": device, "input": "x".join(map(str, r["input_hw"])),
             "batch": str(r["batch"]), "mode": r["mode"], "status": status,
-            "median ms": _fmt(r["latency_ms_median"]), "p90 ms": _fmt(r["latency_ms_p90"]),
-            "peak MB": _fmt(r["peak_mem_mb"], ".0f"), "GFLOP": _fmt(r["flops"] / 1e9 if r["flops"] else None),
-            "TFLOP/s": _fmt(r["tflops_per_s"], ".3f"),
-            "% peak": _fmt(r["peak_fraction"] * 100 if r.get("peak_fraction") is not None else None),
+            "median ms": _num(r["latency_ms_median"]), "p90 ms": _num(r["latency_ms_p90"]),
+            "CPU ms": _num(r.get("cpu_ms_median")), "peak MB": _fmt(r["peak_mem_mb"], ".0f"),
+            "GFLOP": _num(r["flops"] / 1e9 if r["flops"] else None), "TFLOP/s": _num(r["tflops_per_s"]),
+            "% peak": _num(r["peak_fraction"] * 100 if r.get("peak_fraction") is not None else None),
         }
         paper = r.get("paper") or {}
-        cells.update({"paper ms": _fmt(paper.get("latency_ms")), "paper MB": _fmt(paper.get("mem_mb"), ".0f"),
+        cells.update({"paper ms": _num(paper.get("latency_ms")), "paper MB": _fmt(paper.get("mem_mb"), ".0f"),
                       "paper GPU": paper.get("gpu", "–")})
         t.add_row(*(cells[c] for c in cols))
     return t, [f"[{i + 1}] {n}" for i, n in enumerate(notes)]
@@ -114,6 +138,7 @@ def profile_cmd(
     csv_path: str | None = typer.Option(None, "--csv", help="Write the rows as CSV to FILE."),
     compare_paper: bool = typer.Option(False, "--compare-paper", help="Show the paper's figures (and its GPU) beside ours."),
     timeout: float | None = typer.Option(None, help="Give up on one configuration after this many seconds."),
+    threads: int | None = typer.Option(None, help="CPU threads per worker (default: PyTorch's, one per core)."),
 ) -> None:
     """Measure latency, peak memory and FLOPs; every configuration runs in a fresh process.
 
@@ -127,7 +152,7 @@ def profile_cmd(
     configs = profiling.build_grid(
         split_list(model), scales, split_list(backend), split_list(bias), split_list(dtype), split_list(device),
         size=profiling.parse_size(size), batch=batch or (8 if train else 1), warmup=warmup, repeat=repeat,
-        compile=compile_, train=train, patch=patch, timeout_s=timeout,
+        compile=compile_, train=train, patch=patch, timeout_s=timeout, threads=threads,
     )
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn())
@@ -146,7 +171,14 @@ def profile_cmd(
     if json_path == "-":
         return
     table, notes = _table(result, compare_paper)
-    console.print(table)
+    # Piped output gets the table's natural width rather than rich's 80-column default.
+    width = console.width
+    if not console.is_terminal:
+        console.width = max(width, Measurement.get(console, console.options.update(width=240), table).maximum)
+    try:
+        console.print(table)
+    finally:
+        console.width = width
     for note in notes:
         console.print(note, markup=False, highlight=False)
     if compare_paper and any(r.get("paper") for r in result["rows"]):
