@@ -387,7 +387,7 @@ def test_killed_batch_leaves_no_partial_file_and_resumes(tmp_path: Path, tiny_we
 
 
 @pytest.mark.slow
-def test_20000_pixel_image_is_upscaled_in_tiles(tmp_path: Path) -> None:
+def test_20000_pixel_image_is_upscaled_in_tiles(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A 20000x20000 grey PNG (400 Mpixels) goes through the CLI at x2 in bounded memory (minutes)."""
     src = tmp_path / "in" / "huge.png"
     src.parent.mkdir()
@@ -398,5 +398,7 @@ def test_20000_pixel_image_is_upscaled_in_tiles(tmp_path: Path) -> None:
             w.write_rows(np.broadcast_to(ramp[None, :, None], (1000, 20000, 1)))
         w.close()
     out = tmp_path / "out"
-    assert main(["upscale", str(src), str(out), "--model", "bicubic", "--scale", "2", "--device", "cpu"]) == 0
+    code = main(["upscale", str(src), str(out), "--model", "bicubic", "--scale", "2", "--device", "cpu", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.out[-2000:] + captured.err[-2000:]
     assert imageio.probe(out / "huge.png") == (40000, 40000)
