@@ -1,8 +1,10 @@
 """Attention backends behind one narrow signature.
 
-Every backend computes ``softmax(q @ k^T + bias) @ v`` with a softmax scale of 1 (callers pre-scale
-``q``). Tensors use the (B, H, N, D) layout; backends that want (B, N, H, D) transpose inside. ``v`` may
-have a smaller head dim than ``q``/``k`` (RIB appends position channels to q and k only).
+:func:`attend` computes ``softmax(scale * q k^T + pos_q pos_k^T + bias) v`` in the (B, H, N, D) layout.
+``pos_q``/``pos_k`` are RIB's low-rank position vectors, shared by every batch entry (window). By
+default they are concatenated to q and k, the form every fused kernel runs (the paper's point); a
+backend may instead supply a ``run_rib`` that handles them its own way (see ``_sdpa_rib_as_mask``).
+Backends' ``run`` functions see scale 1 (q pre-scaled) and may get a ``v`` narrower than q/k.
 
 The model calls :func:`attend` and never imports a kernel package itself.
 """
@@ -80,6 +82,52 @@ def _naive(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
     return out.to(v.dtype)
 
 
+# One block of the RIB mask is one head's (rows x N) float32 logits: about 16 MB, so it stays in the L3
+# cache while every window re-reads it and memory stays bounded (a whole w=96 mask would be 2 GB), but
+# at least 768 query rows, below which PyTorch's CPU flash kernel switches to smaller, slower tiles.
+_MASK_BLOCK_BYTES = 16 << 20
+_MASK_MIN_ROWS = 768
+# Building the mask costs about as much as attending over 2-3 windows with the concatenated head dim,
+# so the mask only pays from this many windows on (measured: benchmarks/RESULTS.md).
+_MASK_MIN_WINDOWS = 4
+
+
+def _sdpa_rib_as_mask(q: Tensor, k: Tensor, v: Tensor, scale: float, pos_q: Tensor, pos_k: Tensor) -> Tensor | None:
+    """RIB on CPU as an additive mask: pos_q pos_k^T is the same for every window, so build it once
+    per call, a block at a time, and give SDPA head dim d instead of d + r.
+
+    PyTorch's CPU flash kernel is compute bound and its cost grows with the head dim: for sst-light's
+    w=64 layers (d=16, r=24) concatenation runs q.k and p.v at 40 channels, the mask at 16. Same
+    numbers up to float32 rounding. Returns None where this does not apply (not CPU float32, gradients
+    wanted, unequal head dims, too few windows to pay for the mask); the caller then concatenates.
+    """
+    wants_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, pos_q, pos_k))
+    if q.device.type != "cpu" or q.dtype != torch.float32 or wants_grad or v.shape[-1] != q.shape[-1]:
+        return None
+    b, h, n, _ = q.shape
+    if b < _MASK_MIN_WINDOWS:
+        return None
+    rows = min(n, max(_MASK_MIN_ROWS, _MASK_BLOCK_BYTES // (4 * n)))
+    kt = pos_k.transpose(-2, -1)  # (H, r, N)
+    out = q.new_empty(b, n, h, v.shape[-1]).transpose(1, 2)  # (B, H, N, Dv) in (B, N, H, Dv) memory
+    block = q.new_empty(rows * n)  # one mask block, reused: never two alive, no fresh pages per block
+    for i in range(h):
+        for s in range(0, n, rows):
+            e = min(n, s + rows)
+            mask = torch.mm(pos_q[i, s:e], kt[i], out=block[: (e - s) * n].view(e - s, n))
+            qi, ki, vi = q[:, i : i + 1, s:e], k[:, i : i + 1], v[:, i : i + 1]
+            # The (1, 1, rows, N) mask broadcasts over the windows; it is never copied.
+            out[:, i : i + 1, s:e] = F.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask[None, None], scale=scale)
+    return out
+
+
+def _concat_rib(q: Tensor, k: Tensor, scale: float, pos_q: Tensor, pos_k: Tensor) -> tuple[Tensor, Tensor]:
+    """RIB's own form: [scale * q, pos_q] . [k, pos_k] = scale * q.k + pos_q.pos_k, one dot product."""
+    b = q.shape[0]
+    qc = torch.cat([q * scale if scale != 1.0 else q, pos_q.expand(b, -1, -1, -1)], dim=-1)
+    return qc, torch.cat([k, pos_k.expand(b, -1, -1, -1)], dim=-1)
+
+
 def _sdpa_with(kernel: str | None) -> Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor]:
     def run(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
         dv = v.shape[-1]
@@ -87,7 +135,8 @@ def _sdpa_with(kernel: str | None) -> Callable[[Tensor, Tensor, Tensor, Tensor |
         # sends SDPA to its slow math path, so pad v with zeros and slice the output.
         if kernel != "MATH":
             q, k, v = _equal_head_dims(q, k, v, multiple_of_8=kernel is not None)
-        mask = None if bias is None else bias.to(q.dtype).expand(q.shape[0], -1, -1, -1)
+        # (1, H, N, N): broadcast over the batch; a 3-D or expanded mask is much slower on CPU.
+        mask = None if bias is None else bias.to(q.dtype)[None]
         ctx = contextlib.nullcontext()
         if kernel is not None:
             from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -138,6 +187,8 @@ def _flash_package(module: str, returns_lse: bool) -> Callable[[Tensor, Tensor, 
 class Backend:
     name: str
     run: Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor]
+    # Optional own handling of RIB vectors; returns None where it does not apply.
+    run_rib: Callable[[Tensor, Tensor, Tensor, float, Tensor, Tensor], Tensor | None] | None = None
     module: str | None = None  # optional package that must import
     cuda_only: bool = False
     half_only: bool = False  # fp16/bf16 only
@@ -146,7 +197,10 @@ class Backend:
 
 _REGISTRY: dict[str, Backend] = {
     "naive": Backend("naive", _naive, describe="float32 logits materialised; the reference"),
-    "sdpa": Backend("sdpa", _sdpa_with(None), describe="PyTorch SDPA, PyTorch picks the kernel"),
+    "sdpa": Backend(
+        "sdpa", _sdpa_with(None), run_rib=_sdpa_rib_as_mask,
+        describe="PyTorch SDPA, PyTorch picks the kernel (on CPU, RIB runs as a shared mask)",
+    ),
     "sdpa-math": Backend("sdpa-math", _sdpa_with("MATH"), describe="PyTorch SDPA, math kernel"),
     "sdpa-efficient": Backend(
         "sdpa-efficient", _sdpa_with("EFFICIENT_ATTENTION"), describe="PyTorch SDPA, memory-efficient kernel"
@@ -238,9 +292,22 @@ def describe(name: str) -> str:
     return _REGISTRY[name].describe
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, backend: str = "sdpa", bias: Tensor | None = None) -> Tensor:
-    """softmax(q k^T + bias) v with scale 1.
+def attend(
+    q: Tensor, k: Tensor, v: Tensor, backend: str = "sdpa", *, scale: float = 1.0,
+    rib: tuple[Tensor, Tensor] | None = None, bias: Tensor | None = None,
+) -> Tensor:
+    """softmax(scale * q k^T + pos_q pos_k^T + bias) v.
 
-    q, k: (B, H, N, Dqk); v: (B, H, N, Dv); bias: (H, N, N) or None -> (B, H, N, Dv).
+    q, k: (B, H, N, Dqk); v: (B, H, N, Dv); rib: (pos_q, pos_k), each (H, N, r) and shared by the
+    batch, or None; bias: (H, N, N) or None -> (B, H, N, Dv).
     """
-    return _REGISTRY[backend].run(q, k, v, bias)
+    impl = _REGISTRY[backend]
+    if rib is not None:
+        if impl.run_rib is not None and bias is None:
+            out = impl.run_rib(q, k, v, scale, *rib)
+            if out is not None:
+                return out
+        q, k = _concat_rib(q, k, scale, *rib)
+    elif scale != 1.0:
+        q = q * scale
+    return impl.run(q, k, v, bias)

@@ -128,8 +128,15 @@ class WindowAttention(nn.Module):
         self.gate = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1, groups=dim), nn.Conv2d(dim, dim, 1))
         self._cache: dict[tuple, Tensor | tuple[Tensor, Tensor]] = {}
 
+    # RIB vectors are cached on accelerators (they save several small kernel launches per layer). On
+    # CPU recomputing all of sst-light's takes ~20 ms a pass while keeping them costs ~15 MB of peak
+    # RSS (benchmarks/RESULTS.md), so by default they are not kept there.
+    cache_on_cpu = False
+
     # -- positional terms -------------------------------------------------------------------------
     def _cacheable(self) -> bool:
+        if self.to_hidden.device.type == "cpu" and not self.cache_on_cpu:
+            return False
         # Cached tensors carry no gradient, so only reuse them when no gradient is wanted.
         return not (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters(recurse=False)))
 
@@ -159,50 +166,36 @@ class WindowAttention(nn.Module):
         index = relative_position_index(self.window).to(self.rpb_table.device)
         return self.rpb_table[index].permute(2, 0, 1).to(dtype)
 
-    def _packed_rib_qkv(self, qkv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Inference fast path: gather q, k, v out of the window view straight into one buffer that
-        already holds the RIB vectors and v's zero channels, so fused kernels get equal head dims with a
-        single copy (instead of reshape, concatenation and padding copies). Same numbers as the cat path.
-
-        qkv: (3, B, nWh, nWw, nh, w, w, d) view -> q', k', v' each (B*nW, nh, N, d + r).
-        """
-        _, b, n_h, n_w, nh, ws, _, d = qkv.shape
-        pos_q, pos_k = self.rib_vectors(qkv.dtype)  # (nh, N, r)
-        buf = qkv.new_empty(3, b * n_h * n_w, nh, ws * ws, d + self.rank)
-        buf[..., :d].view(3, b, n_h, n_w, nh, ws, ws, d).copy_(qkv)
-        buf[0, ..., :d].mul_(d**-0.5)
-        buf[0, ..., d:] = pos_q
-        buf[1, ..., d:] = pos_k
-        buf[2, ..., d:] = 0
-        return buf[0], buf[1], buf[2]
-
     # -- forward ----------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
         g = torch.sigmoid(self.gate(x))  # CLA gate on the unpadded input
         x = pad_to_multiple(x, self.window)
-        hp, wp = x.shape[-2:]
         ws, nh, d = self.window, self.heads, self.head_dim
-        qkv = self.to_qkv(x)  # (B, 3C, Hp, Wp); channel = which*C + head*d + c
-        qkv = qkv.view(b, 3, nh, d, hp // ws, ws, wp // ws, ws)
-        qkv = qkv.permute(1, 0, 4, 6, 2, 5, 7, 3)  # (3, B, nWh, nWw, nh, w, w, d), a strided view
-        bias = None
-        if self.bias == "rib" and self._cacheable():
-            q, k, v = self._packed_rib_qkv(qkv)
-        else:
-            qkv = qkv.reshape(3, -1, nh, ws * ws, d)  # (3, B*nW, nh, N, d)
-            q, k, v = qkv[0] * d**-0.5, qkv[1], qkv[2]
-        if self.bias == "rib" and q.shape[-1] == d:
-            pos_q, pos_k = self.rib_vectors(q.dtype)  # (nh, N, r)
-            bw = q.shape[0]
-            q = torch.cat([q, pos_q.expand(bw, -1, -1, -1)], dim=-1)  # (B*nW, nh, N, d + r)
-            k = torch.cat([k, pos_k.expand(bw, -1, -1, -1)], dim=-1)
-        elif self.bias == "rpb":
-            bias = self.rpb_bias(q.dtype)
-        out = attend(q, k, v, backend=self.backend, bias=bias)[..., :d]  # (B*nW, nh, N, d)
-        out = out.view(b, hp // ws, wp // ws, nh, ws, ws, d).permute(0, 3, 6, 1, 4, 2, 5).reshape(b, c, hp, wp)
-        out = out[:, :, :h, :w]
-        return self.to_out(out * g)
+        # One gather into window tokens; q, k and v are strided views of it (fused kernels take strides).
+        qkv = window_partition(self.to_qkv(x), ws)  # (B*nW, N, 3C)
+        q, k, v = qkv.unflatten(-1, (3, nh, d)).permute(2, 0, 3, 1, 4)  # each (B*nW, nh, N, d)
+        rib = self.rib_vectors(x.dtype) if self.bias == "rib" else None  # (nh, N, r) each
+        bias = self.rpb_bias(x.dtype) if self.bias == "rpb" else None  # (nh, N, N)
+        out = attend(q, k, v, backend=self.backend, scale=d**-0.5, rib=rib, bias=bias)  # (B*nW, nh, N, d)
+        out = window_reverse(out.transpose(1, 2).flatten(2), ws, x.shape[-2], x.shape[-1])  # (B, C, Hp, Wp)
+        return self.to_out(out[:, :, :h, :w] * g)
+
+
+def window_partition(x: Tensor, window: int) -> Tensor:
+    """(B, C, H, W) with H, W multiples of ``window`` -> (B * nW, window * window, C), row-major tokens.
+
+    Reads channels-last memory in contiguous runs of C (the network runs channels-last for this)."""
+    b, c, h, w = x.shape
+    x = x.permute(0, 2, 3, 1).view(b, h // window, window, w // window, window, c)
+    return x.transpose(2, 3).reshape(-1, window * window, c)
+
+
+def window_reverse(tokens: Tensor, window: int, h: int, w: int) -> Tensor:
+    """Inverse of :func:`window_partition`: (B * nW, N, C) -> (B, C, H, W) in channels-last memory."""
+    c = tokens.shape[-1]
+    x = tokens.reshape(-1, h // window, w // window, window, window, c).transpose(2, 3)
+    return x.reshape(-1, h, w, c).permute(0, 3, 1, 2)
 
 
 class TransformerLayer(nn.Module):
@@ -330,9 +323,12 @@ class SST(nn.Module):
         return next(m.backend for m in self.modules() if isinstance(m, WindowAttention))
 
     def forward(self, x: Tensor) -> Tensor:
+        # Channels-last inside: the LayerNorms then normalise contiguous rows, the window partitions
+        # copy contiguous runs of channels and oneDNN's convolutions skip their layout reorders.
+        x = x.contiguous(memory_format=torch.channels_last)
         feat = self.proj(x)
         feat = self.body(feat)  # feat + body(feat)
-        return self.upsampler(feat, x)
+        return self.upsampler(feat, x).contiguous()
 
 
 def _init_weights(m: nn.Module) -> None:

@@ -487,6 +487,8 @@ def environment() -> dict[str, Any]:
         "cpu_threads": torch.get_num_threads(),
         "gpus": [],
         "kernel_packages": _package_versions(),
+        # Workers call runtime.keep_freed_memory(), as every `sst` command does.
+        "malloc": "default" if os.environ.get("SST_DEFAULT_MALLOC") == "1" else "keep_freed_memory",
         "flops_method": FLOPS_METHOD,
         "peak_tflops_source": PEAK_SOURCE,
         "memory": "peak over the timed passes, in a fresh worker per configuration. CPU: peak RSS (Python and "

@@ -178,3 +178,75 @@ def test_flash_package_wrappers_handle_layout_padding_and_lse(monkeypatch, name,
     assert calls == [(2, 64, 3, 24)]  # transposed to (B, N, H, D), padded to one multiple of 8
     assert out.shape == (2, 3, 64, 12) and out.dtype == torch.bfloat16
     _check_close(out, attend(q, k, v, backend="naive"), torch.bfloat16)
+
+
+# ------------------------------------------------------------------------- RIB position vectors (rib=)
+def _rib_case(windows: int, n: int = 64, d: int = 8, r: int = 12, seed: int = 1) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(windows, 3, n, d, generator=g) for _ in range(3))
+    pos_q, pos_k = (torch.randn(3, n, r, generator=g) * 0.5 for _ in range(2))
+    return q, k, v, pos_q, pos_k
+
+
+def _rib_reference(q, k, v, scale, pos_q, pos_k) -> torch.Tensor:  # noqa: ANN001 - float64 formula
+    logits = scale * q.double() @ k.double().transpose(-2, -1) + (pos_q.double() @ pos_k.double().transpose(-2, -1))
+    return logits.softmax(-1) @ v.double()
+
+
+@pytest.mark.parametrize("windows", [1, 5], ids=["1window", "5windows"])
+@pytest.mark.parametrize("name", BACKENDS)
+def test_rib_vectors_give_the_rib_logits_on_every_backend(name: str, windows: int) -> None:
+    """attend(..., rib=(pos_q, pos_k)) = softmax(scale q.k + pos_q.pos_k) v, however the backend runs it
+    (concatenated to q/k, or, for sdpa on CPU with enough windows, as a shared mask)."""
+    reason = unavailable_reason(name, "cpu", torch.float32)
+    if reason is not None:
+        pytest.skip(reason)
+    q, k, v, pos_q, pos_k = _rib_case(windows)
+    out = attend(q, k, v, backend=name, scale=0.35, rib=(pos_q, pos_k))
+    assert out.shape == v.shape and out.dtype == torch.float32
+    assert (out.double() - _rib_reference(q, k, v, 0.35, pos_q, pos_k)).abs().max().item() < 1e-5
+
+
+class _SdpaSpy:
+    """Records the q head dim and mask shape of every F.scaled_dot_product_attention call."""
+
+    def __init__(self, monkeypatch) -> None:  # noqa: ANN001
+        self.calls: list[tuple[int, tuple | None]] = []
+        real = torch.nn.functional.scaled_dot_product_attention
+
+        def spy(q, k, v, attn_mask=None, **kw):  # noqa: ANN001, ANN202
+            self.calls.append((q.shape[-1], None if attn_mask is None else tuple(attn_mask.shape)))
+            return real(q, k, v, attn_mask=attn_mask, **kw)
+
+        monkeypatch.setattr(attention.F, "scaled_dot_product_attention", spy)
+
+
+def test_sdpa_runs_rib_as_a_blocked_shared_mask_on_cpu(monkeypatch) -> None:
+    # Blocks of 24 query rows over 64 tokens: three blocks per head, the last one ragged (16 rows).
+    monkeypatch.setattr(attention, "_MASK_BLOCK_BYTES", 24 * 64 * 4)
+    monkeypatch.setattr(attention, "_MASK_MIN_ROWS", 1)
+    spy = _SdpaSpy(monkeypatch)
+    q, k, v, pos_q, pos_k = _rib_case(windows=4)
+    out = attend(q, k, v, backend="sdpa", scale=0.35, rib=(pos_q, pos_k))
+    # head dim d (8), not d + r (20); one (1, 1, rows, N) mask per head and block, broadcast over windows
+    assert [c[0] for c in spy.calls] == [8] * 9
+    assert [c[1] for c in spy.calls] == [(1, 1, 24, 64), (1, 1, 24, 64), (1, 1, 16, 64)] * 3
+    assert (out.double() - _rib_reference(q, k, v, 0.35, pos_q, pos_k)).abs().max().item() < 1e-5
+
+
+def test_sdpa_concatenates_rib_where_the_mask_does_not_pay_or_apply(monkeypatch) -> None:
+    spy = _SdpaSpy(monkeypatch)
+    q, k, v, pos_q, pos_k = _rib_case(windows=2)  # too few windows to pay for building the mask
+    attend(q, k, v, backend="sdpa", scale=0.35, rib=(pos_q, pos_k))
+    assert spy.calls == [(20, None)]
+    # Gradients wanted (training): concatenation, and they reach the position vectors.
+    q, k, v, pos_q, pos_k = _rib_case(windows=4)
+    pos_q.requires_grad_(True)
+    spy.calls.clear()
+    out = attend(q, k, v, backend="sdpa", scale=0.35, rib=(pos_q, pos_k))
+    out.sum().backward()
+    assert spy.calls == [(20, None)] and pos_q.grad is not None and pos_q.grad.abs().sum() > 0
+    # Not float32: concatenation (the mask would round the position logits to bf16).
+    spy.calls.clear()
+    attend(*(t.bfloat16() for t in (q, k, v)), backend="sdpa", scale=0.35, rib=(pos_q.detach().bfloat16(), pos_k.bfloat16()))
+    assert spy.calls == [(20, None)]

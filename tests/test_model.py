@@ -16,7 +16,15 @@ import sst_cli.model as model_module
 from conftest import REFERENCE, need_shared
 from sst_cli import build_model, create_model
 from sst_cli.attention import BACKENDS, unavailable_reason
-from sst_cli.model import SST, WindowAttention, pad_to_multiple, relative_position_index, rib_features
+from sst_cli.model import (
+    SST,
+    WindowAttention,
+    pad_to_multiple,
+    relative_position_index,
+    rib_features,
+    window_partition,
+    window_reverse,
+)
 from sst_cli.zoo import VARIANTS, get_variant
 
 OFFICIAL_TO_OURS = {
@@ -212,6 +220,30 @@ def test_batch_entries_are_independent() -> None:
     assert (together - alone).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_window_partition_is_row_major_windows_and_reverses(channels_last: bool) -> None:
+    b, c, h, w, ws = 2, 5, 8, 12, 4
+    x = torch.randn(b, c, h, w)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    tokens = window_partition(x, ws)
+    assert tokens.shape == (b * (h // ws) * (w // ws), ws * ws, c)
+    # Window (row 1, column 2) of image 1; its token 5 is pixel (1, 1) inside the window.
+    index = 1 * (h // ws) * (w // ws) + 1 * (w // ws) + 2
+    assert torch.equal(tokens[index, 1 * ws + 1], x[1, :, 1 * ws + 1, 2 * ws + 1])
+    back = window_reverse(tokens, ws, h, w)
+    assert torch.equal(back, x) and back.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_output_is_plain_nchw_whatever_the_input_layout() -> None:
+    model = _tiny().eval()
+    x = torch.rand(1, 3, 12, 10)
+    with torch.no_grad():
+        y = model(x)
+        y_cl = model(x.contiguous(memory_format=torch.channels_last))
+    assert y.is_contiguous() and torch.equal(y, y_cl)
+
+
 def test_bf16_forward_on_cpu_tracks_fp32() -> None:
     model = _tiny().eval()
     x = torch.rand(1, 3, 12, 10)
@@ -237,6 +269,8 @@ def test_rib_features_follow_the_architecture_contract() -> None:
 
 @pytest.fixture
 def count_rib(monkeypatch) -> list[int]:
+    """Counts RIB computations; turns the cache on for CPU, so its mechanics (those of the GPU) are tested."""
+    monkeypatch.setattr(WindowAttention, "cache_on_cpu", True)
     calls = [0]
     real = model_module.rib_features
 
@@ -269,6 +303,13 @@ def test_rib_vectors_are_cached_in_eval(count_rib) -> None:
     assert half[0].dtype == torch.bfloat16 and count_rib[0] == 5
 
 
+def test_rib_vectors_are_not_kept_on_cpu_by_default() -> None:
+    model = _tiny().eval()
+    with torch.inference_mode():
+        model(torch.rand(1, 3, 9, 10))
+    assert all(layer._cache == {} for layer in _attn_layers(model))
+
+
 def test_rib_cache_is_invalidated_by_load_state_dict(count_rib) -> None:
     model = _tiny().eval()
     layer = _attn_layers(model)[0]
@@ -294,8 +335,9 @@ def test_rib_vectors_recomputed_with_gradients_in_training(count_rib) -> None:
         assert p.grad is not None and p.grad.abs().sum() > 0
 
 
-def test_cached_vectors_serve_input_gradients() -> None:
+def test_cached_vectors_serve_input_gradients(monkeypatch) -> None:
     """Frozen weights, gradient wanted for the input (e.g. attribution): the eval cache still works."""
+    monkeypatch.setattr(WindowAttention, "cache_on_cpu", True)
     model = _tiny().eval().requires_grad_(False)
     with torch.inference_mode():
         model(torch.rand(1, 3, 8, 8))  # fills the cache with inference tensors

@@ -87,9 +87,10 @@ def test_train_step_in_a_worker():
     assert row["status"] == "ok", row["status"]
     assert row["threads"] == 1 and row["cpu_ms_median"] > 0
     assert row["mode"] == "train" and row["latency_ms_median"] > 0
-    # forward + backward costs about three forwards
+    # forward + backward: the attention matmuls cost exactly three forwards, convolutions a little more
+    # (PyTorch's counter charges their backward ~3.8x the forward here)
     infer_flops = profiling.count_flops(tiny(hw=(16, 16), batch=2))[1]
-    assert 2.5 * infer_flops < row["flops"] < 3.5 * infer_flops
+    assert 3 * infer_flops < row["flops"] < 4 * infer_flops
 
 
 @pytest.mark.parametrize("bias", ["rib", "rpb", "none"])
