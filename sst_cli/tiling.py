@@ -187,11 +187,12 @@ def auto_tile(upscaler: Any, height: int, width: int, fraction: float = 0.5, cha
     return max(side, MIN_TILE)
 
 
-def resolve_tile(upscaler: Any, tile: int | str, height: int, width: int) -> int:
-    """``"auto"`` -> a size from free memory; ints pass through (0 = whole image)."""
+def resolve_tile(upscaler: Any, tile: int | str, height: int, width: int, batch: int = 1) -> int:
+    """``"auto"`` -> a size from free memory (shared by ``batch`` tiles run together); ints pass through
+    (0 = whole image)."""
     if isinstance(tile, str):
         if tile.strip().lower() == "auto":
-            return auto_tile(upscaler, height, width)
+            return auto_tile(upscaler, height, width, fraction=0.5 / max(1, batch))
         tile = int(tile)
     return max(0, int(tile))
 
@@ -253,11 +254,13 @@ def iter_bands(
     scale: int,
     tta: bool = False,
     progress: Progress | None = None,
+    batch: int = 1,
 ) -> Iterator[tuple[int, Tensor]]:
     """Yield ``(out_row, band)``: finished float32 output rows top to bottom.
 
     Only one band (a tile row's height times the output width) is held at a time, so memory follows
-    the tile size and the image width, never the image area.
+    the tile size and the image width, never the image area. Up to ``batch`` tiles of a row go through
+    the model together (all tiles of a plan have one size), which keeps a GPU busy with small tiles.
     """
     s, h, w = scale, plan.height, plan.width
     th, tw = min(plan.tile, h), min(plan.tile, w)
@@ -273,17 +276,20 @@ def iter_bands(
             yield band_top, band[:, :, :ready]
             band = torch.cat([band[:, :, ready:], band.new_zeros(band.shape[0], band.shape[1], ready, w * s)], 2)
             band_top = top
-        for ix, x0 in enumerate(plan.xs):
-            y = forward(fn, crop(y0, x0, th, tw), tta)
-            if y.shape[-2:] != (th * s, tw * s):
-                raise RuntimeError(f"model returned {tuple(y.shape[-2:])} for a {th}x{tw} tile at x{s}")
+        for first in range(0, len(plan.xs), max(1, batch)):
+            xs = plan.xs[first : first + max(1, batch)]
+            ys = forward(fn, torch.cat([crop(y0, x0, th, tw) for x0 in xs]), tta)  # (len(xs), C, th*s, tw*s)
+            if ys.shape[-2:] != (th * s, tw * s):
+                raise RuntimeError(f"model returned {tuple(ys.shape[-2:])} for a {th}x{tw} tile at x{s}")
             if band is None:
-                band = torch.zeros(1, y.shape[1], th * s, w * s)
+                band = torch.zeros(1, ys.shape[1], th * s, w * s)
                 band_top = top
-            # upscaler outputs are inference tensors: weight them out of place
-            band[:, :, :, x0 * s : x0 * s + tw * s] += y * wy[iy].view(1, 1, -1, 1) * wx[ix].view(1, 1, 1, -1)
-            del y
-            done += 1
+            for j, x0 in enumerate(xs):
+                # upscaler outputs are inference tensors: weight them out of place
+                weight = wy[iy].view(1, 1, -1, 1) * wx[first + j].view(1, 1, 1, -1)
+                band[:, :, :, x0 * s : x0 * s + tw * s] += ys[j : j + 1] * weight
+            del ys
+            done += len(xs)
             if progress is not None:
                 progress(done, plan.count)
     assert band is not None
@@ -302,17 +308,19 @@ def run_tiled(
     progress: Progress | None = None,
     on_retry: Callable[[int, int], None] | None = None,
     fn: Callable[[Tensor], Tensor] | None = None,
+    batch: int = 1,
 ) -> TilePlan:
     """Upscale an image given by ``crop`` tile by tile, handing finished rows to ``sink``.
 
     ``fn`` (default: ``upscaler``) maps a float tile to its upscaled float tile; ``upscaler`` supplies
-    the scale, windows and device. On out-of-memory the whole image is redone with half the tile
-    (``on_retry(old, new)`` is told; sinks just overwrite rows) down to ``MIN_TILE``, then it raises.
+    the scale, windows and device; ``batch`` tiles run through the model at once. On out-of-memory the
+    whole image is redone with half the tile (``on_retry(old, new)`` is told; sinks just overwrite rows)
+    down to ``MIN_TILE``, then it raises.
     """
     fn = fn or upscaler  # type: ignore[assignment]
     assert fn is not None
     s = int(upscaler.scale)
-    size = resolve_tile(upscaler, tile, height, width)
+    size = resolve_tile(upscaler, tile, height, width, batch)
     while True:
         plan = plan_tiles(upscaler, height, width, size, overlap)
         try:
@@ -323,7 +331,7 @@ def run_tiled(
                 if progress is not None:
                     progress(1, 1)
             else:
-                for row, band in iter_bands(fn, crop, plan, s, tta, progress):
+                for row, band in iter_bands(fn, crop, plan, s, tta, progress, batch):
                     sink(row, band)
             return plan
         except (RuntimeError, MemoryError) as exc:
@@ -347,12 +355,14 @@ def upscale_tensor(
     tta: bool = False,
     progress: Progress | None = None,
     on_retry: Callable[[int, int], None] | None = None,
+    batch: int = 1,
 ) -> Tensor:
     """Upscale float32 (1, C, H, W) in [0, 1] (CPU) to float32 (1, 3, sH, sW) on the CPU, unclamped.
 
     ``tile=0`` runs the whole image at once, an int is the tile side in input pixels, ``"auto"`` picks
-    one from free memory; ``overlap`` defaults to :func:`default_overlap`. On out-of-memory the image is
-    retried with half the tile. The output is one preallocated buffer filled band by band.
+    one from free memory; ``overlap`` defaults to :func:`default_overlap`; ``batch`` tiles run together.
+    On out-of-memory the image is retried with half the tile. The output is one preallocated buffer
+    filled band by band.
     """
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError(f"expected a (1, C, H, W) tensor, got {tuple(x.shape)}")
@@ -371,5 +381,5 @@ def upscale_tensor(
             out[:] = [torch.empty(1, band.shape[1], h * s, w * s)]
         out[0][:, :, row : row + band.shape[2]] = band
 
-    run_tiled(upscaler, crop, h, w, sink, tile, overlap, tta, progress, on_retry)
+    run_tiled(upscaler, crop, h, w, sink, tile, overlap, tta, progress, on_retry, batch=batch)
     return out[0]

@@ -132,13 +132,14 @@ def upscale_array(
     alpha: str = "model",
     progress: Progress | None = None,
     on_retry: Callable[[int, int], None] | None = None,
+    tile_batch: int = 1,
 ) -> np.ndarray:
     """Upscale an (H, W) or (H, W, C) image (C = 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA).
 
     uint8 in gives uint8 out, uint16 gives uint16 (processed in float, never through 8 bits), float in
     [0, 1] gives float32 clipped to [0, 1]. The output is ``scale`` times larger, or ``outscale`` times
     (the model, then MATLAB-style bicubic to the final size). ``tile``/``overlap``/``tta`` as in
-    :func:`sst_cli.tiling.upscale_tensor`.
+    :func:`sst_cli.tiling.upscale_tensor`, whose ``batch`` is ``tile_batch``.
     """
     _check_alpha(alpha)
     squeeze = image.ndim == 2
@@ -147,7 +148,7 @@ def upscale_array(
         raise ValueError(f"expected (H, W) or (H, W, C) with C in 1..4, got shape {image.shape}")
     if a.dtype not in (np.uint8, np.uint16):
         a = a.astype(np.float32)
-    out = _upscale_pixels(a, upscaler, tile, overlap, tta, outscale, alpha, progress, on_retry)
+    out = _upscale_pixels(a, upscaler, tile, overlap, tta, outscale, alpha, progress, on_retry, tile_batch=tile_batch)
     return out[..., 0] if squeeze else out
 
 
@@ -155,6 +156,7 @@ def _upscale_pixels(
     a: np.ndarray, upscaler: Any, tile: int | str, overlap: int | None, tta: bool, outscale: float | None,
     alpha: str, progress: Progress | None, on_retry: Callable[[int, int], None] | None,
     stream: Callable[[np.ndarray], None] | None = None,
+    tile_batch: int = 1,
 ) -> np.ndarray:
     """Core of ``upscale_array``; with ``stream`` finished rows are handed on instead of kept."""
     h, w, c = a.shape
@@ -179,7 +181,7 @@ def _upscale_pixels(
         else:
             out[row : row + arr.shape[0]] = _quantize(arr, a.dtype)
 
-    run_tiled(upscaler, layout.crop, h, w, sink, tile, overlap, tta, progress, on_retry, fn=fn)
+    run_tiled(upscaler, layout.crop, h, w, sink, tile, overlap, tta, progress, on_retry, fn=fn, batch=tile_batch)
     if resample:
         resized = resize_to(torch.from_numpy(full).permute(2, 0, 1), th, tw).permute(1, 2, 0).numpy()
         del full
@@ -217,6 +219,7 @@ class Settings:
 
     tile: int | str = "auto"
     overlap: int | None = None
+    tile_batch: int = 1
     tta: bool = False
     outscale: float | None = None
     alpha: str = "model"
@@ -233,7 +236,7 @@ def upscale_image(
 ) -> ImageData:
     """Upscale a decoded image, keeping its bit depth, channels and colour profile."""
     pixels = _upscale_pixels(img.pixels, upscaler, settings.tile, settings.overlap, settings.tta,
-                             settings.outscale, settings.alpha, progress, on_retry)
+                             settings.outscale, settings.alpha, progress, on_retry, tile_batch=settings.tile_batch)
     return ImageData(pixels, img.format, img.icc_profile, None, list(img.notes))
 
 
@@ -257,7 +260,7 @@ def _stream_png(fh: BinaryIO, img: ImageData, upscaler: Any, settings: Settings,
             on_retry(old, new)
 
     _upscale_pixels(img.pixels, upscaler, settings.tile, settings.overlap, settings.tta, settings.outscale,
-                    settings.alpha, progress, retry, stream=stream)
+                    settings.alpha, progress, retry, stream=stream, tile_batch=settings.tile_batch)
     writer[0].close()
 
 
@@ -272,7 +275,7 @@ def process_file(
     _ensure_folder(dst.parent)
     s = int(upscaler.scale)
     h, w = img.pixels.shape[:2]
-    tile = resolve_tile(upscaler, settings.tile, h, w)
+    tile = resolve_tile(upscaler, settings.tile, h, w, settings.tile_batch)
     settings = replace(settings, tile=tile)  # decide "auto" once, for the estimate and the run
     avail = free_memory(torch.device("cpu"))
     need = memory_needed(img, s, settings.outscale, tile, streamed=False)

@@ -101,6 +101,42 @@ def test_sst_tiled_matches_whole_with_default_overlap() -> None:
     assert psnr(seams, whole) < psnr(tiled, whole) - 10
 
 
+class _CountingBatches:
+    """Wraps an upscaler and records the batch size of every call."""
+
+    def __init__(self, up: Upscaler) -> None:
+        self.up, self.scale, self.sizes = up, up.scale, []
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - window sizes, device, ... of the wrapped upscaler
+        return getattr(self.up, name)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(x.shape[0])
+        return self.up(x)
+
+
+@pytest.mark.parametrize("tta", [False, True], ids=["plain", "tta"])
+def test_batched_tiles_equal_one_at_a_time(tta: bool) -> None:
+    up = random_sst([8, 16])
+    x = smooth_image(70, 150, seed=2)
+    one = upscale_tensor(up, x, tile=48, tta=tta)
+    counting = _CountingBatches(up)
+    batched = upscale_tensor(counting, x, tile=48, tta=tta, batch=3)
+    plan = plan_tiles(up, 70, 150, 48)
+    assert len(plan.ys) == 2 and len(plan.xs) == 5  # each tile row: a batch of 3, then one of 2
+    per_row = [3] * 8 + [2] * 8 if tta else [3, 2]  # TTA: eight transforms of each batch
+    assert counting.sizes == per_row * 2
+    # Same tiles, same weights; batching only changes float rounding (more windows per attention call).
+    assert (batched - one).abs().max().item() < 1e-5
+
+
+def test_batched_tiles_report_progress_per_batch(bicubic: Upscaler) -> None:
+    calls: list[tuple[int, int]] = []
+    upscale_tensor(bicubic, smooth_image(50, 50), tile=16, batch=2, progress=lambda d, t: calls.append((d, t)))
+    total = calls[-1][1]
+    assert calls[-1] == (total, total) and all(b > a for (a, _), (b, _) in zip(calls, calls[1:], strict=False))
+
+
 def test_progress_reports_every_tile(bicubic: Upscaler) -> None:
     calls: list[tuple[int, int]] = []
     upscale_tensor(bicubic, smooth_image(50, 50), tile=16, progress=lambda d, t: calls.append((d, t)))
@@ -200,6 +236,8 @@ def test_auto_tile_follows_free_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     assert tiling.MIN_TILE <= small < larger < 3000
     assert larger % 32 == 0  # aligned to the windows
     assert tiling.resolve_tile(up, 64, 300, 400) == 64 and tiling.resolve_tile(up, "0", 300, 400) == 0
+    # four tiles run together share the memory one tile had
+    assert tiling.resolve_tile(up, "auto", 3000, 4000, batch=4) < larger
 
 
 def test_free_memory_is_positive() -> None:

@@ -116,6 +116,13 @@ def test_alpha_is_aligned_with_colour(tiny: Upscaler) -> None:
             assert channel[inside].mean() > channel[~inside].mean() + 150, mode
 
 
+def test_tile_batch_gives_the_same_image(tiny: Upscaler) -> None:
+    rgba = image(40, 90, 4, seed=5)
+    one = upscale_array(rgba, tiny, tile=16)
+    batched = upscale_array(rgba, tiny, tile=16, tile_batch=4)
+    assert batched.shape == one.shape and np.abs(batched.astype(int) - one.astype(int)).max() <= 1
+
+
 def test_opaque_alpha_stays_opaque(tiny: Upscaler) -> None:
     a = image(16, 16, 4, seed=6)
     a[..., 3] = 255

@@ -100,6 +100,8 @@ def upscale_cmd(
                              "or auto (from free memory; retried smaller on CUDA out-of-memory)."),
     tile_overlap: int | None = typer.Option(None, "--tile-overlap", help="Input pixels shared by neighbouring "
                                             "tiles, blended smoothly (default 32, at most tile/4)."),
+    tile_batch: int = typer.Option(1, "--tile-batch", min=1, help="Tiles run through the model together "
+                                   "(helps a GPU with small tiles; auto tiles shrink to fit)."),
     tta: bool = typer.Option(False, "--tta", help="x8 self-ensemble (flips and transposes), averaged."),
     alpha: str = typer.Option("model", "--alpha", help="Upscale an alpha channel with the model or bicubic."),
     fmt: str = typer.Option("same", "--format", "-f", help="same, png, jpg, webp, tiff or bmp."),
@@ -133,7 +135,7 @@ def upscale_cmd(
         raise UsageError(f"--alpha must be model or bicubic (got '{alpha}').")
     if outscale is not None and outscale <= 0:
         raise UsageError(f"--outscale must be positive (got {outscale}).")
-    settings = Settings(tile=tile_value, overlap=tile_overlap, tta=tta, outscale=outscale, alpha=alpha,
+    settings = Settings(tile=tile_value, overlap=tile_overlap, tile_batch=tile_batch, tta=tta, outscale=outscale, alpha=alpha,
                         format=fmt.lower(), quality=quality, suffix=suffix, overwrite=overwrite, recursive=recursive)
     jobs = plan_jobs(paths[:-1], paths[-1], settings)
     todo, existing = split_existing(jobs, overwrite)
