@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -44,12 +45,12 @@ PATHS = {"sdpa": ("sdpa", "float32", False), "sdpa-flash": ("sdpa-flash", "float
 
 
 # ------------------------------------------------------------------------------------- child process
-def child(name: str, size: int, path: str, runs: int, threads: int, save: str | None, default_malloc: bool) -> dict:
+def child(name: str, size: int, path: str, runs: int, threads: int, save: str | None) -> dict:
     """One warm-up and ``runs`` timed forwards of ``path``; optionally saves the output for comparison."""
     from sst_cli.runtime import keep_freed_memory
     from sst_cli.zoo import create_model
 
-    if not default_malloc:
+    if os.environ.get("SST_DEFAULT_MALLOC") != "1":
         keep_freed_memory()
     torch.set_num_threads(threads)
     backend, dtype, compiled = PATHS[path]
@@ -76,9 +77,9 @@ def child(name: str, size: int, path: str, runs: int, threads: int, save: str | 
 
 def run_child(args: argparse.Namespace, name: str, size: int, path: str, save: str | None) -> dict:
     cmd = [sys.executable, __file__, "--child", f"{name},{size},{path}", "--runs", str(args.runs),
-           "--threads", str(args.threads)] + (["--save", save] if save else []) + (
-           ["--default-malloc"] if args.default_malloc else [])
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent)
+           "--threads", str(args.threads)] + (["--save", save] if save else [])
+    env = dict(os.environ, SST_DEFAULT_MALLOC="1") if args.default_malloc else None
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -149,7 +150,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         name, size, path = args.child.split(",")
-        print(json.dumps(child(name, int(size), path, args.runs, args.threads, args.save, args.default_malloc)))
+        print(json.dumps(child(name, int(size), path, args.runs, args.threads, args.save)))
         return
     malloc = "default" if args.default_malloc else "keep_freed_memory"
     print(f"torch {torch.__version__}, {args.threads} threads, {platform.machine()}, malloc: {malloc}, "

@@ -16,10 +16,9 @@ def keep_freed_memory(retain_mb: int = 256) -> bool:
     """Let glibc keep freed blocks of up to 32 MB for reuse instead of handing them back to the OS.
 
     By default glibc unmaps large freed blocks and trims its heap, so every forward pass faults its
-    activations' pages in afresh: one sst-light x4 pass at 128x128 took 250-380 thousand minor page
-    faults (1-1.5 GB of fresh pages, a tenth or more of its time on a 2-core VM). With a fixed 32 MB
-    mmap threshold and ``retain_mb`` of retained heap, the same pass takes a few thousand (numbers in
-    benchmarks/RESULTS.md). Only glibc has these knobs: elsewhere, or with ``SST_DEFAULT_MALLOC=1`` in
+    activations' pages in afresh: one sst-light x4 pass at 256x256 took 1.3 million minor page faults
+    (5 GB of fresh pages). With a fixed 32 MB mmap threshold and ``retain_mb`` of retained heap, the
+    same pass takes a few thousand (numbers in benchmarks/RESULTS.md). Only glibc has these knobs: elsewhere, or with ``SST_DEFAULT_MALLOC=1`` in
     the environment, nothing changes. Returns whether the setting was applied.
     """
     if os.environ.get("SST_DEFAULT_MALLOC") == "1":
