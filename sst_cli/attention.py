@@ -82,10 +82,10 @@ def _naive(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
     return out.to(v.dtype)
 
 
-# One block of the RIB mask is one head's (rows x N) float32 logits: about 16 MB, so it stays in the L3
+# One block of the RIB mask is one head's (rows x N) float32 logits: about 12 MB, so it stays in the L3
 # cache while every window re-reads it and memory stays bounded (a whole w=96 mask would be 2 GB), but
 # at least 768 query rows, below which PyTorch's CPU flash kernel switches to smaller, slower tiles.
-_MASK_BLOCK_BYTES = 16 << 20
+_MASK_BLOCK_BYTES = 12 << 20
 _MASK_MIN_ROWS = 768
 # Building the mask costs about as much as attending over 2-3 windows with the concatenated head dim,
 # so the mask only pays from this many windows on (measured: benchmarks/RESULTS.md).
