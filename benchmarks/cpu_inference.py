@@ -47,8 +47,8 @@ PATHS = {"sdpa": ("sdpa", "float32", False), "sdpa-flash": ("sdpa-flash", "float
 # ------------------------------------------------------------------------------------- child process
 def child(name: str, size: int, path: str, runs: int, threads: int, save: str | None) -> dict:
     """One warm-up and ``runs`` timed forwards of ``path``; optionally saves the output for comparison."""
+    from sst_cli.model.registry import create_model
     from sst_cli.runtime import keep_freed_memory
-    from sst_cli.zoo import create_model
 
     if os.environ.get("SST_DEFAULT_MALLOC") != "1":
         keep_freed_memory()

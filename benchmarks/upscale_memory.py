@@ -40,7 +40,7 @@ def make_image(path: Path, size: int) -> None:
     """A size x size RGB PNG with structure at every scale (written in strips to keep this process small)."""
     import numpy as np
 
-    from sst_cli.imageio import PngWriter
+    from sst_cli.io.images import PngWriter
 
     yy = np.arange(size, dtype=np.float32)[:, None]
     xx = np.arange(size, dtype=np.float32)[None, :]
@@ -58,11 +58,11 @@ def make_image(path: Path, size: int) -> None:
 def child(args: argparse.Namespace) -> None:
     import torch
 
-    from sst_cli.engine import Upscaler, load_upscaler
-    from sst_cli.imageio import read_image
-    from sst_cli.model import build_model
-    from sst_cli.tiling import plan_tiles, resolve_tile
-    from sst_cli.upscale import Settings, process_file
+    from sst_cli.io.images import read_image
+    from sst_cli.model.network import build_model
+    from sst_cli.upscale.batch import Settings, process_file
+    from sst_cli.upscale.tiling import plan_tiles, resolve_tile
+    from sst_cli.upscale.upscaler import Upscaler, load_upscaler
 
     torch.set_num_threads(args.threads)
     if args.model == "small-sst":

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from sst_cli.engine import Bicubic, load_upscaler
-from sst_cli.resize import quantize_uint8
+from sst_cli.model.bicubic import Bicubic, quantize_uint8
+from sst_cli.upscale.upscaler import load_upscaler
 
 ROOT = Path(__file__).resolve().parents[1]
 LR = ROOT / "examples" / "butterfly.png"

@@ -1,4 +1,9 @@
-"""Process-wide settings that make CPU inference faster without changing any result."""
+"""Where and how computation runs: devices, dtypes, memory, and process-wide settings.
+
+The one home for dtype names, device resolution, free-memory queries and out-of-memory detection. Torch
+is imported inside the functions that need it, so the CLI can import this module to validate names
+without paying for torch.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +11,124 @@ import ctypes
 import os
 import platform
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+DTYPE_NAMES = ("fp32", "bf16", "fp16")
 
 _M_TRIM_THRESHOLD = -1  # mallopt parameter numbers from glibc's malloc.h
 _M_MMAP_THRESHOLD = -3
 _MMAP_THRESHOLD_MAX = 32 << 20  # glibc's ceiling for M_MMAP_THRESHOLD on 64-bit
 
 
+# ------------------------------------------------------------------------------------ dtypes, devices
+def torch_dtype(name: str) -> torch.dtype:
+    """'fp32' | 'bf16' | 'fp16' -> the torch dtype."""
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The inverse of :func:`torch_dtype` ('float32' for anything else)."""
+    import torch
+
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype).removeprefix("torch."))
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' -> cuda, then Apple's mps, then cpu; other names are checked against what is visible."""
+    import torch
+
+    from .errors import SSTError
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise SSTError(f"'{device}' is not a device (use auto, cpu, cuda, cuda:N or mps).") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SSTError(f"device {device} was requested but no CUDA GPU is visible to PyTorch.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise SSTError(f"device {device} does not exist ({torch.cuda.device_count()} CUDA GPU(s) visible).")
+    return dev
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """'auto' -> bf16 (fp16 where bf16 is missing) on CUDA, fp32 elsewhere; names are checked."""
+    import torch
+
+    from .errors import SSTError
+
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in DTYPE_NAMES:
+        raise SSTError(f"unknown dtype '{dtype}' (use auto, {', '.join(DTYPE_NAMES)}).")
+    if device.type == "cpu" and dtype == "fp16":
+        raise SSTError("fp16 inference is not supported on CPU; use fp32 or bf16.")
+    return torch_dtype(dtype)
+
+
+# ------------------------------------------------------------------------------------------- memory
+def free_memory(device: torch.device) -> int:
+    """Bytes we may use: free CUDA memory, or MemAvailable on the CPU (Linux), else 4 GiB."""
+    if device.type == "cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if hasattr(os, "sysconf"):
+        try:
+            return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError):
+            pass
+    return 4 << 30
+
+
+_OOM_TEXT = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory")
+
+
+def is_oom(exc: BaseException) -> bool:
+    """CUDA out-of-memory (any flavour) or a failed CPU allocation."""
+    if isinstance(exc, MemoryError):
+        return True
+    import torch
+
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom is not None and isinstance(exc, oom):
+        return True
+    msg = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(s in msg for s in _OOM_TEXT)
+
+
+# -------------------------------------------------------------------------------- process settings
 def keep_freed_memory(retain_mb: int = 256) -> bool:
     """Let glibc keep freed blocks of up to 32 MB for reuse instead of handing them back to the OS.
 
     By default glibc unmaps large freed blocks and trims its heap, so every forward pass faults its
     activations' pages in afresh: one sst-light x4 pass at 256x256 took 1.3 million minor page faults
     (5 GB of fresh pages). With a fixed 32 MB mmap threshold and ``retain_mb`` of retained heap, the
-    same pass takes a few thousand (numbers in benchmarks/RESULTS.md). Only glibc has these knobs: elsewhere, or with ``SST_DEFAULT_MALLOC=1`` in
-    the environment, nothing changes. Returns whether the setting was applied.
+    same pass takes a few thousand (numbers in benchmarks/RESULTS.md). Only glibc has these knobs:
+    elsewhere, or with ``SST_DEFAULT_MALLOC=1`` in the environment, nothing changes. Returns whether
+    the setting was applied.
     """
     if os.environ.get("SST_DEFAULT_MALLOC") == "1":
         return False

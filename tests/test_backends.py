@@ -14,8 +14,15 @@ import warnings
 import pytest
 import torch
 
-from sst_cli import attention
-from sst_cli.attention import BACKENDS, BIAS_BACKENDS, BackendUnavailable, attend, resolve_backend, unavailable_reason
+from sst_cli.model import attention
+from sst_cli.model.attention import (
+    BACKENDS,
+    BIAS_BACKENDS,
+    BackendUnavailable,
+    attend,
+    resolve_backend,
+    unavailable_reason,
+)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 TOL = {torch.float32: (1e-5, 1e-6), torch.bfloat16: (2e-2, 2e-3), torch.float16: (4e-3, 4e-4)}

@@ -8,11 +8,11 @@ import numpy as np
 import torch
 
 from conftest import need_shared
-from sst_cli.checkpoint import load_checkpoint
-from sst_cli.engine import Bicubic, bundled_path, load_upscaler
-from sst_cli.evaluate import mod_crop, read_rgb_u8, to_tensor
-from sst_cli.metrics import psnr
-from sst_cli.resize import quantize_uint8
+from sst_cli.evaluation.datasets import mod_crop, read_rgb_u8, to_tensor
+from sst_cli.evaluation.metrics import psnr
+from sst_cli.model.bicubic import Bicubic, quantize_uint8
+from sst_cli.model.weights import bundled_path, load_checkpoint
+from sst_cli.upscale.upscaler import load_upscaler
 
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED = {"dim": 32, "window_sizes": [8, 16, 8, 16], "num_heads": [2, 2, 2, 2], "ranks": [8, 8, 8, 8],

@@ -19,7 +19,10 @@ from safetensors.torch import save_file
 
 from conftest import REFERENCE, need_shared
 from sst_cli import build_model, create_model
-from sst_cli.checkpoint import (
+from sst_cli.errors import SSTError
+from sst_cli.model.network import SST
+from sst_cli.model.registry import VARIANTS, get_variant
+from sst_cli.model.weights import (
     HF_COLLECTION,
     Checkpoint,
     describe_network,
@@ -33,9 +36,6 @@ from sst_cli.checkpoint import (
     resample_upsampler,
     save_checkpoint,
 )
-from sst_cli.errors import SSTError
-from sst_cli.model import SST
-from sst_cli.zoo import VARIANTS, get_variant
 
 OFFICIAL_TO_OURS = {v.official: v.name for v in VARIANTS.values()}
 MANIFESTS = sorted(p.name for p in (REFERENCE / "manifests").glob("*.json")) or ["(no manifests found)"]
@@ -323,7 +323,7 @@ def test_missing_official_weights_message(isolated_search: Path) -> None:
     _one_sentence(msg)
     assert "SST_DF2K_X3.pth" in msg and HF_COLLECTION == "dslisleedh/sst" and "dslisleedh/sst" in msg
     assert "http" not in msg  # no invented download URL
-    from sst_cli.engine import load_upscaler
+    from sst_cli.upscale.upscaler import load_upscaler
 
     with pytest.raises(SSTError) as info:
         load_upscaler(model="sst", scale=3, device="cpu")
@@ -393,7 +393,7 @@ def test_unreachable_url_is_one_sentence(tmp_path: Path, http_root) -> None:
 
 
 def test_engine_loads_weights_from_a_url(isolated_search: Path, http_root) -> None:
-    from sst_cli.engine import load_upscaler
+    from sst_cli.upscale.upscaler import load_upscaler
 
     root, base, requests = http_root
     model = _tiny()

@@ -14,11 +14,11 @@ import pytest
 from rich.console import Console
 
 from conftest import REFERENCE
-from sst_cli import attention
-from sst_cli.attention import BACKENDS
 from sst_cli.cli import main
 from sst_cli.cli import models as models_module
-from sst_cli.zoo import VARIANTS
+from sst_cli.model import attention
+from sst_cli.model.attention import BACKENDS
+from sst_cli.model.registry import VARIANTS
 
 REPO = Path(__file__).resolve().parents[1]
 

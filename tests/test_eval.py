@@ -14,26 +14,15 @@ from PIL import Image
 
 from conftest import SHARED, need_shared
 from sst_cli import build_model
-from sst_cli.checkpoint import save_checkpoint
 from sst_cli.cli import main
 from sst_cli.errors import SSTError
-from sst_cli.evaluate import (
-    EvalOptions,
-    EvalResult,
-    ImageResult,
-    canonical_name,
-    discover,
-    generate_lr,
-    measure,
-    mod_crop,
-    paper_comparison,
-    paper_variant,
-    parse_metrics,
-    resolve_dataset,
-    run_eval,
-)
+from sst_cli.evaluation.datasets import canonical_name, discover, generate_lr, mod_crop, resolve_dataset
+from sst_cli.evaluation.metrics import measure, parse_metrics
+from sst_cli.evaluation.report import EvalOptions, EvalResult, ImageResult
+from sst_cli.evaluation.runner import paper_comparison, paper_variant, run_eval
+from sst_cli.model.bicubic import imresize, quantize_uint8
+from sst_cli.model.weights import save_checkpoint
 from sst_cli.paper import quality
-from sst_cli.resize import imresize, quantize_uint8
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -96,7 +85,8 @@ def test_cli_bicubic_reproduces_basicsr_reference(tmp_path: Path, capsys) -> Non
     assert all(r["grayscale_images"] == ["bridge"] for r in set14)
     assert "BasicSR" in report["settings"]["grayscale"]
     text = capsys.readouterr().out
-    assert "33.6779" in text and "26.0899" in text and "bridge" in text
+    # Set5 x2's mean sits on a rounding boundary at 4 decimals (33.67795): either neighbour is right
+    assert ("33.6779" in text or "33.6780" in text) and "26.0899" in text and "bridge" in text
 
 
 def test_generated_lr_on_shared_set5_reproduces_basicsr_regeneration(tmp_path: Path) -> None:
@@ -265,7 +255,7 @@ def _tiny_checkpoint(path: Path, scale: int = 2) -> Path:
 
 
 def test_model_from_weights_with_tiles_tta_and_saved_images(tmp_path: Path) -> None:
-    from sst_cli.metrics import psnr
+    from sst_cli.evaluation.metrics import psnr
 
     hrs = _hr_set(tmp_path / "S" / "HR")
     ckpt = _tiny_checkpoint(tmp_path / "tiny.safetensors")

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageOps
 
-from sst_cli import imageio
 from sst_cli.errors import SSTError
-from sst_cli.imageio import ImageData, PngWriter, probe, read_image, save_array, write_image
+from sst_cli.io import files
+from sst_cli.io import images as imageio
+from sst_cli.io.images import ImageData, PngWriter, probe, read_image, save_array, write_image
 
 
 def rand(shape: tuple[int, ...], bits: int = 8, seed: int = 0) -> np.ndarray:
@@ -264,7 +265,7 @@ def test_failed_write_leaves_nothing_and_keeps_the_old_file(tmp_path: Path) -> N
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        imageio.atomic_write(p, boom)
+        files.atomic_stream(p, boom)
     assert p.read_bytes() == b"old"
     assert sorted(x.name for x in tmp_path.iterdir()) == ["out.png"]
 
@@ -282,13 +283,13 @@ def test_disk_full_is_one_sentence(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_stale_temps_of_dead_runs_are_removed(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
-    stale = tmp_path / f".a.png{imageio.TEMP_MARK}{dead_pid}-abcd"
-    live = tmp_path / f".b.png{imageio.TEMP_MARK}{os.getpid()}-abcd"
-    old = tmp_path / f".c.png{imageio.TEMP_MARK}{os.getpid()}-ef01"
+    stale = tmp_path / f".a.png{files.TEMP_MARK}{dead_pid}-abcd"
+    live = tmp_path / f".b.png{files.TEMP_MARK}{os.getpid()}-abcd"
+    old = tmp_path / f".c.png{files.TEMP_MARK}{os.getpid()}-ef01"
     keep = tmp_path / ".hidden-but-not-ours.png"
     for f in (stale, live, old, keep):
         f.write_bytes(b"x")
     os.utime(old, (1, 1))  # a day-old temp is stale whoever made it
-    removed = imageio.clean_stale_temps(tmp_path)
+    removed = files.clean_stale_temps(tmp_path)
     assert sorted(removed) == sorted([stale, old])
     assert live.exists() and keep.exists()

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from conftest import need_shared
-from sst_cli.metrics import psnr, rgb_to_y, ssim
-from sst_cli.resize import imresize, quantize_uint8
+from sst_cli.evaluation.metrics import psnr, rgb_to_y, ssim
+from sst_cli.model.bicubic import imresize, quantize_uint8
 
 CASES = [(name, s) for name in ("Set5", "Set14") for s in (2, 3, 4)]
 
@@ -57,13 +57,17 @@ def test_bicubic_baseline_matches_basicsr_per_image(name: str, s: int) -> None:
 
 @pytest.mark.parametrize(("name", "s"), CASES)
 def test_lr_regeneration_differs_from_matlab_exactly_as_basicsr(name: str, s: int) -> None:
-    """Same algorithm and rounding as BasicSR => the same differences from MATLAB's LR files."""
+    """Same algorithm and rounding as BasicSR => the same differences from MATLAB's LR files.
+
+    float32 dot products round in the last bit according to the CPU's vector width, which moves a
+    value sitting exactly on a .5 rounding boundary: allow a handful of such pixels per image."""
     for stem, want in _reference(name)[f"x{s}"]["images"].items():
         hr, lr = _hr_lr(name, stem, s)
         regen = quantize_uint8(imresize(_to_chw(hr), 1 / s).permute(1, 2, 0))
         assert regen.shape == lr.shape
         diff = np.abs(regen.astype(np.int16) - lr.astype(np.int16))  # over all channel values of the RGB image
-        assert int((diff > 0).sum()) == want["lr_regen_pixels_differing"], stem
+        n, want_n = int((diff > 0).sum()), want["lr_regen_pixels_differing"]
+        assert abs(n - want_n) <= max(2, want_n // 500), (stem, n, want_n)
         assert int(diff.max()) == want["lr_regen_max_abs_diff"], stem
 
 

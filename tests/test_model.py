@@ -12,11 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import sst_cli.model as model_module
+import sst_cli.model.network as model_module
 from conftest import REFERENCE, need_shared
 from sst_cli import build_model, create_model
-from sst_cli.attention import BACKENDS, unavailable_reason
-from sst_cli.model import (
+from sst_cli.model.attention import BACKENDS, unavailable_reason
+from sst_cli.model.network import (
     SST,
     WindowAttention,
     pad_to_multiple,
@@ -25,7 +25,7 @@ from sst_cli.model import (
     window_partition,
     window_reverse,
 )
-from sst_cli.zoo import VARIANTS, get_variant
+from sst_cli.model.registry import VARIANTS, get_variant
 
 OFFICIAL_TO_OURS = {
     "SSTlight": "sst-light", "SSTlight_Plus": "sst-light+", "SST": "sst", "SST_Plus": "sst+",

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from sst_cli import profiling
 from sst_cli.cli import main
 from sst_cli.errors import SSTError
-from sst_cli.profiling import ProfileConfig
+from sst_cli.profiling import grid, measure, runner
+from sst_cli.profiling.grid import ProfileConfig
 
 # A small SST (dim 16, windows 8 and 16) keeps each worker to about a second of compute.
 TINY = {"dim": 16, "window_sizes": [8, 16], "num_heads": [2, 2], "ranks": [8, 8], "n_blocks": 1,
@@ -29,15 +29,15 @@ def tiny(backend: str = "sdpa", bias: str = "rib", hw: tuple[int, int] = (16, 16
 
 
 def check_schema(row: dict) -> None:
-    assert set(profiling.ROW_KEYS) <= set(row)
-    assert row["mode"] in profiling.MODES
+    assert set(grid.ROW_KEYS) <= set(row)
+    assert row["mode"] in grid.MODES
     assert isinstance(row["input_hw"], list) and len(row["input_hw"]) == 2
     assert isinstance(row["status"], str) and row["status"]
     assert row["params"] > 0 and row["flops"] > 0
 
 
 def test_small_and_large_inputs_run_in_workers_and_differ_in_memory():
-    result = profiling.profile([tiny(hw=(16, 16)), tiny(hw=(256, 256))])
+    result = runner.profile([tiny(hw=(16, 16)), tiny(hw=(256, 256))])
     small, large = result["rows"]
     for row in (small, large):
         check_schema(row)
@@ -65,7 +65,7 @@ def test_unavailable_and_unsupported_configurations_give_status_rows():
     ]
     if not torch.cuda.is_available():
         configs.append(tiny("sdpa", "rib", device="cuda:0"))
-    rows = profiling.profile(configs)["rows"]
+    rows = runner.profile(configs)["rows"]
     assert len(rows) == len(configs)
     for row in rows:
         check_schema(row)
@@ -82,21 +82,21 @@ def test_unavailable_and_unsupported_configurations_give_status_rows():
 
 def test_train_step_in_a_worker():
     cfg = tiny(hw=(16, 16), mode="train", batch=2, repeat=1, threads=1)
-    row = profiling.profile([cfg])["rows"][0]
+    row = runner.profile([cfg])["rows"][0]
     check_schema(row)
     assert row["status"] == "ok", row["status"]
     assert row["threads"] == 1 and row["cpu_ms_median"] > 0
     assert row["mode"] == "train" and row["latency_ms_median"] > 0
     # forward + backward: the attention matmuls cost exactly three forwards, convolutions a little more
     # (PyTorch's counter charges their backward ~3.8x the forward here)
-    infer_flops = profiling.count_flops(tiny(hw=(16, 16), batch=2))[1]
+    infer_flops = grid.count_flops(tiny(hw=(16, 16), batch=2))[1]
     assert 3 * infer_flops < row["flops"] < 4 * infer_flops
 
 
 @pytest.mark.parametrize("bias", ["rib", "rpb", "none"])
 def test_analytic_attention_flops_match_the_counter(bias):
     cfg = tiny(bias=bias, hw=(24, 40))  # not a multiple of 16: the windows pad
-    model = profiling.build(cfg, "meta").set_backend("naive")
+    model = grid.build(cfg, "meta").set_backend("naive")
     x = torch.empty(1, 3, 24, 40, device="meta")
     # With gradients on, RIB takes the concatenation path (q, k carry d + r channels, v keeps d): the
     # attention matmuls are exactly the batched ones the counter sees.
@@ -105,25 +105,25 @@ def test_analytic_attention_flops_match_the_counter(bias):
     counts = {str(k): v for k, v in counter.get_flop_counts()["Global"].items()}
     # RIB's position vectors come from two small einsums per layer (also batched matmuls): N x 32 x r per head.
     rib = sum(2 * 2 * w * w * 32 * r * h for w, r, h in zip(TINY["window_sizes"], TINY["ranks"], TINY["num_heads"], strict=True))
-    assert counts["aten.bmm"] == profiling.attention_flops(model, (24, 40)) + (rib if bias == "rib" else 0)
+    assert counts["aten.bmm"] == grid.attention_flops(model, (24, 40)) + (rib if bias == "rib" else 0)
 
 
 def test_model_flops_include_attention_for_every_backend():
-    params, flops = profiling.count_flops(tiny())
-    assert params == sum(p.numel() for p in profiling.build(tiny()).parameters())
-    attn = profiling.attention_flops(profiling.build(tiny(), "meta"), (16, 16))
+    params, flops = grid.count_flops(tiny())
+    assert params == sum(p.numel() for p in grid.build(tiny()).parameters())
+    attn = grid.attention_flops(grid.build(tiny(), "meta"), (16, 16))
     assert flops > attn > 0  # attention and the convolutions are both in the count
     # Fused kernels are invisible to FlopCounterMode, so the count uses the reference attention: every backend,
     # fa3 included, is charged the same FLOPs, and RIB's extra q/k channels show up as extra FLOPs.
-    assert profiling.count_flops(tiny(backend="fa3"))[1] == flops
-    assert flops > profiling.count_flops(tiny(bias="none"))[1]
+    assert grid.count_flops(tiny(backend="fa3"))[1] == flops
+    assert flops > grid.count_flops(tiny(bias="none"))[1]
 
 
 def test_out_of_memory_is_a_status():
-    assert profiling.failure_status(MemoryError()) == "out of memory"
-    assert profiling.failure_status(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")) == "out of memory"
-    assert profiling.failure_status(RuntimeError("DefaultCPUAllocator: not enough memory: you tried")) == "out of memory"
-    assert profiling.failure_status(ValueError("bad shape\nmore")) == "failed: ValueError: bad shape"
+    assert measure.failure_status(MemoryError()) == "out of memory"
+    assert measure.failure_status(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")) == "out of memory"
+    assert measure.failure_status(RuntimeError("DefaultCPUAllocator: not enough memory: you tried")) == "out of memory"
+    assert measure.failure_status(ValueError("bad shape\nmore")) == "failed: ValueError: bad shape"
 
 
 def test_a_worker_killed_by_the_oom_killer_is_reported_and_the_run_goes_on(monkeypatch):
@@ -132,50 +132,50 @@ def test_a_worker_killed_by_the_oom_killer_is_reported_and_the_run_goes_on(monke
     def killed(cmd, **kw):
         return subprocess.CompletedProcess(cmd, -9, stdout="", stderr="")
 
-    monkeypatch.setattr(profiling.subprocess, "run", killed)
-    row = profiling.run_config(tiny())
+    monkeypatch.setattr(measure.subprocess, "run", killed)
+    row = measure.run_config(tiny())
     assert row["status"] == "out of memory" and "SIGKILL" in row["detail"]
-    monkeypatch.setattr(profiling.subprocess, "run", real_run)
+    monkeypatch.setattr(measure.subprocess, "run", real_run)
 
 
 def test_grid_and_user_errors():
-    grid = profiling.build_grid(["sst-light", "sst"], [2, 4], ["sdpa", "naive"], ["rib", "rpb"], ["fp32"], ["cpu"],
+    configs = grid.build_grid(["sst-light", "sst"], [2, 4], ["sdpa", "naive"], ["rib", "rpb"], ["fp32"], ["cpu"],
                                 size=(1280, 720))
-    assert len(grid) == 2 * 2 * 2 * 2
-    assert {c.input_hw for c in grid} == {(360, 640), (180, 320)}
-    train = profiling.build_grid(["sst-l"], [2], ["sdpa"], ["rib"], ["auto"], ["cpu"], train=True, patch=48, batch=8)
+    assert len(configs) == 2 * 2 * 2 * 2
+    assert {c.input_hw for c in configs} == {(360, 640), (180, 320)}
+    train = grid.build_grid(["sst-l"], [2], ["sdpa"], ["rib"], ["auto"], ["cpu"], train=True, patch=48, batch=8)
     assert train[0].input_hw == (48, 48) and train[0].mode == "train" and train[0].dtype == "fp32"
-    assert profiling.parse_size("1280x720") == (1280, 720)
+    assert grid.parse_size("1280x720") == (1280, 720)
     for bad in (dict(models=["nope"]), dict(backends=["fa9"]), dict(biases=["alibi"]), dict(dtypes=["fp8"])):
         args = dict(models=["sst-light"], scales=[4], backends=["sdpa"], biases=["rib"], dtypes=["fp32"],
                     devices=["cpu"]) | bad
         with pytest.raises(SSTError):
-            profiling.build_grid(**args)
+            grid.build_grid(**args)
     with pytest.raises(SSTError):
-        profiling.parse_size("big")
+        grid.parse_size("big")
     if not torch.cuda.is_available():
         with pytest.raises(SSTError, match="--device all"):
-            profiling.expand_devices(["all"])
+            grid.expand_devices(["all"])
 
 
 def test_paper_reference_names_the_gpu():
     row = {"model": "sst-l", "scale": 2, "bias": "rib", "backend": "fa3", "mode": "inference"}
-    ref = profiling.paper_reference(row)
+    ref = runner.paper_reference(row)
     assert ref["gpu"] == "H200" and ref["latency_ms"] == pytest.approx(608.4) and ref["mem_mb"] == 2824
-    ref = profiling.paper_reference(row | {"device_name": "NVIDIA GeForce RTX 4090"})
+    ref = runner.paper_reference(row | {"device_name": "NVIDIA GeForce RTX 4090"})
     assert ref["gpu"] == "RTX4090" and ref["latency_ms"] == pytest.approx(1439.2)
-    ref = profiling.paper_reference(row | {"mode": "train"})
+    ref = runner.paper_reference(row | {"mode": "train"})
     assert ref["latency_ms"] == pytest.approx(370.0) and "Table 1" in ref["table"]
-    ref = profiling.paper_reference(row | {"bias": "rpb", "backend": "naive"})
+    ref = runner.paper_reference(row | {"bias": "rpb", "backend": "naive"})
     assert ref["mem_mb"] == 126181 and "Table 4" in ref["table"]
-    assert profiling.paper_reference(row | {"model": "sst-light"}) is None
+    assert runner.paper_reference(row | {"model": "sst-light"}) is None
 
 
 def test_peak_tflops_table():
-    assert profiling.device_peak_tflops("NVIDIA H100 80GB HBM3", "bf16") == 989.0
-    assert profiling.device_peak_tflops("NVIDIA H100 PCIe", "bf16") == 756.0
-    assert profiling.device_peak_tflops("NVIDIA A100-SXM4-80GB", "fp16") == 312.0
-    assert profiling.device_peak_tflops("AMD EPYC", "fp32") is None
+    assert measure.device_peak_tflops("NVIDIA H100 80GB HBM3", "bf16") == 989.0
+    assert measure.device_peak_tflops("NVIDIA H100 PCIe", "bf16") == 756.0
+    assert measure.device_peak_tflops("NVIDIA A100-SXM4-80GB", "fp16") == 312.0
+    assert measure.device_peak_tflops("AMD EPYC", "fp32") is None
 
 
 def test_cli_json_and_csv(tmp_path, capsys):

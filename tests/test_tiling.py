@@ -8,11 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sst_cli import tiling
-from sst_cli.engine import Upscaler, load_upscaler
-from sst_cli.model import build_model
-from sst_cli.resize import imresize
-from sst_cli.tiling import axis_starts, axis_weights, plan_tiles, upscale_tensor
+from sst_cli import runtime
+from sst_cli.model.bicubic import imresize
+from sst_cli.model.network import build_model
+from sst_cli.upscale import tiling
+from sst_cli.upscale.tiling import axis_starts, axis_weights, plan_tiles, upscale_tensor
+from sst_cli.upscale.upscaler import Upscaler, load_upscaler
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -241,4 +242,4 @@ def test_auto_tile_follows_free_memory(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_free_memory_is_positive() -> None:
-    assert tiling.free_memory(torch.device("cpu")) > 0
+    assert runtime.free_memory(torch.device("cpu")) > 0

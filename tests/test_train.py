@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 
 from conftest import need_shared
-from sst_cli.checkpoint import load_checkpoint, model_from_checkpoint
 from sst_cli.cli import main as cli_main
-from sst_cli.engine import Bicubic
 from sst_cli.errors import SSTError
+from sst_cli.model.bicubic import Bicubic
+from sst_cli.model.weights import load_checkpoint, model_from_checkpoint
 from sst_cli.training.config import load_config
 from sst_cli.training.loop import list_checkpoints, train, val_pairs, validate
 

@@ -16,16 +16,19 @@ import torch
 from PIL import Image
 
 from conftest import need_shared
-from sst_cli import imageio
-from sst_cli import upscale as up_mod
-from sst_cli.checkpoint import save_checkpoint
 from sst_cli.cli import main
-from sst_cli.engine import Upscaler, load_upscaler
-from sst_cli.imageio import from_float, read_image, save_array, to_float
-from sst_cli.metrics import psnr
-from sst_cli.model import build_model
-from sst_cli.resize import imresize, quantize_uint8
-from sst_cli.upscale import Settings, UsageError, plan_jobs, run_batch, upscale_array
+from sst_cli.errors import UsageError
+from sst_cli.evaluation.metrics import psnr
+from sst_cli.io import files
+from sst_cli.io import images as imageio
+from sst_cli.io.images import from_float, read_image, save_array, to_float
+from sst_cli.model.bicubic import imresize, quantize_uint8
+from sst_cli.model.network import build_model
+from sst_cli.model.weights import save_checkpoint
+from sst_cli.upscale import batch as up_mod
+from sst_cli.upscale.array import upscale_array
+from sst_cli.upscale.batch import Settings, plan_jobs, run_batch
+from sst_cli.upscale.upscaler import Upscaler, load_upscaler
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"dim": 16, "window_sizes": [8, 16], "num_heads": 2, "ranks": 8, "n_blocks": 1, "exp_ratio": 1.5,
@@ -380,7 +383,7 @@ def test_killed_batch_leaves_no_partial_file_and_resumes(tmp_path: Path, tiny_we
         assert temps == []  # Ctrl-C (and kill) remove the temporary file of the image in progress
     else:
         assert proc.returncode == -signal.SIGKILL
-        assert all(imageio.is_temp(p) for p in temps)  # at most a hidden temp, never a partial image
+        assert all(files.is_temp(p) for p in temps)  # at most a hidden temp, never a partial image
     for name in finished:  # every visible output is complete and correct
         expected = upscale_array(sources[name], tiny, tile=48).astype(int)
         assert np.abs(read_image(out / name).pixels.astype(int) - expected).max() <= 1

@@ -13,7 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..errors import SSTError
-from ..evaluate import EvalOptions, EvalReport, Task, parse_metrics, run_eval, to_json, write_csv, write_json
+from ..evaluation.metrics import parse_metrics
+from ..evaluation.report import EvalOptions, EvalReport, to_json, write_csv, write_json
+from ..evaluation.runner import Task, run_eval
 from . import app
 from ._common import console, err_console, split_list
 

@@ -9,11 +9,11 @@ import typer
 from rich import box
 from rich.table import Table
 
-from .. import attention
-from ..checkpoint import find_official
-from ..engine import bundled_path, resolve_device
+from ..model import attention
+from ..model.registry import SCALES, VARIANTS, create_model
+from ..model.weights import bundled_path, find_official
 from ..paper import quality
-from ..zoo import SCALES, VARIANTS, create_model
+from ..runtime import resolve_device
 from . import app
 from ._common import console
 
@@ -86,7 +86,10 @@ def models_cmd(
     t.add_column("Urban100", justify="right", no_wrap=True)
     for r, v in zip(rows, VARIANTS.values(), strict=True):
         sets = v.checkpoint_sets
-        files = f"{v.official}_{sets[0]}" if len(sets) == 1 else f"{v.official}_{{{','.join(sets)}}}"
+        if v.bundled:
+            files = "bundled with sst"
+        else:
+            files = f"{v.official}_{sets[0]}" if len(sets) == 1 else f"{v.official}_{{{','.join(sets)}}}"
         urban = r["paper_urban100_psnr"][4]
         t.add_row(r["name"], _millions(r["params"][4]), ",".join(map(str, r["windows"])), files,
                   f"{urban:.2f}" if urban else "[dim]-[/]")

@@ -13,9 +13,9 @@ from rich.measure import Measurement
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .. import profiling
-from ..checkpoint import atomic_write
 from ..errors import SSTError
+from ..io.files import atomic_write
+from ..profiling import grid, runner
 from . import app
 from ._common import console, err_console, split_list
 
@@ -111,9 +111,9 @@ def _write_json(path: str, result: dict[str, Any]) -> None:
 def _write_csv(path: str, result: dict[str, Any]) -> None:
     def write(tmp: Path) -> None:
         with tmp.open("w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(profiling.CSV_COLUMNS))
+            w = csv.DictWriter(fh, fieldnames=list(runner.CSV_COLUMNS))
             w.writeheader()
-            w.writerows(profiling.csv_rows(result))
+            w.writerows(runner.csv_rows(result))
 
     atomic_write(Path(path), write)
 
@@ -149,9 +149,9 @@ def profile_cmd(
         scales = [int(s) for s in split_list(scale)]
     except ValueError:
         raise SSTError(f"--scale takes integers such as 2 or 2,4 (got '{scale}').") from None
-    configs = profiling.build_grid(
+    configs = grid.build_grid(
         split_list(model), scales, split_list(backend), split_list(bias), split_list(dtype), split_list(device),
-        size=profiling.parse_size(size), batch=batch or (8 if train else 1), warmup=warmup, repeat=repeat,
+        size=grid.parse_size(size), batch=batch or (8 if train else 1), warmup=warmup, repeat=repeat,
         compile=compile_, train=train, patch=patch, timeout_s=timeout, threads=threads,
     )
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -159,10 +159,10 @@ def profile_cmd(
     with Progress(*columns, console=err_console, transient=True) as bar:
         task = bar.add_task("profiling", total=len(configs))
 
-        def on_start(c: profiling.ProfileConfig) -> None:
+        def on_start(c: grid.ProfileConfig) -> None:
             bar.update(task, description=f"{c.model} x{c.scale} {c.backend}/{c.bias} {c.dtype} {c.device}")
 
-        result = profiling.profile(configs, compare_paper=compare_paper, on_start=on_start,
+        result = runner.profile(configs, compare_paper=compare_paper, on_start=on_start,
                                    on_row=lambda _row: bar.advance(task))
     if json_path:
         _write_json(json_path, result)

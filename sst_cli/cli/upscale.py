@@ -12,8 +12,9 @@ from rich import box
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..engine import load_upscaler
-from ..upscale import Job, Result, Settings, Summary, UsageError, plan_jobs, run_batch, split_existing
+from ..errors import UsageError
+from ..upscale.batch import Job, Result, Settings, Summary, plan_jobs, run_batch, split_existing
+from ..upscale.upscaler import load_upscaler
 from . import app
 from ._common import console, err_console
 

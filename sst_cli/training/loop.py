@@ -21,11 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..attention import BackendUnavailable, resolve_backend
-from ..checkpoint import atomic_write, load_checkpoint, load_into, save_checkpoint
 from ..errors import SSTError
-from ..model import SST, build_model
-from ..zoo import get_variant
+from ..io.files import atomic_write
+from ..model.attention import BackendUnavailable, resolve_backend
+from ..model.network import SST, build_model
+from ..model.registry import get_variant
+from ..model.weights import load_checkpoint, load_into, save_checkpoint
 from .config import TrainConfig, to_dict
 from .data import CounterSampler, ScanReport, SRTrainSet, scan_images
 
@@ -326,7 +327,7 @@ def _load_val_sets(cfg: TrainConfig) -> dict[str, list[tuple[str, torch.Tensor, 
 def val_pairs(spec: str, scale: int, root: str) -> list[tuple[str, torch.Tensor, np.ndarray]]:
     """(name, LR float (3, h, w), mod-cropped HR uint8 (H, W, 3)) for a set in any layout `sst eval` reads,
     with the same shipped-or-generated LR rule."""
-    from ..evaluate import discover, generate_lr, mod_crop, read_rgb_u8, resolve_dataset, to_tensor
+    from ..evaluation.datasets import discover, generate_lr, mod_crop, read_rgb_u8, resolve_dataset, to_tensor
 
     pairs = []
     for pair in discover(resolve_dataset(spec, root), scale).pairs:
@@ -340,8 +341,8 @@ def val_pairs(spec: str, scale: int, root: str) -> list[tuple[str, torch.Tensor,
 def validate(model: nn.Module, sets: dict[str, list[tuple[str, torch.Tensor, np.ndarray]]], scale: int,
              device: torch.device) -> dict[str, dict[str, float]]:
     """Mean Y-PSNR/SSIM per set with the eval code's conventions (quantise, border crop = scale)."""
-    from ..metrics import psnr, ssim
-    from ..resize import quantize_uint8
+    from ..evaluation.metrics import psnr, ssim
+    from ..model.bicubic import quantize_uint8
 
     was_training = model.training
     model.eval()

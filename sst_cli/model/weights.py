@@ -14,7 +14,6 @@ import math
 import os
 import pickle
 import re
-import tempfile
 import urllib.parse
 import urllib.request
 import warnings
@@ -27,9 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import SSTError
-from .model import SST, build_model
-from .zoo import CLASSIC_WINDOWS, PLUS_WINDOWS, VARIANTS, Variant
+from ..errors import SSTError
+from ..io.files import atomic_write
+from .network import SST, build_model
+from .registry import BUNDLED, CLASSIC_WINDOWS, PLUS_WINDOWS, VARIANTS, Variant
 
 HF_COLLECTION = "dslisleedh/sst"
 FORMAT_TAG = "sst-cli/1"
@@ -113,23 +113,6 @@ def save_checkpoint(path: str | os.PathLike[str], model: SST, meta: dict[str, An
           for k, v in model.state_dict().items()}
     metadata = {"format": FORMAT_TAG, "network_g": json.dumps(model.config), "meta": json.dumps(meta or {})}
     return atomic_write(Path(path), lambda tmp: save_file(sd, str(tmp), metadata=metadata))
-
-
-def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 # ----------------------------------------------------------------------------------------- detection
@@ -290,8 +273,15 @@ def search_dirs() -> list[Path]:
     dirs = []
     if os.environ.get("SST_WEIGHTS_DIR"):
         dirs.append(Path(os.environ["SST_WEIGHTS_DIR"]))
-    dirs += [user_cache_dir(), Path.cwd() / "checkpoints", Path(__file__).resolve().parent.parent / "checkpoints"]
+    dirs += [user_cache_dir(), Path.cwd() / "checkpoints"]
     return dirs
+
+
+def bundled_path(scale: int) -> Path:
+    """The bundled sst-tiny weights at ``scale``, shipped inside the package."""
+    from importlib import resources
+
+    return Path(str(resources.files("sst_cli.data.weights").joinpath(f"{BUNDLED}_x{scale}.safetensors")))
 
 
 def find_official(variant: Variant, scale: int) -> Path | None:

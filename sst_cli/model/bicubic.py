@@ -5,7 +5,9 @@ to 4/s taps and scaled by s); weights normalised per output pixel; mirror edges;
 output size ceil(in * s). Float in, float out (no clipping or rounding): callers quantise.
 
 Computed in float32 like BasicSR's ``imresize`` so that rounding matches it pixel for pixel. One function
-serves ``eval`` (LR generation, the ``bicubic`` model), ``train`` (LR made on the fly) and ``upscale``.
+serves ``eval`` (LR generation, the ``bicubic`` model), ``train`` (LR made on the fly) and ``upscale``
+(``--outscale``). It lives beside the network because it is also a model: :class:`Bicubic`, the baseline
+every SR table starts with.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import math
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def _cubic(x: Tensor) -> Tensor:
@@ -115,3 +117,15 @@ def quantize_uint8(x: np.ndarray | Tensor) -> np.ndarray:
     """[0, 1] float -> uint8 with clip and round-half-to-even, as the field does before measuring."""
     arr = x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
     return np.clip(np.round(arr * 255.0), 0, 255).astype(np.uint8)
+
+
+class Bicubic(nn.Module):
+    """The MATLAB-style bicubic baseline as a model: the same function ``eval`` and ``train`` use."""
+
+    def __init__(self, scale: int) -> None:
+        super().__init__()
+        self.scale = scale
+        self.config: dict = {"type": "bicubic", "upscaling_factor": scale}
+
+    def forward(self, x: Tensor) -> Tensor:
+        return imresize(x, self.scale).to(x.dtype)

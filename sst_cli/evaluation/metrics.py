@@ -1,14 +1,20 @@
 """Y-channel PSNR and SSIM exactly as BasicSR computes them (see shared/design/METRICS.md).
 
-Inputs are uint8 HWC RGB arrays (quantise SR output first with ``resize.quantize_uint8``).
+Inputs are uint8 HWC RGB arrays (quantise SR output first with ``model.bicubic.quantize_uint8``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+from ..errors import SSTError
+
+METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
+DEFAULT_METRICS = ("psnr_y", "ssim_y")
 
 
 def rgb_to_y(img: np.ndarray) -> np.ndarray:
@@ -81,3 +87,24 @@ def ssim(sr: np.ndarray, hr: np.ndarray, crop_border: int = 0, y_channel: bool =
     if a.ndim == 2:
         return _ssim_plane(a, b)
     return float(np.mean([_ssim_plane(a[..., c], b[..., c]) for c in range(a.shape[2])]))
+
+
+def measure(sr_u8: np.ndarray, hr_u8: np.ndarray, crop_border: int, names: Iterable[str] = DEFAULT_METRICS) -> dict[str, float]:
+    """The requested metrics of one quantised SR image against its (mod-cropped) HR."""
+    fns: dict[str, Callable[[], float]] = {
+        "psnr_y": lambda: psnr(sr_u8, hr_u8, crop_border, y_channel=True),
+        "ssim_y": lambda: ssim(sr_u8, hr_u8, crop_border, y_channel=True),
+        "psnr_rgb": lambda: psnr(sr_u8, hr_u8, crop_border, y_channel=False),
+        "ssim_rgb": lambda: ssim(sr_u8, hr_u8, crop_border, y_channel=False),
+    }
+    return {n: fns[n]() for n in names}
+
+
+def parse_metrics(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    names = [v.strip().lower() for v in (value.split(",") if isinstance(value, str) else value or []) if v.strip()]
+    if not names:
+        return DEFAULT_METRICS
+    bad = [n for n in names if n not in METRICS]
+    if bad:
+        raise SSTError(f"unknown metric '{bad[0]}' (choose from {', '.join(METRICS)}).")
+    return tuple(dict.fromkeys(names))

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import struct
 import sys
-import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,18 +23,15 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from .errors import SSTError
+from ..errors import SSTError
+from .files import reason as _reason
+from .files import write_or_explain
 
-# Extensions we look for when a folder is given (Pillow may read more; those are accepted by name).
-INPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm",
-                    ".pnm", ".tga")
 OUTPUT_FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif", "bmp": ".bmp"}
 _PIL_TO_FORMAT = {"PNG": "png", "JPEG": "jpg", "MPO": "jpg", "WEBP": "webp", "TIFF": "tiff", "BMP": "bmp"}
 EIGHT_BIT_ONLY = ("jpg", "webp", "bmp")
 # WebP and JPEG cannot hold images wider or taller than these.
 MAX_SIDE = {"jpg": 65535, "webp": 16383}
-
-TEMP_MARK = ".sst-partial-"  # hidden temp files are ".<name>.sst-partial-<pid>-<token>"
 
 
 @dataclass
@@ -106,10 +101,6 @@ def _open(path: Path) -> Image.Image:
     except (OSError, ValueError, SyntaxError) as exc:
         raise SSTError(f"{path.name} cannot be opened ({_reason(exc)}).") from None
 
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().rstrip(".") or type(exc).__name__
-    return text.splitlines()[0][:200]
 
 
 def orientation(im: Image.Image) -> int:
@@ -276,72 +267,6 @@ def from_float(x: np.ndarray, bits: int) -> np.ndarray:
     top = 65535.0 if bits == 16 else 255.0
     out = np.clip(np.round(np.asarray(x, dtype=np.float32) * np.float32(top)), 0, top)
     return out.astype(np.uint16 if bits == 16 else np.uint8)
-
-
-# ------------------------------------------------------------------------------------ atomic writes
-def temp_path(path: Path) -> Path:
-    """A hidden name beside ``path`` that says which process made it."""
-    return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
-
-
-def is_temp(path: Path) -> bool:
-    return path.name.startswith(".") and TEMP_MARK in path.name
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
-
-
-def clean_stale_temps(folder: Path, max_age_s: float = 24 * 3600) -> list[Path]:
-    """Remove temporaries left by killed runs: their process is gone (or they are a day old).
-
-    Temporaries of a live ``sst`` run writing to the same folder are left alone.
-    """
-    removed: list[Path] = []
-    if not folder.is_dir():
-        return removed
-    now = time.time()
-    for p in folder.iterdir():
-        if not is_temp(p) or not p.is_file():
-            continue
-        try:
-            pid = int(p.name.rsplit(TEMP_MARK, 1)[1].split("-")[0])
-        except (IndexError, ValueError):
-            pid = -1
-        try:
-            old = now - p.stat().st_mtime > max_age_s
-            if pid <= 0 or not _pid_alive(pid) or old:
-                p.unlink()
-                removed.append(p)
-        except OSError:
-            continue
-    return removed
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
-    """Call ``write(fh)`` on a hidden temp file beside ``path``, fsync, rename into place.
-
-    The temp file is removed on any exception, KeyboardInterrupt included.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
-        with open(tmp, "xb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    return path
 
 
 # ------------------------------------------------------------------------------------ PNG (16-bit)
@@ -548,14 +473,7 @@ def write_image(path: str | os.PathLike[str], img: ImageData, fmt: str | None = 
     path = Path(path)
     fmt = output_format(fmt or path.suffix.lstrip(".") or "png", img.format)
     fitted, notes = prepare_for(img, fmt)
-    try:
-        atomic_write(path, lambda fh: encode(fh, fitted, fmt, quality))
-    except PermissionError:
-        raise SSTError(f"cannot write {path} (permission denied).") from None
-    except OSError as exc:
-        if exc.errno == 28:
-            raise SSTError(f"cannot write {path.name}: no space left on the device.") from None
-        raise SSTError(f"cannot write {path.name} ({_reason(exc)}).") from None
+    write_or_explain(path, lambda fh: encode(fh, fitted, fmt, quality))
     return notes
 
 

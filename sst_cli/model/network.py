@@ -320,7 +320,7 @@ class SST(nn.Module):
         self.apply(_init_weights)
 
     def set_backend(self, backend: str) -> SST:
-        """Route every attention layer through ``backend`` (a name from sst_cli.attention.BACKENDS)."""
+        """Route every attention layer through ``backend`` (a name from sst_cli.model.attention.BACKENDS)."""
         for m in self.modules():
             if isinstance(m, WindowAttention):
                 m.backend = backend

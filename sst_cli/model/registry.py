@@ -1,11 +1,17 @@
-"""The model zoo: every SST variant as a plain dataclass config, in one registry."""
+"""The variant registry: every SST variant as a plain dataclass config, in one place.
+
+Plain data (no torch import), so the CLI can list and validate names without loading PyTorch. Each
+variant knows its network, its window sizes, the official checkpoint file names and where its weights
+come from. ``sst-tiny`` is the small model sst ships inside the package.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .model import SST, build_model
+if TYPE_CHECKING:
+    from .network import SST
 
 SCALES = (2, 3, 4)
 CLASSIC_WINDOWS = (16, 32, 64, 16, 32, 64)
@@ -43,7 +49,15 @@ class Variant:
         return cfg
 
     def checkpoint_names(self, scale: int) -> list[str]:
+        """Official file names at ``scale``, one per training set (none for our own models)."""
+        if not self.official:
+            return []
         return [f"{self.official}_{s}_X{scale}.pth" for s in self.checkpoint_sets]
+
+    @property
+    def bundled(self) -> bool:
+        """Shipped inside the package (sst_cli/data/weights/), needing no download."""
+        return self.name == BUNDLED
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,7 +86,11 @@ VARIANTS: dict[str, Variant] = {
                 ("DFLIP",), "sst-xl+"),
     )
 }
-BY_OFFICIAL = {v.official: v for v in VARIANTS.values()}
+BUNDLED = "sst-tiny"  # the small model sst ships, trained by `sst train` (checkpoints/README.md)
+# Trained on a 2-core CPU for the default path: 32 channels, 2 blocks of windows 8/16/8/16.
+VARIANTS[BUNDLED] = Variant(BUNDLED, "", 32, 2, (8, 16, 8, 16), 2, (8, 8, 8, 8), 2, "pixelshuffle_direct",
+                            None, (), "", "bundled with sst; trained here (checkpoints/README.md)")
+BY_OFFICIAL = {v.official: v for v in VARIANTS.values() if v.official}
 
 
 def get_variant(name: str) -> Variant:
@@ -86,6 +104,8 @@ def get_variant(name: str) -> Variant:
 
 def create_model(name: str, scale: int) -> SST:
     """A randomly initialised SST variant, e.g. ``create_model("sst-l+", 4)``."""
+    from .network import build_model
+
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES} (got {scale})")
     return build_model(get_variant(name).network_g(scale))

@@ -15,13 +15,14 @@ in the tile's outer windows, which the blending weights ignore (tests/test_tilin
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from ..runtime import free_memory, is_oom
 
 Progress = Callable[[int, int], None]
 
@@ -125,26 +126,6 @@ def window_align(upscaler: Any) -> int:
 
 
 # ---------------------------------------------------------------------------------------- auto tile
-def free_memory(device: torch.device) -> int:
-    """Bytes we may use: free CUDA memory, or MemAvailable on the CPU (Linux), else 4 GiB."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    if hasattr(os, "sysconf"):
-        try:
-            return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-        except (ValueError, OSError):
-            pass
-    return 4 << 30
-
-
 def bytes_per_pixel(upscaler: Any) -> float:
     """Rough peak bytes of activations per input pixel for one forward pass of ``upscaler``."""
     model = getattr(upscaler, "model", upscaler)
@@ -224,17 +205,6 @@ def forward(upscaler: Callable[[Tensor], Tensor], x: Tensor, tta: bool = False) 
         acc = y.clone() if acc is None else acc.add_(y)  # clone: inference tensors are read-only here
     assert acc is not None
     return acc.div_(len(_TTA))
-
-
-def is_oom(exc: BaseException) -> bool:
-    """CUDA out-of-memory (any flavour) or a failed CPU allocation."""
-    if isinstance(exc, MemoryError):
-        return True
-    oom = getattr(torch.cuda, "OutOfMemoryError", None)
-    if oom is not None and isinstance(exc, oom):
-        return True
-    msg = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
 
 
 def _empty_cache(upscaler: Any) -> None:

@@ -1,6 +1,6 @@
 """One `sst profile` configuration in a fresh process: JSON config on stdin, one result line on stdout.
 
-Run by ``sst_cli.profiling.run_config`` so that each configuration's peak memory is its own.
+Run by ``sst_cli.profiling.measure.run_config`` so that each configuration's peak memory is its own.
 """
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import sys
 
-from .profiling import RESULT_MARK, ProfileConfig, measure
-from .runtime import keep_freed_memory
+from ..runtime import keep_freed_memory
+from .grid import ProfileConfig
+from .measure import RESULT_MARK, measure
 
 
 def main() -> int:

@@ -1,0 +1,1 @@
+"""The bundled sst-tiny weights (read with importlib.resources)."""

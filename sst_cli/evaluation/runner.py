@@ -1,0 +1,253 @@
+"""Benchmark evaluation with the field's conventions (``sst eval``; see shared/design/METRICS.md).
+
+Finds a dataset (name, alias or folder) and its layout, gets each image's LR (the shipped file when
+there is one, else our MATLAB-style bicubic of the mod-cropped HR, rounded to uint8), runs the model
+through the shared tiler, quantises the output to uint8 and measures Y-PSNR / Y-SSIM (optionally RGB)
+with border crop = scale. A dataset's score is the mean of its per-image values.
+
+Layouts understood, for scale ``s``:
+
+* BasicSR / SwinIR: ``<set>/HR/<stem>.png`` + ``<set>/LR_bicubic/X<s>/<stem>x<s>.png``
+  (also DIV2K's ``<prefix>_HR`` + ``<prefix>_LR_bicubic/X<s>``);
+* HAT / BasicSR test sets: ``<set>/GTmod<k>/<stem>.png`` (k a multiple of s) + ``<set>/LRbicx<s>/<stem>.png``;
+* a plain folder of HR images (LR always generated).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import SSTError
+from ..model.bicubic import quantize_uint8
+from ..upscale.tiling import plan_tiles, resolve_tile, upscale_tensor
+from .datasets import Dataset, Layout, Pair, discover, generate_lr, mod_crop, read_rgb_u8, resolve_dataset, to_tensor
+from .metrics import measure
+from .report import SETTINGS_TEXT, EvalOptions, EvalReport, EvalResult, ImageResult, save_png
+
+
+# ------------------------------------------------------------------------------------------ running
+@dataclass(frozen=True)
+class Task:
+    dataset: Dataset
+    scale: int
+    layout: Layout
+
+
+def plan(datasets: Iterable[str], scales: Iterable[int], data_root: str | os.PathLike[str]) -> list[Task]:
+    """Resolve every dataset and layout up front, so a missing one fails before any model work."""
+    resolved = [resolve_dataset(spec, data_root) for spec in datasets]
+    if not resolved:
+        raise SSTError("no dataset given; pass --dataset Set5,Set14,... or a folder.")
+    return [Task(ds, s, discover(ds, s)) for ds in resolved for s in scales]
+
+
+def paper_variant(options: EvalOptions, upscaler: Any) -> str | None:
+    """Our variant name when the model evaluated is an official SST variant, else None."""
+    from ..model.registry import get_variant
+    from ..model.weights import is_plus_name, match_variant
+
+    if options.model and options.model != "bicubic":
+        try:
+            return get_variant(options.model).name
+        except KeyError:
+            return None
+    if options.weights:
+        cfg = getattr(upscaler.model, "config", None) or {}
+        if cfg.get("type") == "SST":
+            v = match_variant(cfg, plus=is_plus_name(options.weights))
+            return v.name if v is not None else None
+    return None
+
+
+def paper_comparison(variant: str | None, result: EvalResult) -> dict[str, Any] | None:
+    """The paper's PSNR/SSIM for this variant, dataset and scale, and our delta; None if not published."""
+    from ..paper import quality
+
+    if variant is None:
+        return None
+    q = quality(variant, result.dataset, result.scale)
+    if q is None:
+        return None
+    ours = result.means
+    out = dict(q, method=variant)
+    if "psnr_y" in ours and q.get("psnr_y") is not None:
+        out["delta_psnr_y"] = ours["psnr_y"] - q["psnr_y"]
+    if "ssim_y" in ours and q.get("ssim_y") is not None:
+        out["delta_ssim_y"] = ours["ssim_y"] - q["ssim_y"]
+    return out
+
+
+ImageCallback = Callable[[Task, str], None]
+
+
+def evaluate_task(upscaler: Any, task: Task, options: EvalOptions, on_image: ImageCallback | None = None) -> EvalResult:
+    """Run one dataset at one scale; unreadable or mismatched images are skipped and reported."""
+    s = task.scale
+    cb = s if options.crop_border is None else options.crop_border
+    res = EvalResult(upscaler.name, task.dataset.name, s, str(task.dataset.path), task.layout.kind, cb,
+                     tuple(options.metrics))
+    min_side = 2 * cb + (11 if any(m.startswith("ssim") for m in options.metrics) else 1)
+    start = time.perf_counter()
+    for pair in task.layout.pairs:
+        try:
+            res.images.append(_evaluate_image(upscaler, pair, s, cb, min_side, options, task.dataset.name))
+        except _Skip as exc:
+            res.skipped.append({"name": pair.name, "reason": str(exc)})
+        if on_image is not None:
+            on_image(task, pair.name)
+    res.seconds = time.perf_counter() - start
+    return res
+
+
+class _Skip(Exception):
+    """This image cannot be evaluated; the reason is reported and the batch goes on."""
+
+
+def _evaluate_image(upscaler: Any, pair: Pair, s: int, cb: int, min_side: int, options: EvalOptions,
+                    dataset: str) -> ImageResult:
+    try:
+        hr, gray = read_rgb_u8(pair.hr)
+        hr = mod_crop(hr, s)
+        if pair.lr is not None:
+            lr, _ = read_rgb_u8(pair.lr)
+            source = "shipped"
+        else:
+            lr, source = None, "generated"
+    except SSTError as exc:
+        raise _Skip(f"unreadable image ({exc})") from None
+    if min(hr.shape[:2]) < max(min_side, s):
+        raise _Skip(f"too small ({hr.shape[1]}x{hr.shape[0]}) for x{s} with crop border {cb}")
+    if lr is None:
+        lr = generate_lr(hr, s)
+    elif lr.shape[:2] != (hr.shape[0] // s, hr.shape[1] // s):
+        raise _Skip(f"LR {lr.shape[1]}x{lr.shape[0]} is not HR {hr.shape[1]}x{hr.shape[0]} / {s}")
+    x = to_tensor(lr)
+    tile = resolve_tile(upscaler, options.tile, x.shape[2], x.shape[3])
+    tiles = plan_tiles(upscaler, x.shape[2], x.shape[3], tile, options.overlap).count
+    t0 = time.perf_counter()
+    sr = upscale_tensor(upscaler, x, tile=tile, overlap=options.overlap, tta=options.tta)
+    seconds = time.perf_counter() - t0
+    sr_u8 = quantize_uint8(sr[0].permute(1, 2, 0))
+    if sr_u8.shape != hr.shape:
+        raise SSTError(f"the model returned {sr_u8.shape[1]}x{sr_u8.shape[0]} for a x{s} input of "
+                       f"{lr.shape[1]}x{lr.shape[0]}; is it really a x{s} model?")
+    if options.save_dir:
+        save_png(sr_u8, Path(options.save_dir) / dataset / f"X{s}" / f"{pair.name}.png")
+    vals = measure(sr_u8, hr, cb, options.metrics)
+    return ImageResult(pair.name, vals, source, (hr.shape[0], hr.shape[1]), gray, tiles, seconds)
+
+
+def _settings(options: EvalOptions, upscalers: dict[int, Any], tasks: list[Task]) -> dict[str, Any]:
+    from .. import __version__ as sst_version
+
+    first = next(iter(upscalers.values()), None)
+    return {
+        "model": first.name if first else options.model,
+        "model_source": {str(s): u.source for s, u in upscalers.items()},
+        "weights": options.weights,
+        "random_weights": options.random_weights,
+        "datasets": list(dict.fromkeys(t.dataset.name for t in tasks)),
+        "scales": sorted(upscalers),
+        "data_root": str(options.data_root),
+        "metrics": list(options.metrics),
+        "crop_border": "scale" if options.crop_border is None else options.crop_border,
+        "device": str(first.device) if first else options.device,
+        "dtype": str(first.dtype).removeprefix("torch.") if first else options.dtype,
+        "backend": first.backend if first else options.backend,
+        "tile": options.tile,
+        "overlap": options.overlap,
+        "tta": options.tta,
+        **SETTINGS_TEXT,
+        "sst_version": sst_version,
+        "torch_version": torch.__version__,
+    }
+
+
+def run_eval(
+    options: EvalOptions,
+    on_image: ImageCallback | None = None,
+    on_plan: Callable[[list[Task]], None] | None = None,
+    on_model: Callable[[Any], None] | None = None,
+) -> EvalReport:
+    """Evaluate every dataset at every scale, one model in memory at a time (scales outer)."""
+    from ..upscale.upscaler import load_upscaler
+
+    def load(scale: int | None) -> Any:
+        return load_upscaler(model=options.model, weights=options.weights, scale=scale, device=options.device,
+                             dtype=options.dtype, backend=options.backend, random_weights=options.random_weights)
+
+    preloaded = None
+    scales = list(dict.fromkeys(options.scales or []))
+    if not scales:
+        if options.weights and options.model != "bicubic":
+            preloaded = load(None)  # a checkpoint knows its own scale
+            scales = [preloaded.scale]
+        else:
+            scales = [4]
+    tasks = plan(options.datasets, scales, options.data_root)
+    if on_plan is not None:
+        on_plan(tasks)
+    results: list[EvalResult] = []
+    upscalers: dict[int, Any] = {}
+    for s in scales:
+        upscaler = preloaded if preloaded is not None and preloaded.scale == s else load(s)
+        upscalers[s] = _Info.of(upscaler)
+        if on_model is not None:
+            on_model(upscaler)
+        variant = paper_variant(options, upscaler) if options.compare_paper else None
+        for task in (t for t in tasks if t.scale == s):
+            res = evaluate_task(upscaler, task, options, on_image)
+            if options.compare_paper:
+                res.paper = paper_comparison(variant, res)
+            results.append(res)
+        del upscaler
+        preloaded = None
+    order = {spec: i for i, spec in enumerate(dict.fromkeys(t.dataset.name for t in tasks))}
+    results.sort(key=lambda r: (order[r.dataset], r.scale))
+    settings = _settings(options, upscalers, tasks)
+    settings["compare_paper"] = options.compare_paper
+    return EvalReport(results, settings)
+
+
+@dataclass(frozen=True)
+class _Info:
+    """What the settings record about a loaded model, without keeping the model alive."""
+
+    name: str
+    source: str
+    device: Any
+    dtype: Any
+    backend: str
+    scale: int
+
+    @classmethod
+    def of(cls, u: Any) -> _Info:
+        return cls(u.name, u.source, u.device, u.dtype, u.backend, u.scale)
+
+
+
+def evaluate(
+    datasets: str | Iterable[str],
+    model: str | None = None,
+    scale: int | Iterable[int] | None = None,
+    weights: str | None = None,
+    data_root: str | os.PathLike[str] = "datasets",
+    **options: Any,
+) -> EvalReport:
+    """Y-PSNR/SSIM of a model on benchmark sets, as ``sst eval`` reports them.
+
+    ``evaluate("Set5", scale=4)`` evaluates the bundled model; ``model``/``weights`` as in
+    :func:`sst_cli.load_upscaler`; other keywords are :class:`EvalOptions` fields (``metrics``, ``tile``,
+    ``device``, ``dtype``, ...). Returns the report (``.results``, ``.to_dict()``).
+    """
+    names = [datasets] if isinstance(datasets, str) else list(datasets)
+    scales = None if scale is None else ([scale] if isinstance(scale, int) else list(scale))
+    return run_eval(EvalOptions(datasets=names, scales=scales, data_root=str(data_root), model=model,
+                                weights=weights, **options))

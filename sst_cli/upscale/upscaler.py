@@ -1,0 +1,144 @@
+"""The ``Upscaler``: which model, which weights, which device -> a ready model on its device.
+
+Shared by ``upscale``, ``eval`` and ``profile``: the model is resolved and loaded once, moved to the
+device and dtype, and routed through an attention backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, overload
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..errors import SSTError
+from ..model.attention import BackendUnavailable, resolve_backend
+from ..model.bicubic import Bicubic
+from ..model.registry import BUNDLED, get_variant
+from ..model.weights import (
+    Checkpoint,
+    bundled_path,
+    fetch,
+    find_official,
+    load_checkpoint,
+    missing_weights_message,
+    model_from_checkpoint,
+)
+from ..runtime import resolve_device, resolve_dtype
+
+
+@dataclass
+class Upscaler:
+    """A loaded model on its device.
+
+    Called on a numpy image (H, W) or (H, W, C), uint8/uint16/float, RGB order, it returns the same kind
+    ``scale`` times larger, tiled by ``tile`` (see :func:`sst_cli.upscale.array.upscale_array`). Called
+    on a float tensor (B, 3, H, W) in [0, 1] it runs one whole-input forward and returns float32
+    (B, 3, sH, sW) on the CPU, not clamped.
+    """
+
+    model: nn.Module
+    name: str
+    scale: int
+    device: torch.device
+    dtype: torch.dtype
+    backend: str
+    source: str  # where the weights came from
+    info: dict[str, Any] = field(default_factory=dict)
+    tile: int | str = "auto"  # for numpy input: tile side in input pixels, 0 = whole image, "auto"
+
+    @overload
+    def __call__(self, x: Tensor) -> Tensor: ...
+    @overload
+    def __call__(self, x: np.ndarray) -> np.ndarray: ...
+
+    def __call__(self, x: Tensor | np.ndarray) -> Tensor | np.ndarray:
+        if isinstance(x, np.ndarray):
+            from .array import upscale_array
+
+            return upscale_array(x, self, tile=self.tile)
+        return self.forward(x)
+
+    @torch.inference_mode()
+    def forward(self, x: Tensor) -> Tensor:
+        """Whole-input forward (no tiling): float (B, 3, H, W) -> float32 (B, 3, sH, sW) on the CPU."""
+        x = x.to(self.device, self.dtype)
+        return self.model(x).float().cpu()
+
+    @property
+    def window_max(self) -> int:
+        return max(getattr(self.model, "window_sizes", (1,)))
+
+
+def _checkpoint_for(model: str | None, weights: str | None, scale: int | None, sha256: str | None) -> tuple[Checkpoint, str]:
+    if weights:
+        if weights.startswith(("http://", "https://")):
+            return load_checkpoint(fetch(weights, sha256=sha256)), weights
+        return load_checkpoint(weights), weights
+    if model is None:
+        s = scale or 4
+        path = bundled_path(s)
+        if not path.is_file():
+            raise SSTError(f"the bundled model for x{s} is missing ({path}); pass --model or --weights.")
+        return load_checkpoint(path), f"bundled {BUNDLED} x{s}"
+    try:
+        variant = get_variant(model)
+    except KeyError as exc:
+        raise SSTError(str(exc.args[0]) + ".") from None
+    s = scale or 4
+    path = find_official(variant, s)
+    if path is None:
+        raise SSTError(missing_weights_message(variant, s))
+    return load_checkpoint(path), str(path)
+
+
+def load_upscaler(
+    model: str | None = None,
+    scale: int | None = None,
+    weights: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    backend: str = "auto",
+    tile: int | str = "auto",
+    *,
+    sha256: str | None = None,
+    random_weights: bool = False,
+) -> Upscaler:
+    """Resolve, load and place a model, e.g. ``load_upscaler("sst-l+", 4)`` or ``load_upscaler(weights=FILE)``.
+
+    ``model=None`` and no weights means the bundled model; ``model="bicubic"`` the baseline;
+    ``scale=None`` the weights' own scale (4 for the bundled model); ``random_weights`` builds a
+    variant untrained (timing only); ``tile`` is used when the upscaler is called on numpy images.
+    """
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    if model == "bicubic":
+        s = scale or 4
+        return Upscaler(Bicubic(s), "bicubic", s, dev, dt, "none", "built-in", tile=tile)
+    if random_weights:
+        from ..model.registry import create_model
+
+        if model is None:
+            raise SSTError("--random-weights needs --model.")
+        try:
+            net = create_model(model, scale or 4)
+        except KeyError as exc:
+            raise SSTError(str(exc.args[0]) + ".") from None
+        name, source = get_variant(model).name, "random weights"
+    else:
+        ckpt, source = _checkpoint_for(model, weights, scale, sha256)
+        net = model_from_checkpoint(ckpt, scale=scale if weights is None or scale else None)
+        name = ckpt.meta.get("name") or (model or Path(ckpt.path).stem)
+    try:
+        with_bias = str(getattr(net, "config", {}).get("attn_type", "RIB")).lower() == "rpb"
+        chosen = resolve_backend(backend, dev, dt, with_bias=with_bias)
+    except BackendUnavailable as exc:
+        raise SSTError(str(exc)) from None
+    net = net.eval().to(dev, dt).set_backend(chosen)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return Upscaler(net, name, net.scale, dev, dt, chosen, source, {"params": sum(p.numel() for p in net.parameters())},
+                    tile=tile)
