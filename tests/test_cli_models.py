@@ -50,7 +50,7 @@ def test_models_json_matches_the_reference(no_local_weights: Path, monkeypatch, 
     weights.mkdir()
     (weights / "SSTlight_DFLIP_X4.pth").write_bytes(b"x")
     monkeypatch.setenv("SST_WEIGHTS_DIR", str(weights))
-    code, out = _run(["models", "--json"], capsys)
+    code, out = _run(["models", "--json", "-"], capsys)
     assert code == 0
     rows = {r["name"]: r for r in json.loads(out)["variants"]}
     assert list(rows) == list(VARIANTS)
@@ -84,7 +84,7 @@ def test_models_backends(capsys) -> None:
     for name in BACKENDS:
         assert name in out
     assert "needs a CUDA GPU" in out
-    code, out = _run(["models", "--backends", "--device", "cpu", "--json"], capsys)
+    code, out = _run(["models", "--backends", "--device", "cpu", "--json", "-"], capsys)
     assert code == 0
     data = json.loads(out)
     by_name = {r["backend"]: r for r in data["backends"]}

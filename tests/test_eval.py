@@ -354,11 +354,12 @@ def test_json_to_stdout(tmp_path: Path, capsys) -> None:
 
 def test_cli_rejects_bad_options(tmp_path: Path, capsys) -> None:
     _hr_set(tmp_path / "S", 1)
-    for args, words in ((["--scale", "x4"], "--scale"), (["--metrics", "lpips"], "unknown metric"),
-                        (["--tile", "big"], "--tile"), (["--crop-border", "-1"], "crop-border")):
+    for args, words in ((["--scale", "x4"], "--scale"), (["--metrics", "lpips"], "psnr_y"),
+                        (["--tile", "big"], "--tile"), (["--crop-border", "-1"], "crop-border"),
+                        (["--scale", "5"], "scale must be one of 2, 3, 4")):
         rc = main(["eval", "--model", "bicubic", "--dataset", "S", "--data-root", str(tmp_path), *args])
         err = capsys.readouterr().err
-        assert rc == 1 and words in err and "Traceback" not in err, (args, err)
+        assert rc == 2 and words in err and "Traceback" not in err, (args, err)  # usage errors exit 2
 
 
 def test_data_root_from_environment(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -199,5 +199,5 @@ def test_cli_json_and_csv(tmp_path, capsys):
 
 
 def test_cli_user_error_is_one_sentence(capsys):
-    assert main(["profile", "--model", "sst-huge", "--device", "cpu"]) == 1
-    assert "unknown model" in capsys.readouterr().err
+    assert main(["profile", "--model", "sst-huge", "--device", "cpu"]) == 2  # a usage error, found at parse time
+    assert "not a model" in capsys.readouterr().err

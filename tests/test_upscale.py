@@ -315,7 +315,7 @@ def test_out_of_memory_retry_is_reported(tmp_path: Path, monkeypatch: pytest.Mon
 def test_cli_exit_codes_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad_inputs(tmp_path / "in")
     out = tmp_path / "out"
-    assert main(["upscale", str(tmp_path / "in"), str(out), "--model", "bicubic", "--scale", "2", "--json"]) == 1
+    assert main(["upscale", str(tmp_path / "in"), str(out), "--model", "bicubic", "--scale", "2", "--json", "-"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert (report["done"], report["failed"], report["skipped"]) == (3, 4, 0)
     assert main(["upscale", str(tmp_path / "in" / "good1.png"), str(out), "--model", "bicubic", "-s", "2"]) == 0
@@ -408,7 +408,7 @@ def test_20000_pixel_image_is_upscaled_in_tiles(tmp_path: Path, capsys: pytest.C
             w.write_rows(np.broadcast_to(ramp[None, :, None], (1000, 20000, 1)))
         w.close()
     out = tmp_path / "out"
-    code = main(["upscale", str(src), str(out), "--model", "bicubic", "--scale", "2", "--device", "cpu", "--json"])
+    code = main(["upscale", str(src), str(out), "--model", "bicubic", "--scale", "2", "--device", "cpu", "--json", "-"])
     captured = capsys.readouterr()
     assert code == 0, captured.out[-2000:] + captured.err[-2000:]
     assert imageio.probe(out / "huge.png") == (40000, 40000)

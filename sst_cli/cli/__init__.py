@@ -1,4 +1,8 @@
-"""The ``sst`` command line. Each subcommand lives in its own thin module: parse, call the library, render."""
+"""The ``sst`` command line. Each subcommand lives in its own thin module: parse, call the library, render.
+
+Command modules import the library inside their functions, so ``sst --help``, ``sst CMD --help`` and
+usage errors never import torch.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import sys
 
 import typer
 
+from .. import __version__
 from ..errors import SSTError
 from ..runtime import keep_freed_memory
 from ._common import console, err_console
@@ -18,20 +23,30 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-from . import evaluate, models, profile, train, upscale  # noqa: E402,F401  (registers the commands)
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"sst {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version, metavar="",
+                                 help="Print the version and exit (`sst env` for torch, CUDA and kernels)."),
+) -> None:
     """SST super-resolution: upscale images, evaluate, profile and train SST models."""
     keep_freed_memory()  # fewer page faults per forward pass; no result changes
+
+
+from . import env, evaluate, models, profile, train, upscale  # noqa: E402,F401  (registers the commands)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: user errors end in one sentence and a non-zero exit."""
     try:
         app(args=argv, prog_name="sst")
-    except SystemExit as exc:  # click's own exits: --help, usage errors, Ctrl-C (Abort)
+    except SystemExit as exc:  # click's own exits: --help, usage errors (2), Ctrl-C (Abort)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except SSTError as exc:
         err_console.print(f"[bold red]error:[/] {exc}")

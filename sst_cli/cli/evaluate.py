@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich import box
@@ -12,35 +12,40 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..errors import SSTError
-from ..evaluation.metrics import parse_metrics
-from ..evaluation.report import EvalOptions, EvalReport, to_json, write_csv, write_json
-from ..evaluation.runner import Task, run_eval
 from . import app
-from ._common import console, err_console, split_list
+from ._common import (
+    BackendName,
+    DtypeName,
+    backend_option,
+    console,
+    device_option,
+    dtype_option,
+    err_console,
+    flag,
+    json_option,
+    model_option,
+    scales_option,
+    split_list,
+    tile_option,
+    tile_overlap_option,
+    weights_option,
+)
+
+if TYPE_CHECKING:
+    from ..evaluation.report import EvalOptions, EvalReport
+    from ..evaluation.runner import Task
+
+METRIC_NAMES = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
 
 LABELS = {"psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y", "psnr_rgb": "PSNR-RGB", "ssim_rgb": "SSIM-RGB"}
 
 
-def _scales(value: str | None) -> list[int] | None:
-    if not value:
-        return None
-    try:
-        scales = [int(v) for v in split_list(value)]
-    except ValueError:
-        raise SSTError(f"--scale takes a comma list of integers such as 2,3,4 (got '{value}').") from None
-    if any(s < 1 for s in scales):
-        raise SSTError(f"scales must be positive integers (got '{value}').")
-    return scales
-
-
-def _tile(value: str) -> int | str:
-    if value.strip().lower() == "auto":
-        return "auto"
-    try:
-        return max(0, int(value))
-    except ValueError:
-        raise SSTError(f"--tile takes a number of input pixels, 0 (whole image) or auto (got '{value}').") from None
+def _metrics(value: str) -> tuple[str, ...]:
+    names = [v.lower() for v in split_list(value)]
+    bad = [n for n in names if n not in METRIC_NAMES]
+    if bad or not names:
+        raise typer.BadParameter(f"metrics are a comma list of {', '.join(METRIC_NAMES)} (got '{value}').")
+    return tuple(dict.fromkeys(names))
 
 
 def _fmt(v: float, digits: int) -> str:
@@ -105,40 +110,41 @@ def _notes(report: EvalReport, options: EvalOptions) -> list[str]:
 
 @app.command("eval")
 def eval_cmd(
-    dataset: str = typer.Option(..., "--dataset", "-d", help="Comma list: Set5,Set14,B100,Urban100,Manga109,"
+    dataset: str = typer.Option(..., "--dataset", "-d", metavar="NAMES", help="Comma list: Set5,Set14,B100,Urban100,Manga109,"
                                 "DIV2K-val,LSDIR-val, folder names under --data-root, or paths."),
-    scale: str | None = typer.Option(None, "--scale", "-s", help="Comma list such as 2,3,4 (default: the "
-                                        "checkpoint's scale with --weights, else 4)."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Variant name (sst-light, sst, sst-l+, ...) "
-                                        "or 'bicubic' (baseline). Default: the bundled model."),
-    weights: str | None = typer.Option(None, "--weights", "-w", help="Checkpoint file (.pth or .safetensors) or URL."),
-    data_root: str | None = typer.Option(None, "--data-root", help="Folder holding the datasets "
+    scale: Any = scales_option(help="Scales, comma-separated from 2, 3, 4 (default: the "
+                                               "weights' own with --weights, else 4)."),
+    model: str | None = model_option("bicubic is the baseline; default: the bundled model."),
+    weights: str | None = weights_option(),
+    data_root: str | None = typer.Option(None, "--data-root", metavar="DIR", help="Folder holding the datasets "
                                             "(default: $SST_DATA_ROOT or ./datasets)."),
-    crop_border: int | None = typer.Option(None, "--crop-border", help="Pixels cropped from each edge before "
-                                              "measuring (default: the scale)."),
-    metric_list: str = typer.Option("psnr_y,ssim_y", "--metrics", help="Comma list of psnr_y, ssim_y, psnr_rgb, ssim_rgb."),
-    json_path: str | None = typer.Option(None, "--json", help="Write results (per image too) as JSON; '-' prints it."),
-    csv_path: str | None = typer.Option(None, "--csv", help="Write one CSV row per image."),
-    save_dir: str | None = typer.Option(None, "--save-dir", help="Write SR images to DIR/<dataset>/X<s>/<stem>.png."),
-    tta: bool = typer.Option(False, "--tta", help="Average the 8 flips/transposes (x8 slower)."),
-    tile: str = typer.Option("auto", "--tile", help="Tile side in input pixels, 0 = whole image, auto = only "
-                             "when the image does not fit in memory."),
-    overlap: int | None = typer.Option(None, "--overlap", help="Tile overlap in input pixels (default 32, at most tile/4)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16."),
-    backend: str = typer.Option("auto", "--backend", help="Attention backend (see `sst models --backends`)."),
-    compare_paper: bool = typer.Option(False, "--compare-paper", help="Add the paper's value and our delta "
+    crop_border: int | None = typer.Option(None, "--crop-border", min=0, help="Pixels cropped from each edge "
+                                              "before measuring (default: the scale)."),
+    metric_list: Any = typer.Option("psnr_y,ssim_y", "--metrics", callback=_metrics,
+                                    help="Comma list of psnr_y, ssim_y, psnr_rgb, ssim_rgb."),
+    json_path: str | None = json_option("Write results (per image too) as JSON to FILE; '-' prints it."),
+    csv_path: str | None = typer.Option(None, "--csv", metavar="FILE", help="Write one CSV row per image."),
+    save_dir: str | None = typer.Option(None, "--save-dir", metavar="DIR", help="Write SR images to DIR/<dataset>/X<s>/<stem>.png."),
+    tta: bool = flag("--tta", help="Average the 8 flips/transposes (x8 slower)."),
+    tile: str = tile_option("Tile side in input pixels, 0 = whole image, auto = tiles only when the image "
+                            "does not fit in memory."),
+    tile_overlap: int | None = tile_overlap_option(),
+    device: str = device_option(),
+    dtype: DtypeName = dtype_option("auto = bf16 on CUDA, fp32 elsewhere."),
+    backend: BackendName = backend_option(),
+    compare_paper: bool = flag("--compare-paper", help="Add the paper's value and our delta "
                                        "(official variants)."),
-    random_weights: bool = typer.Option(False, "--random-weights", help="Untrained --model (timing runs only)."),
+    random_weights: bool = flag("--random-weights", help="Untrained --model (timing runs only)."),
 ) -> None:
     """Evaluate a model on SR benchmarks: Y-PSNR/SSIM exactly as BasicSR-based papers compute them."""
-    if crop_border is not None and crop_border < 0:
-        raise SSTError("--crop-border must be 0 or more.")
+    from ..evaluation.report import EvalOptions, to_json, write_csv, write_json
+    from ..evaluation.runner import run_eval
+
     options = EvalOptions(
-        datasets=split_list(dataset), scales=_scales(scale),
+        datasets=split_list(dataset), scales=scale,
         data_root=data_root or os.environ.get("SST_DATA_ROOT") or "datasets",
-        model=model, weights=weights, metrics=parse_metrics(metric_list), crop_border=crop_border,
-        tile=_tile(tile), overlap=overlap, tta=tta, device=device, dtype=dtype, backend=backend,
+        model=model, weights=weights, metrics=metric_list, crop_border=crop_border,
+        tile=tile, overlap=tile_overlap, tta=tta, device=device, dtype=dtype, backend=backend,
         save_dir=save_dir, compare_paper=compare_paper, random_weights=random_weights,
     )
     quiet = json_path == "-"

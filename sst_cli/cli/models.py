@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import json
 
-import torch
-import typer
 from rich import box
 from rich.table import Table
 
-from ..model import attention
 from ..model.registry import SCALES, VARIANTS, create_model
-from ..model.weights import bundled_path, find_official
 from ..paper import quality
-from ..runtime import resolve_device
 from . import app
-from ._common import console
+from ._common import console, device_option, flag, json_option
 
 
 def _params(name: str) -> dict[int, int]:
     """Parameter count at every scale from one shape-only build: only ``upsampler.up_conv`` depends on
     the scale, with (channels per sub-pixel) x s^2 outputs."""
+    import torch
+
     with torch.device("meta"):
         model = create_model(name, 4)
     total = sum(p.numel() for p in model.parameters())
@@ -29,17 +26,35 @@ def _params(name: str) -> dict[int, int]:
     return {s: total + (s * s - 16) * per_subpixel for s in SCALES}
 
 
+def _emit_json(path: str, data: object) -> bool:
+    """Write ``data`` as JSON to ``path`` ('-': print it); True when the table should not follow."""
+    from ..io.files import atomic_write_text
+
+    text = json.dumps(data, indent=1)
+    if path == "-":
+        print(text)
+        return True
+    atomic_write_text(path, text + "\n")
+    return False
+
+
 def _millions(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n < 1e7 else f"{n / 1e6:.1f}M"
 
 
 @app.command("models")
 def models_cmd(
-    backends: bool = typer.Option(False, "--backends", help="List attention backends and whether they run here."),
-    device: str = typer.Option("auto", help="Device for --backends: auto, cpu, cuda, cuda:N."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    backends: bool = flag("--backends", help="List attention backends and whether they run here."),
+    device: str = device_option("Device for --backends: auto, cpu, cuda, cuda:N or mps."),
+    json_path: str | None = json_option("Write the list as JSON to FILE ('-' prints JSON instead of the table)."),
 ) -> None:
     """List SST variants (params, windows, checkpoint files, paper Urban100 PSNR, local weights)."""
+    import torch
+
+    from ..model import attention
+    from ..model.weights import bundled_path, find_official
+    from ..runtime import resolve_device
+
     if backends:
         dev = resolve_device(device)
         rows = []
@@ -48,8 +63,7 @@ def models_cmd(
             for dt_name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
                 status[dt_name] = attention.unavailable_reason(name, dev, dt) or "ok"
             rows.append({"backend": name, "description": attention.describe(name), **status})
-        if as_json:
-            console.print_json(json.dumps({"device": str(dev), "backends": rows}))
+        if json_path and _emit_json(json_path, {"device": str(dev), "backends": rows}):
             return
         t = Table(title=f"Attention backends on {dev}", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
         t.add_column("backend", no_wrap=True)
@@ -73,8 +87,7 @@ def models_cmd(
             "local_weights": found,
         })
     bundled = {s: str(bundled_path(s)) for s in SCALES if bundled_path(s).is_file()}
-    if as_json:
-        console.print_json(json.dumps({"variants": rows, "bundled": bundled}))
+    if json_path and _emit_json(json_path, {"variants": rows, "bundled": bundled}):
         return
     # Sized for an 80-column terminal: params and Urban100 at x4 only, the official file names folded
     # into one pattern per variant, local files listed below; --json has every scale and file name.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich import box
@@ -13,11 +13,38 @@ from rich.measure import Measurement
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..errors import SSTError
 from ..io.files import atomic_write
-from ..profiling import grid, runner
 from . import app
-from ._common import console, err_console, split_list
+from ._common import (
+    console,
+    err_console,
+    flag,
+    json_option,
+    parse_backends,
+    parse_device,
+    parse_models,
+    parse_size,
+    scales_option,
+    split_list,
+    threads_option,
+)
+
+if TYPE_CHECKING:
+    from ..profiling import grid
+
+BIASES = ("rib", "rpb", "none")
+DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
+
+
+def _choice_list(allowed: tuple[str, ...], what: str) -> Any:
+    def parse(value: str) -> list[str]:
+        items = [v.lower() for v in split_list(value)]
+        bad = [v for v in items if v not in allowed]
+        if bad or not items:
+            raise typer.BadParameter(f"{what} are a comma list of {', '.join(allowed)} (got '{value}').")
+        return items
+
+    return parse
 
 
 def _fmt(v: Any, spec: str = ".1f") -> str:
@@ -109,6 +136,8 @@ def _write_json(path: str, result: dict[str, Any]) -> None:
 
 
 def _write_csv(path: str, result: dict[str, Any]) -> None:
+    from ..profiling import runner
+
     def write(tmp: Path) -> None:
         with tmp.open("w", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, fieldnames=list(runner.CSV_COLUMNS))
@@ -120,38 +149,41 @@ def _write_csv(path: str, result: dict[str, Any]) -> None:
 
 @app.command("profile")
 def profile_cmd(
-    model: str = typer.Option("sst-light", help="Model variant(s), comma-separated (see `sst models`)."),
-    scale: str = typer.Option("4", help="Scale(s), comma-separated: 2, 3, 4."),
-    backend: str = typer.Option("sdpa", help="Attention backend(s), comma-separated: naive, sdpa, sdpa-math, "
-                                "sdpa-efficient, sdpa-flash, sdpa-cudnn, flex, fa2, fa3, fa4."),
-    bias: str = typer.Option("rib", help="Positional bias(es), comma-separated: rib, rpb, none."),
-    dtype: str = typer.Option("auto", help="fp32, bf16, fp16 (comma-separated); auto = bf16 on CUDA, fp32 on CPU."),
-    device: str = typer.Option("auto", help="cpu, cuda, cuda:N, all (every visible GPU), comma-separated."),
-    size: str = typer.Option("1280x720", help="OUTPUT size WxH, as in the paper; the input is size/scale."),
-    batch: int | None = typer.Option(None, help="Batch size (default 1; 8 with --train)."),
-    warmup: int = typer.Option(3, help="Untimed passes before timing."),
-    repeat: int = typer.Option(10, help="Timed passes (median and p90 are reported)."),
-    compile_: bool = typer.Option(False, "--compile", help="torch.compile the model (compile time stays out of the timing)."),
-    train: bool = typer.Option(False, "--train", help="Time training steps (forward, L1, backward, AdamW) on --patch crops."),
-    patch: int = typer.Option(64, help="LR training patch size for --train."),
-    json_path: str | None = typer.Option(None, "--json", help="Write the results as JSON to FILE ('-' for stdout)."),
-    csv_path: str | None = typer.Option(None, "--csv", help="Write the rows as CSV to FILE."),
-    compare_paper: bool = typer.Option(False, "--compare-paper", help="Show the paper's figures (and its GPU) beside ours."),
-    timeout: float | None = typer.Option(None, help="Give up on one configuration after this many seconds."),
-    threads: int | None = typer.Option(None, help="CPU threads per worker (default: PyTorch's, one per core)."),
+    model: Any = typer.Option("sst-light", "--model", "-m", callback=parse_models, metavar="NAMES",
+                              help="Variant(s), comma-separated (see `sst models`)."),
+    scale: Any = scales_option("4", "Scale(s), comma-separated from 2, 3, 4."),
+    backend: Any = typer.Option("sdpa", "--backend", callback=parse_backends, metavar="NAMES",
+                                help="Attention backend(s), comma-separated: naive, sdpa, sdpa-math, sdpa-efficient, "
+                                "sdpa-flash, sdpa-cudnn, flex, fa2, fa3, fa4."),
+    bias: Any = typer.Option("rib", "--bias", callback=_choice_list(BIASES, "biases"), metavar="rib,rpb,none",
+                             help="Positional bias(es), comma-separated: rib, rpb, none."),
+    dtype: Any = typer.Option("auto", "--dtype", callback=_choice_list(DTYPE_CHOICES, "dtypes"), metavar="auto,fp32,bf16,fp16",
+                              help="fp32, bf16, fp16 (comma-separated); auto = bf16 on CUDA, fp32 elsewhere."),
+    device: str = typer.Option("auto", "--device", callback=parse_device, metavar="DEVICES",
+                               help="cpu, cuda, cuda:N, all (every visible GPU), comma-separated."),
+    size: Any = typer.Option("1280x720", "--size", callback=parse_size, metavar="WxH",
+                             help="OUTPUT size WxH, as in the paper; the input is size/scale."),
+    batch: int | None = typer.Option(None, "--batch", min=1, help="Batch size (default 1; 8 with --train)."),
+    warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed passes before timing."),
+    repeat: int = typer.Option(10, "--repeat", min=1, help="Timed passes (median and p90 are reported)."),
+    compile_: bool = flag("--compile", help="torch.compile the model (compile time stays out of the timing)."),
+    train: bool = flag("--train", help="Time training steps (forward, L1, backward, AdamW) on --patch crops."),
+    patch: int = typer.Option(64, "--patch", min=1, help="LR training patch size for --train."),
+    json_path: str | None = json_option("Write the results as JSON to FILE ('-' prints JSON instead of the table)."),
+    csv_path: str | None = typer.Option(None, "--csv", metavar="FILE", help="Write the rows as CSV to FILE."),
+    compare_paper: bool = flag("--compare-paper", help="Show the paper's figures (and its GPU) beside ours."),
+    timeout: float | None = typer.Option(None, "--timeout", min=0.1, metavar="SECONDS", help="Give up on one configuration after this many seconds."),
+    threads: int | None = threads_option(),
 ) -> None:
     """Measure latency, peak memory and FLOPs; every configuration runs in a fresh process.
 
     Configurations that cannot run here (a CUDA-only backend on CPU, rpb with a bias-less kernel, out of
     memory) get a row saying why, and the run continues. Weights are random: speed does not depend on them.
     """
-    try:
-        scales = [int(s) for s in split_list(scale)]
-    except ValueError:
-        raise SSTError(f"--scale takes integers such as 2 or 2,4 (got '{scale}').") from None
+    from ..profiling import grid, runner
+
     configs = grid.build_grid(
-        split_list(model), scales, split_list(backend), split_list(bias), split_list(dtype), split_list(device),
-        size=grid.parse_size(size), batch=batch or (8 if train else 1), warmup=warmup, repeat=repeat,
+        model, scale, backend, bias, dtype, split_list(device), size=size, batch=batch or (8 if train else 1), warmup=warmup, repeat=repeat,
         compile=compile_, train=train, patch=patch, timeout_s=timeout, threads=threads,
     )
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

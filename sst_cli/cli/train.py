@@ -9,21 +9,23 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from ..training.config import load_config
-from ..training.loop import train
 from . import app
-from ._common import console
+from ._common import console, flag, parse_device
 
 
 @app.command("train")
 def train_cmd(
-    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config (see configs/)."),
-    set_: list[str] = typer.Option([], "--set", help="Override a config key: --set lr=1e-4 (repeatable)."),
-    run_dir: Path | None = typer.Option(None, "--run-dir", help="Where checkpoints and logs go (default runs/<config name>)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the newest valid checkpoint in --run-dir."),
-    device: str | None = typer.Option(None, help="cpu, cuda or cuda:N (default: the GPU of this rank, else CPU)."),
+    config: Path | None = typer.Option(None, "--config", "-c", metavar="FILE", help="YAML config (see configs/)."),
+    set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a config key: --set lr=1e-4 (repeatable)."),
+    run_dir: Path | None = typer.Option(None, "--run-dir", metavar="DIR", help="Where checkpoints and logs go (default runs/<config name>)."),
+    resume: bool = flag("--resume", help="Continue from the newest valid checkpoint in --run-dir."),
+    device: str | None = typer.Option(None, "--device", callback=lambda v: v if v is None else parse_device(v),
+                                      metavar="cpu|cuda[:N]|mps", help="cpu, cuda, cuda:N or mps (default: the GPU of this rank, else CPU)."),
 ) -> None:
     """Train or fine-tune SST. Multi-GPU: torchrun --nproc-per-node N -m sst_cli train --config ..."""
+    from ..training.config import load_config
+    from ..training.loop import train
+
     cfg = load_config(config, set_)
     run = run_dir or Path("runs") / (config.stem if config else "run")
     main_rank = int(os.environ.get("RANK", "0")) == 0

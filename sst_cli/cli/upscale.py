@@ -6,6 +6,7 @@ import contextlib
 import json
 import signal
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Literal
 
 import typer
 from rich import box
@@ -13,10 +14,26 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..errors import UsageError
-from ..upscale.batch import Job, Result, Settings, Summary, plan_jobs, run_batch, split_existing
-from ..upscale.upscaler import load_upscaler
 from . import app
-from ._common import console, err_console
+from ._common import (
+    BackendName,
+    DtypeName,
+    backend_option,
+    console,
+    device_option,
+    dtype_option,
+    err_console,
+    flag,
+    json_option,
+    model_option,
+    scale_option,
+    tile_option,
+    tile_overlap_option,
+    weights_option,
+)
+
+if TYPE_CHECKING:
+    from ..upscale.batch import Job, Result, Summary
 
 MAX_ROWS = 40  # longer batches list only their failures
 
@@ -87,34 +104,34 @@ def _table(summary: Summary) -> Table:
 
 @app.command("upscale")
 def upscale_cmd(
-    paths: list[str] = typer.Argument(..., metavar="PATHS",
-                                      help="INPUT... OUTPUT_DIR: image files, folders or globs, then the output folder."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Variant name (sst-light, sst-l+, ...) or "
-                                     "'bicubic' (no weights). Default: the bundled model."),
-    weights: str | None = typer.Option(None, "--weights", "-w", help="Checkpoint file or URL (.pth/.safetensors)."),
-    sha256: str | None = typer.Option(None, "--sha256", help="Expected SHA-256 of a --weights URL download."),
-    scale: int | None = typer.Option(None, "--scale", "-s", help="Model scale 2, 3 or 4 (default: the "
-                                     "checkpoint's, else 4)."),
-    outscale: float | None = typer.Option(None, "--outscale", help="Final scale if not the model's "
+    paths: list[str] = typer.Argument(..., metavar="INPUT... OUTPUT",
+                                      help="Image files, folders or globs, then the output folder."),
+    model: str | None = model_option(),
+    weights: str | None = weights_option(),
+    sha256: str | None = typer.Option(None, "--sha256", metavar="HEX", help="Expected SHA-256 of a --weights URL download."),
+    scale: int | None = scale_option(),
+    outscale: float | None = typer.Option(None, "--outscale", min=0.01, metavar="FACTOR", help="Final scale if not the model's "
                                           "(model, then MATLAB-style bicubic)."),
-    tile: str = typer.Option("auto", "--tile", "-t", help="Tile side in input pixels, 0 for the whole image, "
-                             "or auto (from free memory; retried smaller on CUDA out-of-memory)."),
-    tile_overlap: int | None = typer.Option(None, "--tile-overlap", help="Input pixels shared by neighbouring "
-                                            "tiles, blended smoothly (default 32, at most tile/4)."),
+    tile: str = tile_option("Tile side in input pixels, 0 = whole image, auto = from free memory "
+                            "(retried smaller on out-of-memory)."),
+    tile_overlap: int | None = tile_overlap_option(),
     tile_batch: int = typer.Option(1, "--tile-batch", min=1, help="Tiles run through the model together "
                                    "(helps a GPU with small tiles; auto tiles shrink to fit)."),
-    tta: bool = typer.Option(False, "--tta", help="x8 self-ensemble (flips and transposes), averaged."),
-    alpha: str = typer.Option("model", "--alpha", help="Upscale an alpha channel with the model or bicubic."),
-    fmt: str = typer.Option("same", "--format", "-f", help="same, png, jpg, webp, tiff or bmp."),
+    tta: bool = flag("--tta", help="x8 self-ensemble (flips and transposes), averaged."),
+    alpha: Literal["model", "bicubic"] = typer.Option("model", "--alpha", help="Upscale an alpha channel with "
+                                                      "the model or with bicubic."),
+    fmt: Literal["same", "png", "jpg", "jpeg", "webp", "tiff", "tif", "bmp"] = typer.Option(
+        "same", "--format", "-f", help="Output format; same = the input's where it can be written, else png."),
     quality: int = typer.Option(95, "--quality", "-q", min=1, max=100, help="JPEG/WebP quality (100 = "
                                 "lossless WebP)."),
-    suffix: str = typer.Option("", "--suffix", help="Added to output file stems, e.g. _x4."),
-    recursive: bool = typer.Option(False, "--recursive", "-r", help="Read subfolders of folder inputs."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto, fp32, bf16 or fp16."),
-    backend: str = typer.Option("auto", "--backend", help="Attention backend (see `sst models --backends`)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of a table."),
+    suffix: str = typer.Option("", "--suffix", metavar="TEXT", help="Added to output file stems, e.g. _x4."),
+    recursive: bool = flag("--recursive", "-r", help="Read subfolders of folder inputs."),
+    overwrite: bool = flag("--overwrite", help="Redo outputs that already exist."),
+    device: str = device_option(),
+    dtype: DtypeName = dtype_option(),
+    backend: BackendName = backend_option(),
+    json_path: str | None = json_option("Also write the summary as JSON to FILE ('-' prints JSON instead "
+                                        "of the table)."),
 ) -> None:
     """sst upscale INPUT... OUTPUT_DIR: write OUTPUT_DIR/<relative path>/<stem><suffix>.<ext>; existing outputs are skipped.
 
@@ -122,21 +139,10 @@ def upscale_cmd(
     """
     if len(paths) < 2:
         raise UsageError("give at least one input and the output folder: sst upscale INPUT... OUTPUT_DIR.")
-    tile_value: int | str = tile.strip().lower()
-    if tile_value != "auto":
-        try:
-            tile_value = int(tile_value)
-        except ValueError:
-            raise UsageError(f"--tile must be auto, 0 or a number of pixels (got '{tile}').") from None
-        if tile_value < 0:
-            raise UsageError("--tile must not be negative.")
-    if tile_overlap is not None and tile_overlap < 0:
-        raise UsageError("--tile-overlap must not be negative.")
-    if alpha not in ("model", "bicubic"):
-        raise UsageError(f"--alpha must be model or bicubic (got '{alpha}').")
-    if outscale is not None and outscale <= 0:
-        raise UsageError(f"--outscale must be positive (got {outscale}).")
-    settings = Settings(tile=tile_value, overlap=tile_overlap, tile_batch=tile_batch, tta=tta, outscale=outscale, alpha=alpha,
+    from ..upscale.batch import Settings, plan_jobs, run_batch, split_existing
+    from ..upscale.upscaler import load_upscaler
+
+    settings = Settings(tile=tile, overlap=tile_overlap, tile_batch=tile_batch, tta=tta, outscale=outscale, alpha=alpha,
                         format=fmt.lower(), quality=quality, suffix=suffix, overwrite=overwrite, recursive=recursive)
     jobs = plan_jobs(paths[:-1], paths[-1], settings)
     todo, existing = split_existing(jobs, overwrite)
@@ -152,9 +158,15 @@ def upscale_cmd(
             _sigterm_as_interrupt():
         summary = run_batch(jobs, up, settings, _ProgressEvents(progress, len(todo)))
 
-    if as_json:
-        console.print_json(json.dumps({"model": up.name, "scale": up.scale, "device": str(up.device), **summary.to_dict()}))
-    else:
+    if json_path:
+        text = json.dumps({"model": up.name, "scale": up.scale, "device": str(up.device), **summary.to_dict()}, indent=1)
+        if json_path == "-":
+            print(text)
+        else:
+            from ..io.files import atomic_write_text
+
+            atomic_write_text(json_path, text + "\n")
+    if json_path != "-":
         if any(r.status != "skipped" for r in summary.results):
             console.print(_table(summary))
         line = (f"[green]{summary.count('done')} done[/], {summary.count('skipped')} skipped, "

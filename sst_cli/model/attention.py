@@ -22,18 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-BACKENDS = (
-    "naive",
-    "sdpa",
-    "sdpa-math",
-    "sdpa-efficient",
-    "sdpa-flash",
-    "sdpa-cudnn",
-    "flex",
-    "fa2",
-    "fa3",
-    "fa4",
-)
+from .registry import BACKENDS  # the names live with the other plain data, so the CLI needs no torch
+
 # Order in which ``auto`` tries backends on CUDA (fastest first); CPU always uses ``sdpa``.
 AUTO_ORDER_CUDA = ("fa3", "fa4", "fa2", "sdpa-cudnn", "sdpa-flash", "sdpa")
 # Backends that accept an additive (H, N, N) logit bias (needed by the RPB ablation).

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from .network import SST
 
 SCALES = (2, 3, 4)
+# Attention backends by name; their kernels are in attention.py (which imports torch).
+BACKENDS = ("naive", "sdpa", "sdpa-math", "sdpa-efficient", "sdpa-flash", "sdpa-cudnn", "flex", "fa2", "fa3", "fa4")
 CLASSIC_WINDOWS = (16, 32, 64, 16, 32, 64)
 PLUS_WINDOWS = (16, 32, 48, 32, 48, 96)
 

@@ -1,0 +1,87 @@
+"""The command line as a whole: start-up without torch, --version, `sst env`, one option vocabulary, exit 2 for
+usage errors found while parsing."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sst_cli import __version__
+from sst_cli.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "100"}
+
+
+@pytest.mark.parametrize("args", [["--help"], ["upscale", "--help"], ["eval", "--help"], ["profile", "--help"],
+                                  ["models", "--help"], ["train", "--help"], ["--version"],
+                                  ["upscale", "a.png", "out", "--scale", "7"]])
+def test_help_version_and_usage_errors_do_not_import_torch(args: list[str]) -> None:
+    code = ("import sys, runpy; sys.argv = ['sst', *sys.argv[1:]]\n"
+            "try:\n    runpy.run_module('sst_cli', run_name='__main__')\n"
+            "except SystemExit as e:\n    print('EXIT', e.code, 'torch' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=_env(), timeout=120)
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.endswith("False"), (args, proc.stdout[-500:], proc.stderr[-500:])
+
+
+def test_version(capsys) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"sst {__version__}"
+
+
+def test_env_reports_versions(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "env.json"
+    assert main(["env", "--json", str(out)]) == 0
+    facts = json.loads(out.read_text())
+    assert facts["sst"] == __version__ and "torch" in facts["packages"] and "python" in facts
+    assert "torch" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["upscale", "in.png", "out", "--model", "bicubic", "--scale", "-2"], "--scale"),
+    (["upscale", "in.png", "out", "--model", "sst-huge"], "not a model"),
+    (["upscale", "in.png", "out", "--dtype", "fp8"], "--dtype"),
+    (["upscale", "in.png", "out", "--backend", "fa9"], "--backend"),
+    (["upscale", "in.png", "out", "--tile", "big"], "--tile"),
+    (["upscale", "in.png", "out", "--tile-overlap", "-1"], "--tile-overlap"),
+    (["upscale", "in.png", "out", "--device", "gpu"], "not a device"),
+    (["upscale", "in.png", "out", "--alpha", "keep"], "--alpha"),
+    (["eval", "--dataset", "Set5", "--random-weights", "--model", "sst", "--scale", "5"], "scale must be one of"),
+    (["profile", "--size", "720p"], "WIDTHxHEIGHT"),
+    (["profile", "--bias", "alibi"], "rib, rpb, none"),
+    (["profile", "--threads", "0"], "--threads"),
+])
+def test_usage_errors_exit_2_with_a_reason(args: list[str], words: str, capsys) -> None:
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err, err
+
+
+def test_help_lists_choices(capsys) -> None:
+    assert main(["upscale", "--help"]) == 0
+    text = re.sub(r"\s+", " ", capsys.readouterr().out)
+    for choice in ("auto|fp32|bf16|fp16", "sst-l+", "bicubic", "auto|0|N", "FILE"):
+        assert choice in text, choice
+    assert "--tile-overlap" in text and "--json" in text
+
+
+def test_same_vocabulary_in_every_command(capsys) -> None:
+    """-m/--model, -s/--scale, --device, --dtype, --backend, --json FILE: one spelling everywhere."""
+    helps = {}
+    for cmd in ("upscale", "eval", "profile"):
+        assert main([cmd, "--help"]) == 0
+        helps[cmd] = capsys.readouterr().out
+    for cmd, text in helps.items():
+        for opt in ("--model", "-m", "--scale", "-s", "--device", "--dtype", "--backend", "--json"):
+            assert opt in text, (cmd, opt)
+    assert "--overlap " not in helps["eval"] and "--tile-overlap" in helps["eval"]
