@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv demo test lint clean
+.PHONY: venv demo test lint clean wheel-test
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
@@ -22,8 +22,27 @@ demo: venv
 test: venv
 	$(BIN)/python -m pytest -q
 
+# A user's install, not ours: build the wheel and sdist, install the wheel into a fresh venv outside the tree
+# (its dependencies come from .venv, added as a plain path so .venv's editable sst_cli stays off), then run
+# `sst --version` and upscale an example with the bundled model from another folder.
+WHEEL_DIR := build/dist
+WHEEL_VENV := $(or $(TMPDIR),/tmp)/sst-wheel-venv
+wheel-test: venv
+	rm -rf $(WHEEL_DIR) $(WHEEL_VENV)
+	$(PIP) wheel -q --no-deps --no-build-isolation -w $(WHEEL_DIR) .
+	$(BIN)/python -c "from setuptools import build_meta as b; b.build_sdist('$(WHEEL_DIR)')" > /dev/null
+	tar tzf $(WHEEL_DIR)/sst_cli-*.tar.gz | grep -q 'sst_cli/data/weights/sst-tiny_x4.safetensors'
+	$(PY) -m venv $(WHEEL_VENV)
+	$(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
+		> "$$($(WHEEL_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/sst-deps.pth"
+	$(WHEEL_VENV)/bin/python -m pip install -q --no-deps $(WHEEL_DIR)/sst_cli-*.whl
+	cd $(WHEEL_VENV) && bin/sst --version \
+		&& bin/python -c "import sst_cli, sys; assert sst_cli.__file__.startswith(sys.prefix), sst_cli.__file__" \
+		&& bin/sst upscale $(CURDIR)/examples/butterfly.png out/ \
+		&& bin/python -c "from PIL import Image; s = Image.open('out/butterfly.png').size; assert s == (256, 256), s; print('wheel install OK: x4 output', s)"
+
 lint: venv
 	$(BIN)/ruff check sst_cli tests benchmarks
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache
+	rm -rf $(VENV) demo-output .pytest_cache build
