@@ -14,6 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..io.files import atomic_write
+from ..runtime import DTYPE_NAMES
 from . import app
 from ._common import (
     console,
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from ..profiling import grid
 
 BIASES = ("rib", "rpb", "none")
-DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
+DTYPE_CHOICES = ("auto", *DTYPE_NAMES)
 
 
 def _choice_list(allowed: tuple[str, ...], what: str) -> Any:
