@@ -60,3 +60,54 @@ def test_reports_a_refusal(fake_glibc) -> None:
 @pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"), reason="needs glibc")
 def test_the_real_glibc_accepts_the_settings() -> None:
     assert runtime.keep_freed_memory() is True
+
+
+# ------------------------------------------------------------------------------------ devices (15.11)
+def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert runtime.resolve_device("auto").type == "mps"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert runtime.resolve_device("auto").type == "cpu"
+
+
+def test_explicit_devices_are_checked(monkeypatch) -> None:
+    import torch
+
+    from sst_cli.errors import SSTError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SSTError, match="no CUDA GPU"):
+        runtime.resolve_device("cuda:0")
+    with pytest.raises(SSTError, match="not a device"):
+        runtime.resolve_device("tpu!")
+
+
+def test_dtype_names_round_trip() -> None:
+    for name in runtime.DTYPE_NAMES:
+        assert runtime.dtype_name(runtime.torch_dtype(name)) == name
+
+
+def test_liveness_check_never_signals_on_windows(monkeypatch) -> None:
+    """On Windows os.kill(pid, 0) would terminate the process; the check must ask the OS instead."""
+    import os
+
+    from sst_cli.io import files
+
+    monkeypatch.setattr(files.os, "kill", lambda *a: (_ for _ in ()).throw(AssertionError("os.kill called")))
+    monkeypatch.setattr(files.sys, "platform", "win32")
+
+    class _Kernel32:
+        def OpenProcess(self, access, inherit, pid):  # noqa: N802 - the Win32 name
+            return 1 if pid == os.getpid() else 0
+
+        def CloseHandle(self, handle):  # noqa: N802
+            return 1
+
+    import ctypes
+
+    monkeypatch.setattr(ctypes, "windll", type("W", (), {"kernel32": _Kernel32()})(), raising=False)
+    assert files._pid_alive(os.getpid()) is True
+    assert files._pid_alive(2**22 + 12345) is False
