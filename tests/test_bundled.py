@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from conftest import need_shared
+from conftest import data_path
 from sst_cli.evaluation.datasets import mod_crop, read_rgb_u8, to_tensor
 from sst_cli.evaluation.metrics import psnr
 from sst_cli.model.bicubic import Bicubic, quantize_uint8
@@ -33,7 +33,7 @@ def test_bundled_weights_carry_their_config() -> None:
 
 def test_default_model_beats_bicubic_on_set5_x4() -> None:
     """Fast sanity check on the two smallest Set5 images (the full figures are in checkpoints/README.md)."""
-    data = need_shared("data", "Set5")
+    data = data_path("Set5")
     up = load_upscaler(scale=4, device="cpu")  # no --model: the bundled model
     assert up.name == "sst-tiny" and up.scale == 4
     for name in ("butterfly", "woman"):

@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import REFERENCE, need_shared
+from conftest import data_path, manifest, manifest_names
 from sst_cli import build_model, create_model
 from sst_cli.errors import SSTError
 from sst_cli.model.network import SST
@@ -38,7 +38,7 @@ from sst_cli.model.weights import (
 )
 
 OFFICIAL_TO_OURS = {v.official: v.name for v in VARIANTS.values()}
-MANIFESTS = sorted(p.name for p in (REFERENCE / "manifests").glob("*.json")) or ["(no manifests found)"]
+MANIFESTS = manifest_names()
 
 
 def _tiny(scale: int = 2, upsampler: str = "pixelshuffle", seed: int = 0) -> SST:
@@ -93,7 +93,7 @@ def test_basicsr_pth_layouts(tmp_path: Path, layout: str) -> None:
 def test_official_fixture_weights_load_from_a_basicsr_file(tmp_path: Path) -> None:
     import numpy as np
 
-    data = np.load(need_shared("reference", "fixtures", "fixture_SSTlight_X4_45x70.npz"))
+    data = np.load(data_path("fixtures", "fixture_SSTlight_X4_45x70.npz"))
     meta = json.loads(str(data["meta_json"]))
     sd = {k.removeprefix("state_dict/"): torch.from_numpy(data[k]) for k in data.files if k.startswith("state_dict/")}
     path = tmp_path / "SSTlight_DFLIP_X4.pth"
@@ -228,7 +228,7 @@ def test_not_an_sst_file_says_so() -> None:
 
 # --------------------------------------------------------------------------------------- detection
 def _manifest_shapes(name: str) -> tuple[dict, dict[str, torch.Tensor]]:
-    m = json.loads(need_shared("reference", "manifests", name).read_text())
+    m = manifest(name)
     return m, {k: torch.empty(shape, device="meta") for k, shape in m["state_dict"]}
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from conftest import REFERENCE
+from conftest import manifest, manifest_names
 from sst_cli.cli import main
 from sst_cli.cli import models as models_module
 from sst_cli.model import attention
@@ -62,11 +62,8 @@ def test_models_json_matches_the_reference(no_local_weights: Path, monkeypatch, 
     assert rows["sst"]["paper_urban100_psnr"]["2"] == pytest.approx(34.61)
     # Parameter counts at every scale equal the official code's (from the reference manifests).
     official = {v.official: v.name for v in VARIANTS.values()}
-    manifests = sorted((REFERENCE / "manifests").glob("*.json"))
-    if not manifests:
-        pytest.skip(f"reference manifests not found under {REFERENCE}")
-    for path in manifests:
-        m = json.loads(path.read_text())
+    for name in manifest_names():
+        m = manifest(name)
         name, scale = m["config"].rsplit("_X", 1)
         assert rows[official[name]]["params"][scale] == m["param_count"], m["config"]
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SHARED, need_shared
+from conftest import DATA, data_path
 from sst_cli import build_model
 from sst_cli.cli import main
 from sst_cli.errors import SSTError
@@ -64,8 +64,8 @@ def _hr_set(folder: Path, n: int = 2) -> list[np.ndarray]:
 
 # ------------------------------------------------------------------------------------------ acceptance
 def test_cli_bicubic_reproduces_basicsr_reference(tmp_path: Path, capsys) -> None:
-    data = need_shared("data")
-    ref = {n: json.loads(need_shared("reference", "metrics", f"bicubic_{n}.json").read_text())[n] for n in ("Set5", "Set14")}
+    data = DATA
+    ref = {n: json.loads(data_path("metrics", f"bicubic_{n}.json").read_text())[n] for n in ("Set5", "Set14")}
     out = tmp_path / "bicubic.json"
     rc = main(["eval", "--model", "bicubic", "--dataset", "Set5,Set14", "--scale", "2,3,4", "--data-root", str(data),
                "--json", str(out)])
@@ -91,11 +91,11 @@ def test_cli_bicubic_reproduces_basicsr_reference(tmp_path: Path, capsys) -> Non
 
 def test_generated_lr_on_shared_set5_reproduces_basicsr_regeneration(tmp_path: Path) -> None:
     """Without LR files eval makes LR like BasicSR; the result differs from the MATLAB-LR one."""
-    hr_dir = need_shared("data", "Set5", "HR")
+    hr_dir = data_path("Set5", "HR")
     (tmp_path / "Set5").symlink_to(hr_dir, target_is_directory=True)  # a plain folder of HR images
     res = _run(tmp_path, "Set5", scales=(4,))[0]
     assert res.layout == "folder" and res.lr_source == "generated" and res.dataset == "Set5"
-    shipped = {im.name: im for im in _run(SHARED / "data", "Set5", scales=(4,))[0].images}
+    shipped = {im.name: im for im in _run(DATA, "Set5", scales=(4,))[0].images}
     for im in res.images:
         hr = np.array(Image.open(hr_dir / f"{im.name}.png").convert("RGB"))
         lr = generate_lr(mod_crop(hr, 4), 4)

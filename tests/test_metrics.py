@@ -1,4 +1,4 @@
-"""Metrics and MATLAB-style bicubic against the BasicSR reference values (shared/reference/metrics)."""
+"""Metrics and MATLAB-style bicubic against the BasicSR reference values (tests/data/metrics)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from conftest import need_shared
+from conftest import data_path
 from sst_cli.evaluation.metrics import psnr, rgb_to_y, ssim
 from sst_cli.model.bicubic import imresize, quantize_uint8
 
@@ -24,11 +24,11 @@ def _rgb(path) -> np.ndarray:
 
 
 def _reference(name: str) -> dict:
-    return json.loads(need_shared("reference", "metrics", f"bicubic_{name}.json").read_text())[name]
+    return json.loads(data_path("metrics", f"bicubic_{name}.json").read_text())[name]
 
 
 def _hr_lr(name: str, stem: str, s: int) -> tuple[np.ndarray, np.ndarray]:
-    root = need_shared("data", name)
+    root = data_path(name)
     hr = _rgb(root / "HR" / f"{stem}.png")
     hr = hr[: hr.shape[0] // s * s, : hr.shape[1] // s * s]
     return hr, _rgb(root / "LR_bicubic" / f"X{s}" / f"{stem}x{s}.png")

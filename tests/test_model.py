@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import sst_cli.model.network as model_module
-from conftest import REFERENCE, need_shared
+from conftest import data_path, manifest, manifest_names
 from sst_cli import build_model, create_model
 from sst_cli.model.attention import BACKENDS, unavailable_reason
 from sst_cli.model.network import (
@@ -31,13 +31,15 @@ OFFICIAL_TO_OURS = {
     "SSTlight": "sst-light", "SSTlight_Plus": "sst-light+", "SST": "sst", "SST_Plus": "sst+",
     "SSTLarge": "sst-l", "SSTLarge_Plus": "sst-l+", "SSTXL_Plus": "sst-xl+",
 }
-MANIFESTS = sorted(p.name for p in (REFERENCE / "manifests").glob("*.json")) or ["(no manifests found)"]
+MANIFESTS = manifest_names()
 LIGHT_FIXTURE = "fixture_SSTlight_X4_45x70.npz"
 TINY_FIXTURE = "fixture_tiny_pixelshuffle_X3_38x41.npz"
+TINYPLUS_FIXTURE = "fixture_tinyplus_pixelshuffle_X2_40x52.npz"  # "+" windows 16/32/48, x2, pixelshuffle
+PLUS96_FIXTURE = "fixture_plus96_pixelshuffledirect_X2_50x61.npz"  # all "+" windows (to 96), x2, direct
 
 
 def _manifest(name: str) -> dict:
-    return json.loads(need_shared("reference", "manifests", name).read_text())
+    return manifest(name)
 
 
 def _tiny(attn_type: str = "RIB", scale: int = 2, **overrides) -> SST:
@@ -51,7 +53,7 @@ def _tiny(attn_type: str = "RIB", scale: int = 2, **overrides) -> SST:
 
 # ----------------------------------------------------------------------------------------- manifests
 def test_manifests_cover_every_variant_and_scale() -> None:
-    need_shared("reference", "manifests")
+    data_path("manifests.json.gz")
     assert len(MANIFESTS) == 21
     assert {m.rsplit("_X", 1)[0] for m in MANIFESTS} == set(OFFICIAL_TO_OURS)
 
@@ -93,7 +95,7 @@ def test_build_model_rejects_unknown_keywords() -> None:
 # ------------------------------------------------------------------------------------------ fixtures
 @functools.cache
 def _fixture(name: str) -> tuple[SST, torch.Tensor, torch.Tensor, dict]:
-    data = np.load(need_shared("reference", "fixtures", name))
+    data = np.load(data_path("fixtures", name))
     meta = json.loads(str(data["meta_json"]))
     sd = {k.removeprefix("state_dict/"): torch.from_numpy(data[k]) for k in data.files if k.startswith("state_dict/")}
     model = build_model(meta["network_g"]).eval()
@@ -104,12 +106,12 @@ def _fixture(name: str) -> tuple[SST, torch.Tensor, torch.Tensor, dict]:
 
 def _fixture_cases() -> list:
     cases = []
-    for name in (TINY_FIXTURE, LIGHT_FIXTURE):
+    for name in (TINY_FIXTURE, LIGHT_FIXTURE, TINYPLUS_FIXTURE, PLUS96_FIXTURE):
         for backend in BACKENDS:
             # On CPU, sdpa-math and eager flex materialise all 4096x4096 logits of the 64x64 windows
-            # unblocked (15-45 s for the 45x70 sst-light pass): they run on the small fixture in
-            # `make test` and on this one under `pytest -m slow`.
-            slow = name == LIGHT_FIXTURE and backend in ("sdpa-math", "flex")
+            # unblocked (15-45 s for the 45x70 sst-light pass; 10-16 s for the 9216x9216 of plus96's
+            # 96x96 window): they run on the small fixtures in `make test` and on these under `pytest -m slow`.
+            slow = name in (LIGHT_FIXTURE, PLUS96_FIXTURE) and backend in ("sdpa-math", "flex")
             cases.append(pytest.param(name, backend, marks=[pytest.mark.slow] if slow else [],
                                       id=f"{name.split('_')[1]}-{backend}"))
     return cases

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import need_shared
+from conftest import data_path
 from sst_cli.cli import main as cli_main
 from sst_cli.errors import SSTError
 from sst_cli.model.bicubic import Bicubic
@@ -33,7 +33,7 @@ def quiet(_msg: str) -> None:
 @pytest.fixture(scope="module")
 def crops(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three 64x64 crops of Set5 images: a small training (and overfitting) set."""
-    hr = need_shared("data", "Set5", "HR")
+    hr = data_path("Set5", "HR")
     out = tmp_path_factory.mktemp("crops")
     for name in ("baby", "bird", "butterfly"):
         im = Image.open(hr / f"{name}.png").convert("RGB")

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import need_shared
+from conftest import data_path
 from sst_cli.cli import main
 from sst_cli.errors import UsageError
 from sst_cli.evaluation.metrics import psnr
@@ -157,8 +157,8 @@ def test_tiled_array_matches_whole(tiny: Upscaler) -> None:
 
 def test_set5_bicubic_matches_the_reference_psnr(bicubic: Upscaler) -> None:
     """Upscaling the shipped Set5 x4 LR with the bicubic model reproduces the reference bicubic scores."""
-    lr_dir = need_shared("data", "Set5", "LR_bicubic", "X4")
-    ref = json.loads(need_shared("reference", "metrics", "bicubic_Set5.json").read_text())["Set5"]["x4"]["images"]
+    lr_dir = data_path("Set5", "LR_bicubic", "X4")
+    ref = json.loads(data_path("metrics", "bicubic_Set5.json").read_text())["Set5"]["x4"]["images"]
     for lr_path in sorted(lr_dir.glob("*.png")):
         name = lr_path.stem.replace("x4", "")
         lr = read_image(lr_path).pixels
