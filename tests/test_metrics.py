@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from conftest import data_path
+from sst_cli.evaluation.datasets import discover, generate_lr, mod_crop, read_rgb_u8, resolve_dataset
 from sst_cli.evaluation.metrics import psnr, rgb_to_y, ssim
 from sst_cli.model.bicubic import imresize, quantize_uint8
 
@@ -138,3 +140,43 @@ def test_ssim_equals_the_two_dimensional_gaussian_window() -> None:
     sxx, syy, sxy = filt(x * x) - mx**2, filt(y * y) - my**2, filt(x * y) - mx * my
     want = float((((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))).mean())
     assert ssim(a, b, 0) == pytest.approx(want, abs=1e-12)
+
+
+def _set5() -> Path:
+    """Set5 from the tests' own data, else the shared folder next to the repository (skip if neither)."""
+    here = Path(__file__).resolve().parent
+    for path in (here / "data" / "Set5", here.parents[1] / "shared" / "data" / "Set5"):
+        if path.is_dir():
+            return path
+    pytest.skip("Set5 is in neither tests/data/Set5 nor ../shared/data/Set5")
+
+
+@pytest.mark.parametrize("s", [2, 3, 4])
+def test_scikit_image_agrees_with_our_basicsr_metrics(s: int) -> None:
+    """scikit-image as an independent witness, on bicubic-upscaled Set5 (Y channel, border crop = scale).
+
+    Tolerances (the reasons are in sst_cli.evaluation.metrics' docstring): on the same Y planes, SSIM
+    agrees to float64 rounding (1e-12); with scikit-image's own float64 Y (ours is float32, as BasicSR's)
+    SSIM agrees to 1e-7 and PSNR to 1e-5 dB.
+    """
+    from skimage.color import rgb2ycbcr
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    def sk_ssim(a: np.ndarray, b: np.ndarray) -> float:
+        return structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                     data_range=255)
+
+    pairs = discover(resolve_dataset(str(_set5()), "."), s).pairs
+    assert len(pairs) == 5
+    for pair in pairs:
+        hr = mod_crop(read_rgb_u8(pair.hr)[0], s)
+        lr = read_rgb_u8(pair.lr)[0] if pair.lr is not None else generate_lr(hr, s)
+        sr = quantize_uint8(imresize(_to_chw(lr), s).permute(1, 2, 0))
+        c = s
+        ours_y = [rgb_to_y(im[c:-c, c:-c]).astype(np.float64) for im in (hr, sr)]
+        sk_y = [rgb2ycbcr(im)[c:-c, c:-c, 0] for im in (hr, sr)]
+        ours = ssim(sr, hr, s)
+        assert abs(ours - sk_ssim(*ours_y)) < 1e-12, pair.name
+        assert abs(ours - sk_ssim(*sk_y)) < 1e-7, pair.name
+        assert abs(psnr(sr, hr, s) - peak_signal_noise_ratio(*sk_y, data_range=255)) < 1e-5, pair.name
+        assert 0.5 < ours < 1  # a real comparison, not identical images

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,7 +21,9 @@ from sst_cli.errors import SSTError
 from sst_cli.model.bicubic import Bicubic
 from sst_cli.model.weights import load_checkpoint, model_from_checkpoint
 from sst_cli.training.config import load_config
-from sst_cli.training.loop import list_checkpoints, train, val_pairs, validate
+from sst_cli.evaluation.runner import evaluate_model, plan
+from sst_cli.training.loop import train
+from sst_cli.training.run_dir import list_checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
@@ -46,7 +49,7 @@ def tiny(crops: Path, *overrides: str):
     return load_config(TINY, [f"train_hr=[{crops}]", *overrides])
 
 
-def test_overfits_and_beats_bicubic(crops: Path, tmp_path: Path) -> None:
+def test_overfits_and_beats_bicubic(crops: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     one = tmp_path / "one"
     one.mkdir()
     (one / "butterfly.png").write_bytes((crops / "butterfly.png").read_bytes())
@@ -55,10 +58,17 @@ def test_overfits_and_beats_bicubic(crops: Path, tmp_path: Path) -> None:
     result = train(cfg, tmp_path / "run", log=quiet)
     losses = [h["loss"] for h in result.history if "loss" in h]
     assert losses[-1] < 0.6 * losses[0]
-    bicubic = validate(Bicubic(4), {"one": val_pairs(str(one), 4, "")}, 4, torch.device("cpu"))["one"]["psnr_y"]
+    bicubic = evaluate_model(Bicubic(4), plan([str(one)], [4], ""))[0].mean("psnr_y")
     vals = [h["val_psnr_y"] for h in result.history if "val_psnr_y" in h]
     assert vals[-1] > vals[0]
     assert vals[-1] > bicubic, f"validation {vals[-1]:.2f} dB did not beat bicubic {bicubic:.2f} dB"
+    # validation goes through `sst eval`'s code: the exported weights evaluated by the CLI score the same
+    assert cli_main(["eval", "--weights", str(tmp_path / "run" / "final.safetensors"), "--dataset", str(one),
+                     "--device", "cpu", "--json", "-"]) == 0
+    scored = json.loads(capsys.readouterr().out)["results"][0]
+    last = [h for h in result.history if "val" in h][-1]["val"]["one"]
+    assert scored["psnr_y"] == pytest.approx(last["psnr_y"], abs=1e-9)
+    assert scored["ssim_y"] == pytest.approx(last["ssim_y"], abs=1e-12)
     # exports: our safetensors and a BasicSR .pth with params_ema, both loadable by the core
     for path in (tmp_path / "run" / "final.safetensors", tmp_path / "run" / "final_basicsr.pth"):
         net = model_from_checkpoint(load_checkpoint(path), network_g=cfg.network | {"upscaling_factor": 4})

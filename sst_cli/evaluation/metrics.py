@@ -1,6 +1,17 @@
 """Y-channel PSNR and SSIM exactly as BasicSR computes them (see shared/design/METRICS.md).
 
 Inputs are uint8 HWC RGB arrays (quantise SR output first with ``model.bicubic.quantize_uint8``).
+
+Independent witness: scikit-image's ``structural_similarity(gaussian_weights=True, sigma=1.5,
+use_sample_covariance=False, data_range=255)`` and ``peak_signal_noise_ratio(data_range=255)`` agree with
+these (tests/test_metrics.py, Set5 x2/x3/x4). Border handling is not a difference: scikit-image filters
+the whole image (reflect padding) and then averages the SSIM map without its outer ``(win_size - 1) // 2``
+= 5 pixels, which are exactly the window positions that touch the padding, so its mean is over the same
+positions as BasicSR's valid-region filter (both after the scale-sized border crop done here). Its window is
+also 11 taps (truncate 3.5 x sigma 1.5), normalised. What remains is floating point: on the same Y planes
+the two SSIMs differ by ~1e-15 (summation order); scikit-image's own ``rgb2ycbcr`` Y is float64 where
+ours, like BasicSR's, is computed in float32, which moves SSIM by up to ~5e-9 and PSNR by ~2e-7 dB. The
+test's tolerances: 1e-12 (same Y), 1e-7 SSIM and 1e-5 dB PSNR (scikit-image's Y).
 """
 
 from __future__ import annotations

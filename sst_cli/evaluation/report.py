@@ -110,6 +110,7 @@ class EvalOptions:
     save_dir: str | None = None
     compare_paper: bool = False
     random_weights: bool = False
+    seed: int = 0  # initialises --random-weights
 
 
 @dataclass

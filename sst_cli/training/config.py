@@ -1,132 +1,131 @@
-"""Training configuration: one flat dataclass, read from YAML, overridable with ``--set key=value``."""
+"""Training configuration: one flat dataclass, read from YAML, overridable with ``--set key=value``.
+
+Types, ranges and choices are declared on the fields and checked by pydantic; a bad value ends in one
+sentence naming the key. Keys a config file leaves out take the paper's recipe (the field defaults);
+``sst train`` with no config file starts from :data:`QUICK_START` instead.
+
+Relative paths inside a config file (``train_hr``, ``train_lr``, ``val_root``, ``init_from``, and
+``val_sets`` entries that contain a ``/``) are relative to the folder of that file, so a run does not
+depend on where it is started; paths given with ``--set`` or ``--data`` are relative to the working
+directory, as on any command line. ``val_root`` defaults to ``$SST_DATA_ROOT``, else ``./datasets``
+(as ``sst eval --data-root``).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
+import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic.dataclasses import dataclass
 
 from ..errors import SSTError
 
 
-@dataclass
+def _listify(value: Any) -> Any:
+    """A single value where a list is expected (``--set train_hr=DIR``) is a list of one."""
+    return [value] if isinstance(value, (str, int, float)) else value
+
+
+Paths = Annotated[list[str], BeforeValidator(_listify)]
+Floats = Annotated[list[float], BeforeValidator(_listify)]
+Ints = Annotated[list[int], BeforeValidator(_listify)]
+AtLeast1 = Annotated[int, Field(ge=1)]
+
+
+def default_data_root() -> str:
+    return os.environ.get("SST_DATA_ROOT") or "datasets"
+
+
+@dataclass(config=ConfigDict(extra="forbid"))
 class TrainConfig:
     # model: a registry variant, or explicit official keywords (network overrides the variant's)
     model: str | None = "sst-light"
     network: dict[str, Any] | None = None
-    scale: int = 2
+    scale: Literal[1, 2, 3, 4, 8] = 2
     init_from: str | None = None  # any checkpoint the core loads; another scale's upsampler is re-sampled
     # data
-    train_hr: list[str] = field(default_factory=list)  # HR folders (LR made on the fly by MATLAB bicubic)
-    train_lr: list[str] | None = None  # paired LR folders (same stems as train_hr), optional
-    patch: int = 64  # LR patch side; HR crop is patch * scale
-    batch: int = 16  # per process
-    workers: int = 2
+    train_hr: Paths = dataclasses.field(default_factory=list)  # HR folders (LR made on the fly by MATLAB bicubic)
+    train_lr: Paths | None = None  # paired LR folders (same stems as train_hr), optional
+    patch: AtLeast1 = 64  # LR patch side; HR crop is patch * scale
+    batch: AtLeast1 = 16  # per process
+    workers: Annotated[int, Field(ge=0)] = 2
     cache_images: bool = False  # keep decoded HR images in RAM (small data sets)
-    val_sets: list[str] = field(default_factory=list)  # names or paths, any layout `sst eval` accepts
-    val_root: str = "datasets"
-    val_every: int = 5000
+    val_sets: Paths = dataclasses.field(default_factory=list)  # names or paths, any layout `sst eval` accepts
+    val_root: str = dataclasses.field(default_factory=default_data_root)
+    val_every: AtLeast1 = 5000
     # optimisation (the paper's recipe by default)
-    iters: int = 500_000
+    iters: AtLeast1 = 500_000
     lr: float = 5e-4
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.9])
+    betas: Floats = dataclasses.field(default_factory=lambda: [0.9, 0.9])
     weight_decay: float = 0.0
-    warmup: int = 20_000
-    scheduler: str = "multistep"  # multistep | cosine
-    milestones: list[int] = field(default_factory=lambda: [250_000, 400_000, 450_000, 475_000, 490_000])
+    warmup: Annotated[int, Field(ge=0)] = 20_000
+    scheduler: Literal["multistep", "cosine"] = "multistep"
+    milestones: Ints = dataclasses.field(default_factory=lambda: [250_000, 400_000, 450_000, 475_000, 490_000])
     gamma: float = 0.5
     min_lr: float = 1e-7  # cosine floor
-    ema: float = 0.999  # 0 disables
+    ema: Annotated[float, Field(ge=0, lt=1)] = 0.999  # 0 disables
     grad_clip: float | None = None
-    accum: int = 1
+    accum: AtLeast1 = 1
     bf16: bool = True  # autocast on CUDA (ignored on CPU)
     compile: bool = False
     seed: int = 0
     backend: str = "auto"
     # bookkeeping
-    log_every: int = 100
-    ckpt_every: int = 5000
-    keep_last: int = 3
+    log_every: AtLeast1 = 100
+    ckpt_every: AtLeast1 = 5000
+    keep_last: AtLeast1 = 3
     export_fp16: bool = False
-    export_weights: str = "ema"  # ema | model: which weights final/best exports hold (EMA lags in short runs)
+    export_weights: Literal["ema", "model"] = "ema"  # which weights final/best exports hold (EMA lags in short runs)
     name: str = ""  # recorded in exported weights
 
 
-def _check_type(key: str, value: Any, hint: Any) -> Any:
-    """Validate (and gently coerce) one value against its annotation."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _check_type(key, value, a)
-            except SSTError as exc:
-                errors.append(str(exc))
-        raise SSTError(errors[0] if errors else f"config key '{key}' has the wrong type.")
-    if origin is list:
-        if isinstance(value, (str, int, float)):
-            value = [value]
-        if not isinstance(value, list):
-            raise SSTError(f"config key '{key}' must be a list (got {type(value).__name__}).")
-        return [_check_type(key, v, args[0]) for v in value] if args else value
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise SSTError(f"config key '{key}' must be a mapping (got {type(value).__name__}).")
-        return value
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise SSTError(f"config key '{key}' must be true or false (got {value!r}).")
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise SSTError(f"config key '{key}' must be an integer (got {value!r}).")
-        return value
-    if hint is float:
-        if isinstance(value, str):  # YAML 1.1 reads "3e-3" (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SSTError(f"config key '{key}' must be a number (got {value!r}).")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise SSTError(f"config key '{key}' must be a string (got {value!r}).")
-        return value
-    return value
+# `sst train --data DIR` without --config: the bundled model's architecture at x4, sized to learn
+# something in an hour on a laptop CPU (configs/sst-tiny_x4.yaml is the recipe the bundled weights used).
+QUICK_START: dict[str, Any] = {
+    "name": "sst-tiny", "model": "sst-tiny", "scale": 4, "patch": 32, "batch": 8, "workers": 2,
+    "iters": 5000, "lr": 1e-3, "betas": [0.9, 0.99], "warmup": 200, "scheduler": "cosine", "min_lr": 1e-5,
+    "ema": 0.999, "export_weights": "model", "val_every": 500, "log_every": 50, "ckpt_every": 250, "keep_last": 2,
+}
+
+_PATH_KEYS = ("train_hr", "train_lr", "val_root", "init_from")
+_PHRASES = {  # pydantic error type -> what the key must be
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+    "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false",
+    "bool_parsing": "true or false", "string_type": "a string", "list_type": "a list", "dict_type": "a mapping",
+}
+
+
+def _sentence(err: dict[str, Any]) -> str:
+    """One pydantic error -> "config key 'batch' must be an integer (got 'big')."."""
+    key = str(err["loc"][0]) if err["loc"] else "?"
+    ctx = err.get("ctx") or {}
+    kind = err["type"]
+    if kind in _PHRASES:
+        what = f"must be {_PHRASES[kind]}"
+    elif kind == "literal_error":
+        what = f"must be {ctx['expected']}"
+    elif kind in ("greater_than_equal", "greater_than", "less_than"):
+        what = err["msg"].replace("Input should be", "must be")
+    else:
+        what = err["msg"][0].lower() + err["msg"][1:]
+    return f"config key '{key}' {what} (got {err['input']!r})."
 
 
 def from_dict(data: dict[str, Any]) -> TrainConfig:
-    hints = typing.get_type_hints(TrainConfig)
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(data) - known)
+    known = [f.name for f in dataclasses.fields(TrainConfig)]
+    unknown = sorted(set(data) - set(known))
     if unknown:
         raise SSTError(f"unknown config key(s): {', '.join(unknown)} (known: {', '.join(sorted(known))}).")
-    cfg = TrainConfig(**{k: _check_type(k, v, hints[k]) for k, v in data.items()})
-    if cfg.scheduler not in ("multistep", "cosine"):
-        raise SSTError(f"config key 'scheduler' must be multistep or cosine (got {cfg.scheduler!r}).")
-    if cfg.export_weights not in ("ema", "model"):
-        raise SSTError(f"config key 'export_weights' must be ema or model (got {cfg.export_weights!r}).")
-    if cfg.scale not in (1, 2, 3, 4, 8):
-        raise SSTError(f"config key 'scale' must be 2, 3 or 4 (got {cfg.scale}).")
+    try:
+        cfg = TrainConfig(**data)
+    except ValidationError as exc:
+        raise SSTError(_sentence(exc.errors()[0])) from None
     if cfg.model is None and cfg.network is None:
         raise SSTError("the config needs 'model' (a variant name) or 'network' (official keywords).")
-    for key in ("patch", "batch", "iters", "accum", "ckpt_every", "log_every", "keep_last"):
-        if getattr(cfg, key) < 1:
-            raise SSTError(f"config key '{key}' must be at least 1.")
     return cfg
 
 
@@ -138,8 +137,32 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(raw) if raw.strip() else None
 
 
+def _relative_to(folder: Path, value: Any) -> Any:
+    """A path from a config file, made relative to the file's folder (absolute paths and URLs kept)."""
+    if not isinstance(value, str) or "://" in value:
+        return value
+    path = Path(value).expanduser()
+    return str(path) if path.is_absolute() else os.path.normpath(folder / path)
+
+
+def resolve_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The path keys of a config file's ``data``, resolved against ``folder`` (see the module docstring)."""
+    out = dict(data)
+    for key in _PATH_KEYS:
+        if isinstance(out.get(key), list):
+            out[key] = [_relative_to(folder, v) for v in out[key]]
+        elif key in out:
+            out[key] = _relative_to(folder, out[key])
+    sets = out.get("val_sets")
+    if sets is not None:  # a bare name is a benchmark or a folder under val_root; with a '/', a path
+        out["val_sets"] = [_relative_to(folder, v) if isinstance(v, str) and "/" in v else v
+                           for v in _listify(sets)]
+    return out
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
-    data: dict[str, Any] = {}
+    """The config in ``path`` (or :data:`QUICK_START` when None) with ``key=value`` overrides applied."""
+    data: dict[str, Any] = dict(QUICK_START)
     if path is not None:
         p = Path(path)
         if not p.is_file():
@@ -150,6 +173,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise SSTError(f"config file {p} is not valid YAML ({str(exc).splitlines()[0]}).") from None
         if not isinstance(data, dict):
             raise SSTError(f"config file {p} must hold a mapping of keys to values.")
+        data = resolve_paths(data, p.resolve().parent)
     for item in overrides or []:
         k, v = parse_override(item)
         data[k] = v

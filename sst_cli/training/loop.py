@@ -1,13 +1,12 @@
-"""The training loop: DDP-aware, resumable, with EMA, validation and atomic checkpoints."""
+"""The training loop: DDP-aware, resumable, with EMA, validation (through ``sst eval``'s runner) and atomic
+checkpoints; Ctrl-C or SIGTERM saves a checkpoint and stops."""
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
 import random
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,9 +18,11 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from ..errors import SSTError
+from ..evaluation.runner import Task, evaluate_model, plan
 from ..io.files import atomic_write
 from ..model.attention import BackendUnavailable, resolve_backend
 from ..model.network import SST, build_model
@@ -29,8 +30,7 @@ from ..model.registry import get_variant
 from ..model.weights import load_checkpoint, load_into, save_checkpoint
 from .config import TrainConfig, to_dict
 from .data import CounterSampler, ScanReport, SRTrainSet, scan_images
-
-CKPT_RE = re.compile(r"^ckpt_(\d{8})\.pt$")
+from .run_dir import StopSignals, TrainingStopped, list_checkpoints, load_latest, prepare, rng_state, set_rng_state
 
 
 # ------------------------------------------------------------------------------------------ setup
@@ -85,61 +85,19 @@ def lr_factor(cfg: TrainConfig) -> Callable[[int], float]:
     return f
 
 
-class EMA:
-    """Exponential moving average of the weights (evaluated and exported as ``params_ema``)."""
+def make_ema(model: nn.Module, decay: float) -> AveragedModel:
+    """Exponential moving average of the weights (evaluated and exported as ``params_ema``).
 
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.model = copy.deepcopy(model).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        ema_p = list(self.model.parameters())
-        torch._foreach_lerp_(ema_p, [p.detach() for p in model.parameters()], 1 - self.decay)
-
-
-# ------------------------------------------------------------------------------------- checkpoints
-def rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(_tuplify(state["python"]))
-    n = state["numpy"]
-    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _tuplify(x: Any) -> Any:
-    return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    return sorted((p for p in run_dir.glob("ckpt_*.pt") if CKPT_RE.match(p.name)), reverse=True)
-
-
-def load_latest(run_dir: Path, log: Callable[[str], None]) -> dict[str, Any] | None:
-    """The newest checkpoint that loads; a truncated or corrupt one is reported and skipped."""
-    for path in list_checkpoints(run_dir):
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            if not isinstance(state, dict) or "iter" not in state:
-                raise ValueError("not a training checkpoint")
-            state["path"] = str(path)
-            return state
-        except Exception as exc:  # noqa: BLE001 - any failure means "use the previous one"
-            log(f"[yellow]checkpoint {path.name} is unreadable ({type(exc).__name__}); trying the previous one[/]")
-    return None
+    ``AveragedModel`` with ``get_ema_multi_avg_fn`` lerps every parameter by ``1 - decay`` after each step,
+    as BasicSR does, but on its first ``update_parameters`` it copies the model instead of averaging. With
+    ``n_averaged`` set to 1 up front, the average starts from the initial weights and every update is a
+    lerp: the same weights, bit for bit, as ``ema = decay * ema + (1 - decay) * w`` from step 0 (tested).
+    Checkpoints store ``ema.module.state_dict()``: the network's own keys, as before.
+    """
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
+    ema.n_averaged.fill_(1)
+    ema.module.eval().requires_grad_(False)
+    return ema
 
 
 # ---------------------------------------------------------------------------------------- trainer
@@ -156,14 +114,22 @@ class TrainResult:
 
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
           log: Callable[[str], None] = print, progress: Callable[[dict[str, Any]], None] | None = None,
-          device: str | None = None) -> TrainResult:
-    """Train per ``cfg`` into ``run_dir``. Single process, or one rank of a torchrun job."""
+          device: str | None = None, overwrite: bool = False) -> TrainResult:
+    """Train per ``cfg`` into ``run_dir``. Single process, or one rank of a torchrun job.
+
+    A ``run_dir`` that already holds a run is refused unless ``resume`` (continue from its newest valid
+    checkpoint) or ``overwrite`` (remove that run's files first). SIGINT/SIGTERM during the loop save a
+    checkpoint and raise :class:`~sst_cli.training.run_dir.TrainingStopped`.
+    """
     d = init_distributed()
     run = Path(run_dir)
+    prepare(run, resume, overwrite, remove=d.main)
     if d.main:
         run.mkdir(parents=True, exist_ok=True)
         for stale in run.glob(".*.tmp"):  # left by a run killed mid-write; never a valid checkpoint
             stale.unlink(missing_ok=True)
+    if d.world > 1:
+        dist.barrier()
     dev = torch.device(device or (f"cuda:{d.local_rank}" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(cfg.seed + d.rank)
     random.seed(cfg.seed + d.rank)
@@ -182,7 +148,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     except BackendUnavailable as exc:
         raise SSTError(str(exc)) from None
     model.set_backend(backend).to(dev).train()
-    ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
+    ema = make_ema(model, cfg.ema) if cfg.ema > 0 else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg))
     use_amp = dev.type == "cuda" and cfg.bf16
@@ -194,7 +160,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
         else:
             model.load_state_dict(state["model"])
             if ema is not None and state.get("ema") is not None:
-                ema.model.load_state_dict(state["ema"])
+                ema.module.load_state_dict(state["ema"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             set_rng_state(state["rng"])
@@ -228,72 +194,80 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     metrics_file = run / "metrics.jsonl"
     tb = _tensorboard(run) if d.main else None
 
-    def save(it: int) -> None:
+    def save(it: int) -> Path | None:
         if not d.main:
-            return
+            return None
         state = {
-            "iter": it, "model": model.state_dict(), "ema": ema.model.state_dict() if ema else None,
+            "iter": it, "model": model.state_dict(), "ema": ema.module.state_dict() if ema else None,
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": None, "rng": rng_state(),
             "sampler_position": it * per_step, "best_psnr": best, "config": to_dict(cfg), "network_g": net_cfg,
         }
-        atomic_write(run / f"ckpt_{it:08d}.pt", lambda tmp: torch.save(state, tmp))
+        path = atomic_write(run / f"ckpt_{it:08d}.pt", lambda tmp: torch.save(state, tmp))
         for old in list_checkpoints(run)[cfg.keep_last:]:
             old.unlink(missing_ok=True)
+        return path
 
-    def exported() -> SST:
-        return ema.model if (ema is not None and cfg.export_weights == "ema") else model
+    def exported() -> nn.Module:
+        return ema.module if (ema is not None and cfg.export_weights == "ema") else model
 
-    val_sets = _load_val_sets(cfg) if (cfg.val_sets and d.main) else []
+    def record(rec: dict[str, Any]) -> None:
+        history.append(rec)
+        with open(metrics_file, "a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+
+    # resolved up front, so a missing validation set fails before any training
+    val_tasks = plan(cfg.val_sets, [cfg.scale], cfg.val_root) if (cfg.val_sets and d.main) else []
     t0, last_t, loss_acc, n_acc, loss_val = time.time(), time.time(), 0.0, 0, float("nan")
     it = start
-    for it in range(start + 1, cfg.iters + 1):
-        opt.zero_grad(set_to_none=True)
-        for _ in range(cfg.accum):
-            lr_img, hr_img = next(batches)
-            lr_img, hr_img = lr_img.to(dev, non_blocking=True), hr_img.to(dev, non_blocking=True)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = F.l1_loss(step_fn(lr_img).float(), hr_img) / cfg.accum
-            loss.backward()
-            loss_acc += loss.item()
-        n_acc += 1
-        if cfg.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
-        if ema is not None:
-            ema.update(model)
+    with StopSignals() as stop:
+        for it in range(start + 1, cfg.iters + 1):
+            opt.zero_grad(set_to_none=True)
+            for _ in range(cfg.accum):
+                lr_img, hr_img = next(batches)
+                lr_img, hr_img = lr_img.to(dev, non_blocking=True), hr_img.to(dev, non_blocking=True)
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                    loss = F.l1_loss(step_fn(lr_img).float(), hr_img) / cfg.accum
+                loss.backward()
+                loss_acc += loss.item()
+            n_acc += 1
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
 
-        if it % cfg.log_every == 0 or it == cfg.iters:
-            now = time.time()
-            loss_val = loss_acc / max(1, n_acc)
-            rate = n_acc / max(1e-9, now - last_t)
-            rec = {"iter": it, "loss": loss_val, "lr": opt.param_groups[0]["lr"], "it_per_s": rate,
-                   "eta_s": (cfg.iters - it) / max(rate, 1e-9), "elapsed_s": now - t0}
-            loss_acc, n_acc, last_t = 0.0, 0, now
-            if d.main:
-                history.append(rec)
-                with open(metrics_file, "a") as fh:
-                    fh.write(json.dumps(rec) + "\n")
+            if it % cfg.log_every == 0 or it == cfg.iters:
+                now = time.time()
+                loss_val = loss_acc / max(1, n_acc)
+                rate = n_acc / max(1e-9, now - last_t)
+                rec = {"iter": it, "loss": loss_val, "lr": opt.param_groups[0]["lr"], "it_per_s": rate,
+                       "eta_s": (cfg.iters - it) / max(rate, 1e-9), "elapsed_s": now - t0}
+                loss_acc, n_acc, last_t = 0.0, 0, now
+                if d.main:
+                    record(rec)
+                    if tb:
+                        tb.add_scalar("train/loss", rec["loss"], it)
+                        tb.add_scalar("train/lr", rec["lr"], it)
+                    if progress:
+                        progress(rec)
+            if val_tasks and (it % cfg.val_every == 0 or it == cfg.iters):
+                rec = validate(exported(), val_tasks, it, log)
+                record(rec)
                 if tb:
-                    tb.add_scalar("train/loss", rec["loss"], it)
-                    tb.add_scalar("train/lr", rec["lr"], it)
-                if progress:
-                    progress(rec)
-        if val_sets and (it % cfg.val_every == 0 or it == cfg.iters):
-            scores = validate(exported(), val_sets, cfg.scale, dev)
-            mean = float(np.mean([s["psnr_y"] for s in scores.values()]))
-            rec = {"iter": it, "val": scores, "val_psnr_y": mean}
-            history.append(rec)
-            with open(metrics_file, "a") as fh:
-                fh.write(json.dumps(rec) + "\n")
-            if tb:
-                tb.add_scalar("val/psnr_y", mean, it)
-            log(f"iter {it}: validation " + ", ".join(f"{k} {v['psnr_y']:.3f} dB / {v['ssim_y']:.4f}" for k, v in scores.items()))
-            if best is None or mean > best:
-                best = mean
-                export(exported(), run / "best.safetensors", cfg, it, mean)
-        if it % cfg.ckpt_every == 0 or it == cfg.iters:
-            save(it)
+                    tb.add_scalar("val/psnr_y", rec["val_psnr_y"], it)
+                if best is None or rec["val_psnr_y"] > best:
+                    best = rec["val_psnr_y"]
+                    export(exported(), run / "best.safetensors", cfg, it, best)
+            saved = it % cfg.ckpt_every == 0 or it == cfg.iters
+            ckpt = save(it) if saved else None
+            signum = _agreed_stop(stop.signum, d, dev)
+            if signum is not None and it < cfg.iters:
+                if not saved:
+                    ckpt = save(it)
+                if tb:
+                    tb.close()
+                raise TrainingStopped(signum, it, ckpt)
     out = None
     if d.main:
         out = export(exported(), run / "final.safetensors", cfg, it, best)
@@ -306,7 +280,29 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     return TrainResult(it, loss_val, best, run, out, report, history)
 
 
-def export(model: SST, path: Path, cfg: TrainConfig, it: int, psnr: float | None) -> Path:
+def _agreed_stop(signum: int | None, d: Dist, dev: torch.device) -> int | None:
+    """The signal to stop on, agreed by all ranks (torchrun forwards it to each, not at the same step)."""
+    if d.world == 1:
+        return signum
+    flag = torch.tensor([signum or 0], device=dev)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item()) or None
+
+
+def validate(model: nn.Module, tasks: list[Task], it: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Mean Y-PSNR/SSIM per validation set, computed by ``sst eval``'s own code (same numbers)."""
+    scores: dict[str, dict[str, float]] = {}
+    for res in evaluate_model(model, tasks, name="validation"):
+        key = res.dataset if res.dataset not in scores else res.path
+        scores[key] = {"psnr_y": res.mean("psnr_y"), "ssim_y": res.mean("ssim_y")}
+        for sk in res.skipped:
+            log(f"[yellow]validation skipped {res.dataset}/{sk['name']}: {sk['reason']}[/]")
+    mean = float(np.mean([s["psnr_y"] for s in scores.values()]))
+    log(f"iter {it}: validation " + ", ".join(f"{k} {v['psnr_y']:.3f} dB / {v['ssim_y']:.4f}" for k, v in scores.items()))
+    return {"iter": it, "val": scores, "val_psnr_y": mean}
+
+
+def export(model: nn.Module, path: Path, cfg: TrainConfig, it: int, psnr: float | None) -> Path:
     meta = {"name": cfg.name or (cfg.model or "sst"), "iter": it, "val_psnr_y": psnr, "train_config": to_dict(cfg)}
     return save_checkpoint(path, model, meta, dtype=torch.float16 if cfg.export_fp16 else None)
 
@@ -317,43 +313,3 @@ def _tensorboard(run: Path) -> Any:
     except Exception:  # noqa: BLE001 - tensorboard is an optional extra
         return None
     return SummaryWriter(str(run / "tb"))
-
-
-# ------------------------------------------------------------------------------------- validation
-def _load_val_sets(cfg: TrainConfig) -> dict[str, list[tuple[str, torch.Tensor, np.ndarray]]]:
-    return {spec: val_pairs(spec, cfg.scale, cfg.val_root) for spec in cfg.val_sets}
-
-
-def val_pairs(spec: str, scale: int, root: str) -> list[tuple[str, torch.Tensor, np.ndarray]]:
-    """(name, LR float (3, h, w), mod-cropped HR uint8 (H, W, 3)) for a set in any layout `sst eval` reads,
-    with the same shipped-or-generated LR rule."""
-    from ..evaluation.datasets import discover, generate_lr, mod_crop, read_rgb_u8, resolve_dataset, to_tensor
-
-    pairs = []
-    for pair in discover(resolve_dataset(spec, root), scale).pairs:
-        hr = mod_crop(read_rgb_u8(pair.hr)[0], scale)
-        lr = read_rgb_u8(pair.lr)[0] if pair.lr is not None else generate_lr(hr, scale)
-        pairs.append((pair.name, to_tensor(lr)[0], hr))
-    return pairs
-
-
-@torch.no_grad()
-def validate(model: nn.Module, sets: dict[str, list[tuple[str, torch.Tensor, np.ndarray]]], scale: int,
-             device: torch.device) -> dict[str, dict[str, float]]:
-    """Mean Y-PSNR/SSIM per set with the eval code's conventions (quantise, border crop = scale)."""
-    from ..evaluation.metrics import psnr, ssim
-    from ..model.bicubic import quantize_uint8
-
-    was_training = model.training
-    model.eval()
-    out = {}
-    for name, pairs in sets.items():
-        ps, ss = [], []
-        for _, lr, hr in pairs:
-            sr = model(lr.unsqueeze(0).to(device)).float().cpu()[0]
-            sr_u8 = quantize_uint8(sr.clamp(0, 1).permute(1, 2, 0))
-            ps.append(psnr(sr_u8, hr, scale))
-            ss.append(ssim(sr_u8, hr, scale))
-        out[name] = {"psnr_y": float(np.mean(ps)), "ssim_y": float(np.mean(ss))}
-    model.train(was_training)
-    return out

@@ -106,12 +106,14 @@ def load_upscaler(
     *,
     sha256: str | None = None,
     random_weights: bool = False,
+    seed: int = 0,
 ) -> Upscaler:
     """Resolve, load and place a model, e.g. ``load_upscaler("sst-l+", 4)`` or ``load_upscaler(weights=FILE)``.
 
     ``model=None`` and no weights means the bundled model; ``model="bicubic"`` the baseline;
     ``scale=None`` the weights' own scale (4 for the bundled model); ``random_weights`` builds a
-    variant untrained (timing only); ``tile`` is used when the upscaler is called on numpy images.
+    variant untrained (timing only), initialised from ``seed`` so two runs get the same weights (the
+    global RNG is left as it was); ``tile`` is used when the upscaler is called on numpy images.
     """
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
@@ -124,7 +126,9 @@ def load_upscaler(
         if model is None:
             raise SSTError("--random-weights needs --model.")
         try:
-            net = create_model(model, scale or 4)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                net = create_model(model, scale or 4)
         except KeyError as exc:
             raise SSTError(str(exc.args[0]) + ".") from None
         name, source = get_variant(model).name, "random weights"
