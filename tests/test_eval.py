@@ -368,3 +368,47 @@ def test_data_root_from_environment(tmp_path: Path, monkeypatch, capsys) -> None
     assert main(["eval", "--model", "bicubic", "--dataset", "set14", "--scale", "2", "--json", "-"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["settings"]["data_root"] == str(tmp_path) and report["results"][0]["dataset"] == "Set14"
+
+
+# ------------------------------------------------------------------------------------------ defaults
+def test_dtype_auto_is_fp32_and_help_says_so(tmp_path: Path, monkeypatch, capsys) -> None:
+    """`auto` asks the loader for fp32 on every device (a GPU included): the papers' tables are fp32."""
+    import sst_cli.upscale.upscaler as upscaler_mod
+
+    real, asked = upscaler_mod.load_upscaler, []
+
+    def spy(*args, **kw):
+        asked.append(kw["dtype"])
+        return real(*args, **{**kw, "device": "cpu"})
+
+    monkeypatch.setattr(upscaler_mod, "load_upscaler", spy)
+    _hr_set(tmp_path / "S" / "HR", n=1)
+    assert main(["eval", "--dataset", str(tmp_path / "S"), "--model", "bicubic", "--device", "cuda",
+                 "--json", "-"]) == 0
+    assert asked == ["fp32"]
+    assert json.loads(capsys.readouterr().out)["settings"]["dtype"] == "float32"
+    assert main(["eval", "--dataset", str(tmp_path / "S"), "--model", "bicubic", "--device", "cpu", "--dtype", "bf16"]) == 0
+    assert asked[-1] == "bf16"
+    assert "not float32" in capsys.readouterr().out  # an opt-in lower precision is labelled
+    assert main(["eval", "--help"]) == 0
+    assert "auto = fp32" in " ".join(capsys.readouterr().out.split())
+
+
+def test_random_weights_are_seeded(tmp_path: Path, capsys) -> None:
+    _hr_set(tmp_path / "S" / "HR", n=1)
+
+    def scores(*extra: str) -> float:
+        assert main(["eval", "--dataset", str(tmp_path / "S"), "--model", "sst-tiny", "--random-weights",
+                     "--scale", "2", "--device", "cpu", "--json", "-", *extra]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["settings"]["seed"] == (int(extra[-1]) if extra else 0)
+        return report["results"][0]["psnr_y"]
+
+    torch.manual_seed(123)  # the global RNG does not decide the weights ...
+    first = scores()
+    torch.manual_seed(456)
+    assert scores() == first  # ... the seed does: two runs agree
+    assert scores("--seed", "1") != first
+    state = torch.get_rng_state()
+    scores()
+    assert torch.equal(torch.get_rng_state(), state)  # and the caller's RNG is left as it was

@@ -18,10 +18,10 @@ from PIL import Image
 from conftest import data_path
 from sst_cli.cli import main as cli_main
 from sst_cli.errors import SSTError
+from sst_cli.evaluation.runner import evaluate_model, plan
 from sst_cli.model.bicubic import Bicubic
 from sst_cli.model.weights import load_checkpoint, model_from_checkpoint
 from sst_cli.training.config import load_config
-from sst_cli.evaluation.runner import evaluate_model, plan
 from sst_cli.training.loop import train
 from sst_cli.training.run_dir import list_checkpoints
 
@@ -202,3 +202,154 @@ def test_shipped_configs_are_valid() -> None:
     for path in sorted((REPO / "configs").glob("*.yaml")):
         cfg = load_config(path)
         assert cfg.iters > 0, path
+
+
+# ------------------------------------------------------------------------------------- libraries
+def test_ema_is_averaged_model_with_our_weights() -> None:
+    """torch's AveragedModel, seeded with n_averaged=1, gives bit for bit ema = d*ema + (1-d)*w from step 0."""
+    from sst_cli.model.network import build_model
+    from sst_cli.training.loop import make_ema
+
+    torch.manual_seed(0)
+    model = build_model(load_config(TINY).network | {"upscaling_factor": 2})
+    ema = make_ema(model, 0.9)
+    ref = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        model(torch.rand(1, 3, 16, 16)).mean().backward()
+        opt.step()
+        ema.update_parameters(model)
+        for r, p in zip(ref, model.parameters(), strict=True):
+            r.lerp_(p.detach(), 1 - 0.9)
+    assert all(torch.equal(a, b) for a, b in zip(ema.module.parameters(), ref, strict=True))
+    assert not torch.equal(ref[0], next(model.parameters()))  # it is an average, not a copy
+    assert ema.module.state_dict().keys() == model.state_dict().keys()  # checkpoints keep the network's keys
+
+
+def test_checkpoint_ema_keeps_the_network_keys(crops: Path, tmp_path: Path) -> None:
+    train(tiny(crops, "iters=2", "ckpt_every=2", "ema=0.99"), tmp_path / "run", log=quiet)
+    state = torch.load(list_checkpoints(tmp_path / "run")[0], weights_only=True)
+    assert state["ema"].keys() == state["model"].keys()
+    assert any(not torch.equal(state["ema"][k], state["model"][k]) for k in state["model"])
+
+
+def test_config_errors_name_the_key() -> None:
+    for override, words in [("patch=0", "'patch' must be greater than or equal to 1"),
+                            ("ema=1.5", "'ema' must be less than 1"),
+                            ("cache_images=maybe", "'cache_images' must be true or false"),
+                            ("betas=fast", "'betas' must be a number"),
+                            ("network=[1]", "'network' must be a mapping"),
+                            ("scale=5", "'scale' must be 1, 2, 3, 4 or 8")]:
+        with pytest.raises(SSTError, match=words) as err:
+            load_config(TINY, [override])
+        assert str(err.value).endswith(".") and "\n" not in str(err.value)  # one sentence
+    assert load_config(TINY, ["train_hr=one/folder"]).train_hr == ["one/folder"]  # a single value is a list of one
+    assert load_config(TINY, ["lr=3e-3"]).lr == 0.003  # YAML 1.1 reads 3e-3 as text
+
+
+def test_config_paths_are_relative_to_the_config_file(tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "project" / "configs"
+    folder.mkdir(parents=True)
+    cfg_file = folder / "run.yaml"
+    cfg_file.write_text(TINY.read_text() + "train_hr: [../data/hr, /abs/hr]\nval_sets: [Set5, ../val/mine]\n"
+                        "val_root: ../bench\ninit_from: https://example.invalid/w.pth\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(cfg_file, ["train_lr=[lr]"])
+    project = tmp_path / "project"
+    assert cfg.train_hr == [str(project / "data" / "hr"), "/abs/hr"]
+    assert cfg.val_sets == ["Set5", str(project / "val" / "mine")]  # a bare name is a benchmark under val_root
+    assert cfg.val_root == str(project / "bench")
+    assert cfg.init_from == "https://example.invalid/w.pth"
+    assert cfg.train_lr == ["lr"]  # --set values are relative to the working directory, as on any command line
+    # val_root left out: $SST_DATA_ROOT, else ./datasets
+    monkeypatch.setenv("SST_DATA_ROOT", str(tmp_path / "bench"))
+    assert load_config(TINY).val_root == str(tmp_path / "bench")
+    monkeypatch.delenv("SST_DATA_ROOT")
+    assert load_config(TINY).val_root == "datasets"
+    # the shipped configs name no path relative to the working directory
+    shared = load_config(REPO / "configs" / "sst-tiny_x4.yaml")
+    assert shared.val_root == str(REPO.parent / "shared" / "data")
+    assert shared.train_hr[0] == str(REPO.parent / "shared" / "data" / "BSD200" / "HR")
+
+
+# ------------------------------------------------------------------------------------------- the CLI
+def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sst_cli", "train", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"})
+
+
+def test_run_dir_holding_a_run_is_refused(crops: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    base = ["train", "--config", str(TINY), "--run-dir", str(run), "--set", f"train_hr=[{crops}]",
+            "--set", "iters=2", "--set", "ckpt_every=1", "--set", "keep_last=5"]
+    assert cli_main(base) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    assert "ckpt_00000002.pt" in before
+    capsys.readouterr()
+    assert cli_main([*base, "--set", "iters=1"]) == 1  # a new run into the same folder would mix the two
+    err = " ".join(capsys.readouterr().err.split())
+    assert "already holds a run" in err and "--resume" in err and "--run-dir" in err and "--overwrite" in err
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before  # nothing touched
+    assert cli_main([*base, "--resume", "--overwrite"]) == 2
+    assert "choose one" in capsys.readouterr().err
+    assert cli_main([*base, "--set", "iters=1", "--overwrite"]) == 0  # starts over: the old run's files are gone
+    assert sorted(p.name for p in list_checkpoints(run)) == ["ckpt_00000001.pt"]
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_continues(crops: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["--config", str(TINY), "--run-dir", str(run), "--set", f"train_hr=[{crops}]", "--set", "iters=400",
+            "--set", "ckpt_every=1000", "--set", "log_every=1", "--set", "workers=1"]
+    proc = subprocess.Popen([sys.executable, "-m", "sst_cli", "train", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while not (run / "metrics.jsonl").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole process group, data workers included
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    ckpts = list_checkpoints(run)
+    assert len(ckpts) == 1  # none was due (ckpt_every=1000): this one was written because of the signal
+    stopped_at = int(ckpts[0].stem.split("_")[1])
+    assert 1 <= stopped_at < 400
+    assert "SIGINT" in err and "--resume" in err and "Traceback" not in err
+    done = _cli(*args, "--set", f"iters={stopped_at + 3}", "--resume")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resumed from {ckpts[0].name} at iteration {stopped_at}" in done.stdout
+    assert list_checkpoints(run)[0].name == f"ckpt_{stopped_at + 3:08d}.pt"
+
+
+def test_sigterm_also_saves(crops: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "sst_cli", "train", "--config", str(TINY), "--run-dir", str(run),
+                             "--set", f"train_hr=[{crops}]", "--set", "iters=400", "--set", "log_every=1"],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "metrics.jsonl").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.terminate()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "SIGTERM" in err
+    assert list_checkpoints(run)
+
+
+def test_train_with_only_data_uses_printed_small_defaults(tmp_path: Path) -> None:
+    hr = need_shared("data", "Set5", "HR")
+    run = tmp_path / "run"
+    done = _cli("--data", str(hr), "--run-dir", str(run), "--set", "iters=2", "--set", "workers=0",
+                "--set", "batch=2")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "no --config" in done.stdout and "model: sst-tiny" in done.stdout and "scale: 4" in done.stdout
+    assert f"- {hr}" in done.stdout  # --data is the training folder
+    net = model_from_checkpoint(load_checkpoint(run / "final.safetensors"))
+    assert net.scale == 4 and net.config["dim"] == 32
+    missing = _cli()
+    assert missing.returncode == 2 and "--data" in missing.stderr
+    helped = _cli("--help")
+    text = " ".join(helped.stdout.split())
+    for words in ("--data", "sst-tiny x4", "--overwrite", "--resume", "$SST_DATA_ROOT", "relative to that file"):
+        assert words in text, words

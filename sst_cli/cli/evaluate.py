@@ -102,7 +102,11 @@ def _notes(report: EvalReport, options: EvalOptions) -> list[str]:
         for sk in r.skipped:
             notes.append(f"[yellow]skipped[/] {r.dataset} x{r.scale} {sk['name']}: {sk['reason']}")
     if options.random_weights:
-        notes.append("[yellow]Random weights: the scores are meaningless; use this for timing only.[/]")
+        notes.append(f"[yellow]Random weights (seed {options.seed}): the scores are meaningless; use this for "
+                     "timing only.[/]")
+    if report.settings.get("dtype") not in ("float32", None):
+        notes.append(f"[yellow]Computed in {report.settings['dtype']}, not float32 as the papers' tables: expect "
+                     "differences of about 0.01 dB.[/]")
     if options.compare_paper and all(r.paper is None for r in report.results):
         notes.append("--compare-paper: no paper values for this model (not an official variant) or these datasets.")
     return notes
@@ -130,11 +134,13 @@ def eval_cmd(
                             "does not fit in memory."),
     tile_overlap: int | None = tile_overlap_option(),
     device: str = device_option(),
-    dtype: DtypeName = dtype_option("auto = bf16 on CUDA, fp32 elsewhere."),
+    dtype: DtypeName = dtype_option("auto = fp32 on every device, the precision the papers' tables use; bf16/fp16 "
+                                    "are faster on a GPU, move scores by ~0.01 dB and are labelled in the table."),
     backend: BackendName = backend_option(),
     compare_paper: bool = flag("--compare-paper", help="Add the paper's value and our delta "
                                        "(official variants)."),
     random_weights: bool = flag("--random-weights", help="Untrained --model (timing runs only)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Initialises --random-weights, so two runs get the same weights."),
 ) -> None:
     """Evaluate a model on SR benchmarks: Y-PSNR/SSIM exactly as BasicSR-based papers compute them."""
     from ..evaluation.report import EvalOptions, to_json, write_csv, write_json
@@ -145,7 +151,7 @@ def eval_cmd(
         data_root=data_root or os.environ.get("SST_DATA_ROOT") or "datasets",
         model=model, weights=weights, metrics=metric_list, crop_border=crop_border,
         tile=tile, overlap=tile_overlap, tta=tta, device=device, dtype=dtype, backend=backend,
-        save_dir=save_dir, compare_paper=compare_paper, random_weights=random_weights,
+        save_dir=save_dir, compare_paper=compare_paper, random_weights=random_weights, seed=seed,
     )
     quiet = json_path == "-"
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -2,7 +2,7 @@
 
 Types, ranges and choices are declared on the fields and checked by pydantic; a bad value ends in one
 sentence naming the key. Keys a config file leaves out take the paper's recipe (the field defaults);
-``sst train`` with no config file starts from :data:`QUICK_START` instead.
+``sst train`` with no config file starts from ``defaults.QUICK_START`` instead.
 
 Relative paths inside a config file (``train_hr``, ``train_lr``, ``val_root``, ``init_from``, and
 ``val_sets`` entries that contain a ``/``) are relative to the folder of that file, so a run does not
@@ -23,6 +23,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.dataclasses import dataclass
 
 from ..errors import SSTError
+from .defaults import QUICK_START
 
 
 def _listify(value: Any) -> Any:
@@ -82,14 +83,6 @@ class TrainConfig:
     export_weights: Literal["ema", "model"] = "ema"  # which weights final/best exports hold (EMA lags in short runs)
     name: str = ""  # recorded in exported weights
 
-
-# `sst train --data DIR` without --config: the bundled model's architecture at x4, sized to learn
-# something in an hour on a laptop CPU (configs/sst-tiny_x4.yaml is the recipe the bundled weights used).
-QUICK_START: dict[str, Any] = {
-    "name": "sst-tiny", "model": "sst-tiny", "scale": 4, "patch": 32, "batch": 8, "workers": 2,
-    "iters": 5000, "lr": 1e-3, "betas": [0.9, 0.99], "warmup": 200, "scheduler": "cosine", "min_lr": 1e-5,
-    "ema": 0.999, "export_weights": "model", "val_every": 500, "log_every": 50, "ckpt_every": 250, "keep_last": 2,
-}
 
 _PATH_KEYS = ("train_hr", "train_lr", "val_root", "init_from")
 _PHRASES = {  # pydantic error type -> what the key must be
@@ -160,8 +153,10 @@ def resolve_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
-    """The config in ``path`` (or :data:`QUICK_START` when None) with ``key=value`` overrides applied."""
+def load_config(path: str | Path | None, overrides: list[str] | None = None,
+                values: dict[str, Any] | None = None) -> TrainConfig:
+    """The config in ``path`` (or ``QUICK_START`` when None), then ``key=value`` overrides, then ``values``
+    (already parsed, e.g. ``--data``)."""
     data: dict[str, Any] = dict(QUICK_START)
     if path is not None:
         p = Path(path)
@@ -177,7 +172,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     for item in overrides or []:
         k, v = parse_override(item)
         data[k] = v
-    return from_dict(data)
+    return from_dict({**data, **(values or {})})
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:

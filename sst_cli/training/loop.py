@@ -30,7 +30,16 @@ from ..model.registry import get_variant
 from ..model.weights import load_checkpoint, load_into, save_checkpoint
 from .config import TrainConfig, to_dict
 from .data import CounterSampler, ScanReport, SRTrainSet, scan_images
-from .run_dir import StopSignals, TrainingStopped, list_checkpoints, load_latest, prepare, rng_state, set_rng_state
+from .run_dir import (
+    StopSignals,
+    TrainingStopped,
+    list_checkpoints,
+    load_latest,
+    prepare,
+    rng_state,
+    set_rng_state,
+    worker_ignores_stop_signals,
+)
 
 
 # ------------------------------------------------------------------------------------------ setup
@@ -188,7 +197,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     sampler = CounterSampler(start * per_step, d.rank, d.world)
     loader = DataLoader(dataset, batch_size=cfg.batch, sampler=sampler, num_workers=cfg.workers,
                         persistent_workers=cfg.workers > 0, pin_memory=dev.type == "cuda",
-                        prefetch_factor=4 if cfg.workers > 0 else None)
+                        prefetch_factor=4 if cfg.workers > 0 else None, worker_init_fn=worker_ignores_stop_signals)
     batches = iter(loader)
 
     metrics_file = run / "metrics.jsonl"

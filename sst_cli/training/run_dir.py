@@ -134,3 +134,11 @@ class StopSignals:
     def __exit__(self, *_exc: object) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
+
+
+def worker_ignores_stop_signals(_worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: Ctrl-C in a terminal signals the whole process group, and a worker
+    that dies of it would leave the main process waiting on a dead worker instead of saving. The workers
+    ignore SIGINT/SIGTERM; the main process stops them, and they exit by themselves if it dies."""
+    for s in StopSignals.SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
