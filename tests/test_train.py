@@ -23,7 +23,7 @@ from sst_cli.model.bicubic import Bicubic
 from sst_cli.model.weights import load_checkpoint, model_from_checkpoint
 from sst_cli.training.config import load_config
 from sst_cli.training.loop import train
-from sst_cli.training.run_dir import list_checkpoints
+from sst_cli.training.run_dir import list_checkpoints, worker_ignores_stop_signals
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
@@ -321,6 +321,21 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues(crops: Path, tmp_path: P
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"resumed from {ckpts[0].name} at iteration {stopped_at}" in done.stdout
     assert list_checkpoints(run)[0].name == f"ckpt_{stopped_at + 3:08d}.pt"
+
+
+class _CtrlCInWorker(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> int:
+        os.kill(os.getpid(), signal.SIGINT)  # a terminal's Ctrl-C reaches every process of the group
+        return i
+
+
+def test_data_workers_survive_ctrl_c() -> None:
+    """Without this, a worker dies of the SIGINT and the loop fails ('worker exited unexpectedly') unsaved."""
+    loader = torch.utils.data.DataLoader(_CtrlCInWorker(), num_workers=1, worker_init_fn=worker_ignores_stop_signals)
+    assert sorted(int(x) for x in loader) == [0, 1, 2, 3]
 
 
 def test_sigterm_also_saves(crops: Path, tmp_path: Path) -> None:
