@@ -353,7 +353,7 @@ def test_sigterm_also_saves(crops: Path, tmp_path: Path) -> None:
 
 
 def test_train_with_only_data_uses_printed_small_defaults(tmp_path: Path) -> None:
-    hr = need_shared("data", "Set5", "HR")
+    hr = data_path("Set5", "HR")
     run = tmp_path / "run"
     done = _cli("--data", str(hr), "--run-dir", str(run), "--set", "iters=2", "--set", "workers=0",
                 "--set", "batch=2")
