@@ -194,8 +194,8 @@ def _settings(options: EvalOptions, upscalers: dict[int, Any], tasks: list[Task]
 
 
 def eval_dtype(dtype: str) -> str:
-    """``auto`` means fp32 for evaluation on every device: the papers' tables are fp32, and bf16/fp16 move
-    Y-PSNR by up to a few hundredths of a dB; they stay available when asked for (and labelled)."""
+    """``auto`` means fp32 for evaluation on every device: the papers' tables are fp32, and bf16 moves Y-PSNR
+    (the bundled model, Set5/Set14 x2/x4: -0.003 to -0.012 dB); bf16/fp16 stay available when asked for."""
     return "fp32" if dtype == "auto" else dtype
 
 
