@@ -142,8 +142,12 @@ def backend_option(help: str = "Attention backend; auto picks the fastest that r
     return typer.Option("auto", "--backend", help=help)
 
 
-def threads_option() -> Any:
-    return typer.Option(None, "--threads", min=1, help="CPU threads (default: PyTorch's, one per core).")
+RANK_THREADS_HELP = ("CPU threads per process (default: PyTorch's, one per core; under torchrun the cores are "
+                     "shared out among this machine's processes).")
+
+
+def threads_option(help: str = "CPU threads (default: PyTorch's, one per core).") -> Any:
+    return typer.Option(None, "--threads", min=1, help=help)
 
 
 def json_option(help: str = "Also write the results as JSON to FILE ('-' prints JSON instead of the table).") -> Any:

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from . import app
 from ._common import (
+    RANK_THREADS_HELP,
     BackendName,
     DtypeName,
     backend_option,
@@ -26,12 +27,14 @@ from ._common import (
     model_option,
     scales_option,
     split_list,
+    threads_option,
     tile_option,
     tile_overlap_option,
     weights_option,
 )
 
 if TYPE_CHECKING:
+    from ..distributed import Dist
     from ..evaluation.report import EvalOptions, EvalReport
     from ..evaluation.runner import Task
 
@@ -141,25 +144,42 @@ def eval_cmd(
                                        "(official variants)."),
     random_weights: bool = flag("--random-weights", help="Untrained --model (timing runs only)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Initialises --random-weights, so two runs get the same weights."),
+    threads: int | None = threads_option(RANK_THREADS_HELP),
 ) -> None:
-    """Evaluate a model on SR benchmarks: Y-PSNR/SSIM exactly as BasicSR-based papers compute them."""
-    from ..evaluation.report import EvalOptions, to_json, write_csv, write_json
-    from ..evaluation.runner import run_eval
+    """Evaluate a model on SR benchmarks: Y-PSNR/SSIM exactly as BasicSR-based papers compute them.
 
+    Under torchrun every process evaluates its share of the images; rank 0 reports the same numbers as one process.
+    """
+    from .. import distributed
+    from ..evaluation.report import EvalOptions
+
+    ranks = distributed.setup()  # one process, or this rank's share of every dataset under torchrun
     options = EvalOptions(
         datasets=split_list(dataset), scales=scale,
         data_root=data_root or os.environ.get("SST_DATA_ROOT") or "datasets",
         model=model, weights=weights, metrics=metric_list, crop_border=crop_border,
-        tile=tile, overlap=tile_overlap, tta=tta, device=device, dtype=dtype, backend=backend,
+        tile=tile, overlap=tile_overlap, tta=tta, device=ranks.device(device), dtype=dtype, backend=backend,
         save_dir=save_dir, compare_paper=compare_paper, random_weights=random_weights, seed=seed,
     )
-    quiet = json_path == "-"
+    try:
+        distributed.set_threads(threads, ranks)
+        report = _evaluate(options, ranks, quiet=json_path == "-" or not ranks.main)
+    finally:
+        distributed.teardown(ranks)
+    if ranks.main:  # rank 0 speaks for all
+        _show(report, options, json_path, csv_path, crop_border)
+
+
+def _evaluate(options: EvalOptions, ranks: Dist, quiet: bool) -> EvalReport:
+    """run_eval with a progress bar over this process's share of the images."""
+    from ..evaluation.runner import run_eval
+
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TimeRemainingColumn(), console=err_console, transient=True, disable=quiet)
     bar: dict[str, Any] = {}
 
     def on_plan(tasks: list[Task]) -> None:
-        bar["id"] = progress.add_task("evaluating", total=sum(len(t.layout.pairs) for t in tasks))
+        bar["id"] = progress.add_task("evaluating", total=sum(len(ranks.shard(t.layout.pairs)) for t in tasks))
 
     def on_model(upscaler: Any) -> None:
         if not quiet:
@@ -170,8 +190,14 @@ def eval_cmd(
         progress.update(bar["id"], advance=1, description=f"{task.dataset.name} x{task.scale} {name}")
 
     with progress:
-        report = run_eval(options, on_image=on_image, on_plan=on_plan, on_model=on_model)
+        return run_eval(options, on_image=on_image, on_plan=on_plan, on_model=on_model, dist=ranks)
 
+
+def _show(report: EvalReport, options: EvalOptions, json_path: str | None, csv_path: str | None,
+          crop_border: int | None) -> None:
+    from ..evaluation.report import to_json, write_csv, write_json
+
+    quiet = json_path == "-"
     if json_path and json_path != "-":
         write_json(report, json_path)
     if csv_path:

@@ -6,7 +6,7 @@ import contextlib
 import json
 import signal
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import typer
 from rich import box
@@ -14,8 +14,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..errors import UsageError
+from ..upscale.limits import DEFAULT_MAX_PIXELS
 from . import app
 from ._common import (
+    RANK_THREADS_HELP,
     BackendName,
     DtypeName,
     backend_option,
@@ -27,13 +29,16 @@ from ._common import (
     json_option,
     model_option,
     scale_option,
+    threads_option,
     tile_option,
     tile_overlap_option,
     weights_option,
 )
 
 if TYPE_CHECKING:
-    from ..upscale.batch import Job, Result, Summary
+    from ..distributed import Dist
+    from ..upscale.batch import Job, Result, Settings, Summary
+    from ..upscale.upscaler import Upscaler
 
 MAX_ROWS = 40  # longer batches list only their failures
 
@@ -41,10 +46,21 @@ MAX_ROWS = 40  # longer batches list only their failures
 class _ProgressEvents:
     """Feeds run_batch's events to a rich progress bar over images and one over the current image's tiles."""
 
-    def __init__(self, progress: Progress, total: int) -> None:
+    def __init__(self, progress: Progress, header: str) -> None:
         self.progress = progress
-        self.images = progress.add_task("images", total=total)
+        self.header = header
+        self.images = progress.add_task("images", total=0)
         self.tile_task = progress.add_task("tiles", total=1, visible=False)
+
+    def planned(self, todo: list[Job], kept: list[Result]) -> None:
+        self.progress.update(self.images, total=len(todo))
+        line = f"{self.header}; {len(todo)} to do"
+        redo = sum(bool(j.redo) for j in todo)
+        if redo:
+            line += f" ({redo} made before with other settings or unfinished)"
+        if kept:
+            line += f", {len(kept)} kept"
+        self.progress.console.print(line)
 
     def start(self, index: int, job: Job) -> None:
         self.progress.update(self.images, description=f"{job.rel}")
@@ -98,8 +114,44 @@ def _table(summary: Summary) -> Table:
     style = {"done": "[green]done[/]", "failed": "[red]failed[/]"}
     for r in rows:
         size = f"{_size(r.in_size)} → {_size(r.out_size)}" if r.out_size else _size(r.in_size)
-        t.add_row(str(r.job.rel), style[r.status], size, f"{r.seconds:.2f}", r.reason or "; ".join(r.notes))
+        why = f"redone: {r.reason}" if r.redone else r.reason
+        t.add_row(str(r.job.rel), style[r.status], size, f"{r.seconds:.2f}", "; ".join([why, *r.notes] if why else r.notes))
     return t
+
+
+def summary_line(summary: Summary) -> str:
+    """'5 done (3 redone: made with other settings), 2 skipped, 0 failed in 1.2s'."""
+    done, skipped, failed = summary.count("done"), summary.count("skipped"), summary.count("failed")
+    line = f"[green]{done} done[/]"
+    redone = summary.reasons("done")
+    if redone:
+        line += " (" + "; ".join(f"{n} redone: {why}" for why, n in redone.items()) + ")"
+    line += f", {skipped} skipped"
+    kept = summary.reasons("skipped")
+    if kept:
+        line += " (" + "; ".join(f"{n} kept: {why}" for why, n in kept.items()) + ")"
+    line += f", [{'red' if failed else 'green'}]{failed} failed[/] in {summary.seconds:.1f}s"
+    if summary.removed_temps:
+        line += f"; removed {summary.removed_temps} partial file(s) left by an interrupted run"
+    return line
+
+
+def _run(paths: list[str], settings: Settings, ranks: Dist, **load: Any) -> tuple[Summary, Upscaler, list[Job]]:
+    """Plan, load the model, run this process's share; rank 0 shows progress for its share."""
+    from ..upscale.batch import NoEvents, plan_jobs, run_ranks
+    from ..upscale.upscaler import load_upscaler
+
+    jobs = plan_jobs(paths[:-1], paths[-1], settings)
+    up = load_upscaler(**load)
+    dt = str(up.dtype).replace("torch.", "")
+    header = f"[bold]{up.name}[/] x{up.scale} ({up.source}) on {up.device}, {dt}, attention {up.backend}"
+    if ranks.active:
+        header += f"; {ranks.world} processes, rank 0 shown"
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=err_console, transient=True, disable=not ranks.main) as progress, \
+            _sigterm_as_interrupt():
+        events = _ProgressEvents(progress, header) if ranks.main else NoEvents()
+        return run_ranks(jobs, up, settings, ranks, events), up, jobs
 
 
 @app.command("upscale")
@@ -126,40 +178,44 @@ def upscale_cmd(
                                 "lossless WebP)."),
     suffix: str = typer.Option("", "--suffix", metavar="TEXT", help="Added to output file stems, e.g. _x4."),
     recursive: bool = flag("--recursive", "-r", help="Read subfolders of folder inputs."),
-    overwrite: bool = flag("--overwrite", help="Redo outputs that already exist."),
+    overwrite: bool = flag("--overwrite", help="Redo every output that exists, whatever made it (by default "
+                           "only those made with other settings, or whose input changed, are redone)."),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=0, metavar="N", help="Refuse, from "
+                                   "the header and before decoding, input images with more pixels (0: no limit)."),
+    threads: int | None = threads_option(RANK_THREADS_HELP),
     device: str = device_option(),
     dtype: DtypeName = dtype_option(),
     backend: BackendName = backend_option(),
     json_path: str | None = json_option("Also write the summary as JSON to FILE ('-' prints JSON instead "
                                         "of the table)."),
 ) -> None:
-    """sst upscale INPUT... OUTPUT_DIR: write OUTPUT_DIR/<relative path>/<stem><suffix>.<ext>; existing outputs are skipped.
+    """sst upscale INPUT... OUTPUT: write OUTPUT/<relative path>/<stem><suffix>.<ext>, or, for one input image and
+    an OUTPUT with an image extension, that file. Outputs made before with the same settings are kept.
+
+    Under torchrun every process upscales its share of the files, and rank 0 reports for all.
 
     Exit code 0 when every image succeeded, 1 when some failed (the rest are still done), 2 for usage errors.
     """
     if len(paths) < 2:
         raise UsageError("give at least one input and the output folder: sst upscale INPUT... OUTPUT_DIR.")
-    from ..upscale.batch import Settings, plan_jobs, run_batch, split_existing
-    from ..upscale.upscaler import load_upscaler
+    from .. import distributed
+    from ..upscale.batch import Settings, describe
 
     settings = Settings(tile=tile, overlap=tile_overlap, tile_batch=tile_batch, tta=tta, outscale=outscale, alpha=alpha,
-                        format=fmt.lower(), quality=quality, suffix=suffix, overwrite=overwrite, recursive=recursive)
-    jobs = plan_jobs(paths[:-1], paths[-1], settings)
-    todo, existing = split_existing(jobs, overwrite)
-
-    up = load_upscaler(model=model, weights=weights, scale=scale, device=device, dtype=dtype, backend=backend,
-                       sha256=sha256)
-    dt = str(up.dtype).replace("torch.", "")
-    err_console.print(f"[bold]{up.name}[/] x{up.scale} ({up.source}) on {up.device}, {dt}, attention {up.backend}; "
-                      f"{len(todo)} to do" + (f", skipped {len(existing)} existing; --overwrite to redo"
-                                              if existing else ""))
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=err_console, transient=True, disable=not todo) as progress, \
-            _sigterm_as_interrupt():
-        summary = run_batch(jobs, up, settings, _ProgressEvents(progress, len(todo)))
-
+                        format=fmt.lower(), quality=quality, suffix=suffix, overwrite=overwrite, recursive=recursive,
+                        max_pixels=max_pixels or None)
+    ranks = distributed.setup()  # one process, or this rank's share of the files under torchrun
+    try:
+        distributed.set_threads(threads, ranks)
+        summary, up, jobs = _run(paths, settings, ranks, model=model, weights=weights, scale=scale,
+                                 device=ranks.device(device), dtype=dtype, backend=backend, sha256=sha256)
+    finally:
+        distributed.teardown(ranks)
+    if not ranks.main:  # rank 0 speaks for all
+        raise typer.Exit(130 if summary.interrupted else summary.exit_code)
     if json_path:
-        text = json.dumps({"model": up.name, "scale": up.scale, "device": str(up.device), **summary.to_dict()}, indent=1)
+        report = {**describe(up, settings), "processes": ranks.world, **summary.to_dict()}
+        text = json.dumps(report, indent=1)
         if json_path == "-":
             print(text)
         else:
@@ -169,14 +225,9 @@ def upscale_cmd(
     if json_path != "-":
         if any(r.status != "skipped" for r in summary.results):
             console.print(_table(summary))
-        line = (f"[green]{summary.count('done')} done[/], {summary.count('skipped')} skipped, "
-                f"[{'red' if summary.count('failed') else 'green'}]{summary.count('failed')} failed[/] "
-                f"in {summary.seconds:.1f}s")
-        if summary.removed_temps:
-            line += f"; removed {summary.removed_temps} partial file(s) left by an interrupted run"
-        console.print(line)
+        console.print(summary_line(summary), soft_wrap=True)
     if summary.interrupted:
-        left = len(todo) - summary.count("done") - summary.count("failed")
+        left = len(jobs) - len(summary.results)
         err_console.print(f"[yellow]interrupted[/]: {left} image(s) not done; run the same command again to resume.")
         raise typer.Exit(130)
     raise typer.Exit(summary.exit_code)

@@ -18,12 +18,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..distributed import Dist
 from ..errors import SSTError
 from ..model.bicubic import quantize_uint8
 from ..upscale.tiling import plan_tiles, resolve_tile, upscale_tensor
@@ -128,6 +129,29 @@ def evaluate_model(model: torch.nn.Module, tasks: Iterable[Task], name: str = "m
         model.train(was_training)
 
 
+def evaluate_shared(upscaler: Any, task: Task, options: EvalOptions, dist: Dist,
+                    on_image: ImageCallback | None = None) -> EvalResult:
+    """:func:`evaluate_task` with the images shared out among ``dist``'s ranks (round-robin); every rank
+    returns the whole result, images in the dataset's order, so the means are those of one process."""
+    if not dist.active:
+        return evaluate_task(upscaler, task, options, on_image)
+    pairs = task.layout.pairs
+    start = time.perf_counter()
+    mine = [(i, evaluate_task(upscaler, _with_pairs(task, (pairs[i],)), options, on_image))
+            for i in dist.shard(range(len(pairs)))]
+    parts = dist.gather((mine, time.perf_counter() - start))
+    merged = evaluate_task(upscaler, _with_pairs(task, ()), options)  # the header, no images
+    for _, one in sorted((item for done, _ in parts for item in done), key=lambda item: item[0]):
+        merged.images += one.images
+        merged.skipped += one.skipped
+    merged.seconds = max(seconds for _, seconds in parts)  # the wall time of the slowest rank
+    return merged
+
+
+def _with_pairs(task: Task, pairs: tuple[Pair, ...]) -> Task:
+    return replace(task, layout=replace(task.layout, pairs=pairs))
+
+
 class _Skip(Exception):
     """This image cannot be evaluated; the reason is reported and the batch goes on."""
 
@@ -204,8 +228,14 @@ def run_eval(
     on_image: ImageCallback | None = None,
     on_plan: Callable[[list[Task]], None] | None = None,
     on_model: Callable[[Any], None] | None = None,
+    dist: Dist | None = None,
 ) -> EvalReport:
-    """Evaluate every dataset at every scale, one model in memory at a time (scales outer)."""
+    """Evaluate every dataset at every scale, one model in memory at a time (scales outer).
+
+    With ``dist`` (several processes under torchrun) each rank evaluates its share of every dataset and
+    every rank returns the whole report, equal to one process's to the last digit.
+    """
+    dist = dist or Dist()
     from ..upscale.upscaler import load_upscaler
 
     def load(scale: int | None) -> Any:
@@ -233,7 +263,7 @@ def run_eval(
             on_model(upscaler)
         variant = paper_variant(options, upscaler) if options.compare_paper else None
         for task in (t for t in tasks if t.scale == s):
-            res = evaluate_task(upscaler, task, options, on_image)
+            res = evaluate_shared(upscaler, task, options, dist, on_image)
             if options.compare_paper:
                 res.paper = paper_comparison(variant, res)
             results.append(res)
@@ -243,6 +273,7 @@ def run_eval(
     results.sort(key=lambda r: (order[r.dataset], r.scale))
     settings = _settings(options, upscalers, tasks)
     settings["compare_paper"] = options.compare_paper
+    settings["processes"] = dist.world
     return EvalReport(results, settings)
 
 

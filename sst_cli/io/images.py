@@ -134,6 +134,10 @@ def probe(path: str | os.PathLike[str]) -> tuple[int, int]:
         im = _open(path)
         with im:
             w, h = im.size
+            # Pillow finds a PNG's EXIF chunk only by decoding every pixel (it may follow the image
+            # data); a probe must stay a probe, so a PNG without EXIF before its pixels is upright
+            if im.format == "PNG" and "exif" not in im.info:
+                return w, h
             return (h, w) if orientation(im) in (5, 6, 7, 8) else (w, h)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import numpy as np
 import torch
@@ -23,34 +23,63 @@ from ..errors import SSTError, UsageError
 from ..io import files, images
 from ..io.images import ImageData, PngWriter
 from ..runtime import free_memory, is_oom
+from . import manifest
 from .array import _target_size, _upscale_pixels
+from .limits import DEFAULT_MAX_PIXELS
 from .tiling import Progress, resolve_tile
+
+if TYPE_CHECKING:
+    from ..distributed import Dist
 
 EXT_FORMAT = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".jpe": "jpg", ".webp": "webp", ".bmp": "bmp",
               ".tif": "tiff", ".tiff": "tiff"}
 
 
 # --------------------------------------------------------------------------------- memory planning
-def output_bytes(h: int, w: int, c: int, bits: int, scale: int, outscale: float | None) -> int:
+def memory_needed(h: int, w: int, c: int, bits: int, scale: int, outscale: float | None, tile: int,
+                  streamed: bool) -> int:
+    """Rough peak bytes of host memory to upscale an (h, w, c) image of ``bits``, beyond the model itself."""
     oh, ow = _target_size(h, w, scale, outscale)
-    return oh * ow * c * (bits // 8)
-
-
-def memory_needed(img: ImageData, scale: int, outscale: float | None, tile: int, streamed: bool) -> int:
-    """Rough peak bytes of host memory to upscale ``img``, beyond the model itself."""
-    h, w = img.pixels.shape[:2]
-    c = img.channels
-    out = 0 if streamed else output_bytes(h, w, c, img.bits, scale, outscale)
+    out = 0 if streamed else oh * ow * c * (bits // 8)
     band_rows = (min(tile, h) if tile > 0 else h) * scale
     band = 2 * band_rows * w * scale * (c + 1) * 4  # float band plus its successor
     full = 0
     if outscale is not None and outscale != scale:  # gathered float32 output plus resize buffers
         full = h * scale * w * scale * c * 4 * 2
-    return img.pixels.nbytes + out + band + full
+    return h * w * c * (bits // 8) + out + band + full
 
 
 def _gb(n: float) -> str:
     return f"{n / 1e9:.1f} GB"
+
+
+def plan_memory(h: int, w: int, c: int, bits: int, scale: int, outscale: float | None, tile: int, fmt: str,
+                avail: int) -> bool:
+    """Whether the output must be streamed to disk; SSTError when even that does not fit in ``avail``."""
+    if memory_needed(h, w, c, bits, scale, outscale, tile, streamed=False) <= avail * 0.9:
+        return False
+    streamable = fmt == "png" and (outscale is None or outscale == scale)
+    need = memory_needed(h, w, c, bits, scale, outscale, tile, streamed=streamable)
+    if streamable and need <= avail * 0.9:
+        return True
+    oh, ow = _target_size(h, w, scale, outscale)
+    hint = "use --format png (streamed to disk)" if not streamable else "use a smaller --tile"
+    if not streamable and outscale not in (None, scale):
+        hint = "drop --outscale and use --format png (streamed to disk)"
+    raise SSTError(f"a {ow}x{oh} output needs about {_gb(need)} of memory but {_gb(avail)} is available; {hint}.")
+
+
+def _megapixels(n: float) -> str:
+    return f"{n / 1e6:.0f} megapixels" if n >= 1e7 else f"{n / 1e6:.1f} megapixels"
+
+
+def header_size(src: Path, max_pixels: int | None) -> tuple[int, int]:
+    """(width, height) from the file's header alone; SSTError when over ``max_pixels`` (None: no limit)."""
+    w, h = images.probe(src)
+    if max_pixels is not None and w * h > max_pixels:
+        raise SSTError(f"{src.name} declares {w}x{h} pixels ({_megapixels(w * h)}), over the limit of "
+                       f"{_megapixels(max_pixels)}; pass --max-pixels {w * h} if it really is that large.")
+    return w, h
 
 
 # ------------------------------------------------------------------------------------- one file
@@ -69,6 +98,23 @@ class Settings:
     suffix: str = ""
     overwrite: bool = False
     recursive: bool = False
+    max_pixels: int | None = DEFAULT_MAX_PIXELS  # refuse larger images before decoding; None: no limit
+
+
+def check_before_decode(src: Path, dst: Path, upscaler: Any, settings: Settings,
+                        size: tuple[int, int] | None = None) -> tuple[int, int]:
+    """Refuse, from the header alone, an image over the pixel limit or one that cannot fit in memory
+    even at its smallest (8-bit grey) decoding; returns its (width, height). ``size``: already probed."""
+    w, h = size or header_size(src, settings.max_pixels)
+    tile = resolve_tile(upscaler, settings.tile, h, w, settings.tile_batch)
+    plan_memory(h, w, 1, 8, int(upscaler.scale), settings.outscale, tile, output_format_of(dst, settings),
+                free_memory(torch.device("cpu")))
+    return w, h
+
+
+def output_format_of(dst: Path, settings: Settings) -> str:
+    """The format an output is written in: its extension's (output names are made from the format)."""
+    return EXT_FORMAT.get(dst.suffix.lower()) or images.output_format(settings.format, "png")
 
 
 def upscale_image(
@@ -109,28 +155,21 @@ def process_file(
     src: Path, dst: Path, upscaler: Any, settings: Settings, img: ImageData | None = None,
     progress: Progress | None = None, on_retry: Callable[[int, int], None] | None = None,
 ) -> list[str]:
-    """Decode ``src`` (unless given), upscale, write ``dst`` atomically; returns notes. Errors: SSTError."""
+    """Decode ``src`` (unless given), upscale, write ``dst`` atomically in the format its extension names;
+    returns notes. Errors: SSTError."""
     if img is None:
+        check_before_decode(src, dst, upscaler, settings)
         img = images.read_image(src)
-    fmt = images.output_format(settings.format, EXT_FORMAT.get(src.suffix.lower(), img.format))
+    fmt = output_format_of(dst, settings)
     files.ensure_folder(dst.parent)
     s = int(upscaler.scale)
     h, w = img.pixels.shape[:2]
     tile = resolve_tile(upscaler, settings.tile, h, w, settings.tile_batch)
     settings = replace(settings, tile=tile)  # decide "auto" once, for the estimate and the run
-    avail = free_memory(torch.device("cpu"))
-    need = memory_needed(img, s, settings.outscale, tile, streamed=False)
+    streamed = plan_memory(h, w, img.channels, img.bits, s, settings.outscale, tile, fmt,
+                           free_memory(torch.device("cpu")))
     notes = list(img.notes)
-    if need > avail * 0.9:
-        streamable = fmt == "png" and (settings.outscale is None or settings.outscale == s)
-        need_streamed = memory_needed(img, s, settings.outscale, tile, streamed=True)
-        oh, ow = _target_size(h, w, s, settings.outscale)
-        if not streamable or need_streamed > avail * 0.9:
-            hint = "use --format png (streamed to disk)" if not streamable else "use a smaller --tile"
-            if not streamable and settings.outscale not in (None, s):
-                hint = "drop --outscale and use --format png (streamed to disk)"
-            raise SSTError(f"a {ow}x{oh} output needs about {_gb(need)} of memory but {_gb(avail)} is available; "
-                           f"{hint}.")
+    if streamed:
         notes.append("output streamed to disk (too large for memory)")
         files.write_or_explain(dst, lambda fh: _stream_png(fh, img, upscaler, settings, progress, on_retry))
         return notes
@@ -146,6 +185,7 @@ class Job:
     src: Path
     dst: Path
     rel: Path  # source path relative to the input it was found under (shown to users)
+    redo: str = ""  # why an existing output is made again (set by :func:`triage`)
 
 
 def _is_glob(text: str) -> bool:
@@ -200,16 +240,44 @@ def output_path(rel: Path, src: Path, out_dir: Path, settings: Settings) -> Path
     return out_dir / rel.parent / f"{rel.stem}{settings.suffix}{ext}"
 
 
-def plan_jobs(inputs: Iterable[str], out_dir: str | os.PathLike[str], settings: Settings) -> list[Job]:
-    """Jobs for every input file; refuses outputs that would overwrite an input or collide."""
-    out_root = Path(out_dir)
-    if out_root.exists() and not out_root.is_dir():
-        raise UsageError(f"output {out_root} is a file, not a folder.")
+def names_a_file(out: str | os.PathLike[str]) -> bool:
+    """Whether an output names one image file (an image extension, and not an existing folder)."""
+    p = Path(out)
+    return p.suffix.lower() in (*EXT_FORMAT, *files.IMAGE_EXTENSIONS) and not p.is_dir()
+
+
+def _single_output(found: list[tuple[Path, Path]], out: Path, settings: Settings) -> list[Job]:
+    """The one job of ``sst upscale photo.png big.png``: the output is that file, in its extension's format."""
+    if len(found) != 1:
+        raise UsageError(f"{len(found)} input images but the output {out} names one file; give an output folder.")
+    fmt = EXT_FORMAT.get(out.suffix.lower())
+    if fmt is None:
+        writable = ", ".join(sorted(set(EXT_FORMAT)))
+        raise UsageError(f"sst cannot write {out.suffix} images; name the output with one of {writable}.")
+    if settings.format != "same" and images.output_format(settings.format, fmt) != fmt:
+        raise UsageError(f"--format {settings.format} contradicts the output name {out.name}; drop one of them.")
+    src, rel = found[0]
+    if out.resolve() == src.resolve():
+        raise UsageError(f"the output {out} is the input; choose another name.")
+    return [Job(src, out, rel)]
+
+
+def plan_jobs(inputs: Iterable[str], out: str | os.PathLike[str], settings: Settings) -> list[Job]:
+    """Jobs for every input file; refuses outputs that would overwrite an input or collide.
+
+    ``out`` is a folder, or, for a single input image, a file name with an image extension.
+    """
+    out_root = Path(out)
     images.output_format(settings.format, "png")  # validate early
+    single = names_a_file(out_root)
+    if not single and out_root.exists() and not out_root.is_dir():
+        raise UsageError(f"output {out_root} is a file, not a folder.")
     found = discover(inputs, settings.recursive)
     if not found:
         raise UsageError("no input images found" + ("" if settings.recursive else " (folders are read without "
                                                     "subfolders; add --recursive)") + ".")
+    if single:
+        return _single_output(found, out_root, settings)
     sources = {p.resolve() for p, _ in found}
     jobs: list[Job] = []
     taken: dict[Path, Path] = {}
@@ -231,11 +299,15 @@ def plan_jobs(inputs: Iterable[str], out_dir: str | os.PathLike[str], settings: 
 class Result:
     job: Job
     status: str  # done | skipped | failed
-    reason: str = ""
+    reason: str = ""  # failed: why; skipped: why the existing file is kept; done: why an existing one was redone
     seconds: float = 0.0
     in_size: tuple[int, int] | None = None  # (w, h)
     out_size: tuple[int, int] | None = None
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def redone(self) -> bool:
+        return self.status == "done" and bool(self.reason)
 
     def to_dict(self) -> dict[str, Any]:
         return {"input": str(self.job.src), "output": str(self.job.dst), "status": self.status,
@@ -254,12 +326,21 @@ class Summary:
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.results)
 
+    def reasons(self, status: str) -> dict[str, int]:
+        """How many results of ``status`` give each reason: done ones that were redone, kept skipped ones."""
+        out: dict[str, int] = {}
+        for r in self.results:
+            if r.status == status and r.reason and (status != "done" or r.redone):
+                out[r.reason] = out.get(r.reason, 0) + 1
+        return out
+
     @property
     def exit_code(self) -> int:
         return 1 if self.count("failed") else 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"done": self.count("done"), "skipped": self.count("skipped"), "failed": self.count("failed"),
+        return {"done": self.count("done"), "redone": sum(r.redone for r in self.results),
+                "skipped": self.count("skipped"), "failed": self.count("failed"),
                 "interrupted": self.interrupted, "seconds": round(self.seconds, 3),
                 "removed_stale_temps": self.removed_temps, "results": [r.to_dict() for r in self.results]}
 
@@ -267,6 +348,7 @@ class Summary:
 class Events(Protocol):
     """What a front end hears while a batch runs (all optional: see :class:`NoEvents`)."""
 
+    def planned(self, todo: list[Job], kept: list[Result]) -> None: ...
     def start(self, index: int, job: Job) -> None: ...
     def tiles(self, done: int, total: int) -> None: ...
     def retry(self, job: Job, old: int, new: int) -> None: ...
@@ -274,6 +356,9 @@ class Events(Protocol):
 
 
 class NoEvents:
+    def planned(self, todo: list[Job], kept: list[Result]) -> None:
+        pass
+
     def start(self, index: int, job: Job) -> None:
         pass
 
@@ -287,56 +372,106 @@ class NoEvents:
         pass
 
 
-def _read(src: Path) -> ImageData | SSTError:
-    """Decode in the prefetch thread; errors come back as values so the batch can report them."""
+def recipe(upscaler: Any, settings: Settings, dst: Path) -> dict[str, Any]:
+    """What decides an output's pixels and bytes: two outputs with the same recipe and input are the same."""
+    from ..runtime import dtype_name
+
+    fmt = output_format_of(dst, settings)
+    dtype = getattr(upscaler, "dtype", None)
+    return {"model": getattr(upscaler, "name", type(upscaler).__name__),
+            "weights_sha256": manifest.weights_fingerprint(upscaler), "scale": int(upscaler.scale),
+            "outscale": settings.outscale, "tta": settings.tta, "alpha": settings.alpha,
+            "dtype": dtype_name(dtype) if dtype is not None else None, "format": fmt,
+            "quality": settings.quality if fmt in ("jpg", "webp") else None}
+
+
+def triage(jobs: list[Job], upscaler: Any, settings: Settings) -> tuple[list[Job], list[Result]]:
+    """(to do, kept): an existing output is kept only when its record says this recipe made it from the
+    input as it is now (or, with no record at all, it is not ours to replace); ``overwrite`` redoes all."""
+    todo: list[Job] = []
+    kept: list[Result] = []
+    for job in jobs:
+        if settings.overwrite or not job.dst.exists():
+            todo.append(job)
+            continue
+        verdict = manifest.judge(job.src, job.dst, recipe(upscaler, settings, job.dst))
+        if verdict.keep:
+            kept.append(Result(job, "skipped", verdict.reason))
+        else:
+            todo.append(job)
+            job.redo = verdict.reason
+    return todo, kept
+
+
+@dataclass
+class _Later:
+    """The header was fine but memory is short while the previous image runs: decide when it is this
+    image's turn."""
+
+    size: tuple[int, int]
+
+
+def _read(job: Job, upscaler: Any, settings: Settings) -> ImageData | SSTError | _Later:
+    """Check the header, then decode, in the prefetch thread; errors come back as values so the batch
+    can report them."""
     try:
-        return images.read_image(src)
+        size = header_size(job.src, settings.max_pixels)
+        try:
+            check_before_decode(job.src, job.dst, upscaler, settings, size)
+        except SSTError:
+            return _Later(size)
+        return images.read_image(job.src)
     except SSTError as exc:
         return exc
     except MemoryError:
-        return SSTError(f"{src.name} is too large to decode in the available memory.")
+        return SSTError(f"{job.src.name} is too large to decode in the available memory.")
     except Exception as exc:  # noqa: BLE001 - a bad file must never stop the batch
-        return SSTError(f"{src.name} cannot be decoded ({files.reason(exc)}).")
+        return SSTError(f"{job.src.name} cannot be decoded ({files.reason(exc)}).")
 
 
-def split_existing(jobs: list[Job], overwrite: bool) -> tuple[list[Job], list[Job]]:
-    """(to do, already there): outputs that exist are skipped unless ``overwrite``."""
-    if overwrite:
-        return jobs, []
-    todo = [j for j in jobs if not j.dst.exists()]
-    return todo, [j for j in jobs if j.dst.exists()]
-
-
-def run_batch(jobs: list[Job], upscaler: Any, settings: Settings, events: Events | None = None) -> Summary:
+def run_batch(jobs: list[Job], upscaler: Any, settings: Settings, events: Events | None = None,
+              clean_temps: bool = True) -> Summary:
     """Upscale every job; one bad file is a failed row, never the end of the batch.
 
-    Stale temporaries of killed runs are removed from the output folders first. The next image is
-    decoded in a background thread while the current one runs. Ctrl-C stops after cleaning up the
-    current temporary file and returns what was done (``interrupted``).
+    Stale temporaries of killed runs are removed from the output folders first (unless ``clean_temps``
+    is off: another process did it). Outputs made before with the same recipe are kept; each image's
+    header is checked before it is decoded. The next image is decoded in a background thread while the
+    current one runs. Ctrl-C stops after cleaning up the current temporary file and returns what was
+    done (``interrupted``).
     """
     ev = events or NoEvents()
     t0 = time.perf_counter()
     summary = Summary()
-    for folder in sorted({j.dst.parent for j in jobs}):
-        summary.removed_temps += len(files.clean_stale_temps(folder))
-    todo, existing = split_existing(jobs, settings.overwrite)
-    summary.results.extend(Result(j, "skipped", "exists") for j in existing)
+    if clean_temps:
+        summary.removed_temps = remove_stale_temps(jobs)
+    todo, kept = triage(jobs, upscaler, settings)
+    summary.results.extend(kept)
+    ev.planned(todo, kept)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sst-decode")
-    pending: Future[ImageData | SSTError] | None = pool.submit(_read, todo[0].src) if todo else None
+    pending: Future[ImageData | SSTError | _Later] | None = None
+    if todo:
+        pending = pool.submit(_read, todo[0], upscaler, settings)
     try:
         for i, job in enumerate(todo):
             ev.start(i, job)
             started = time.perf_counter()
             assert pending is not None
             decoded = pending.result()
-            pending = pool.submit(_read, todo[i + 1].src) if i + 1 < len(todo) else None
-            result = Result(job, "done")
+            pending = pool.submit(_read, todo[i + 1], upscaler, settings) if i + 1 < len(todo) else None
+            result = Result(job, "done", job.redo)
             try:
+                if isinstance(decoded, _Later):  # the previous image is done: check again, then decode
+                    check_before_decode(job.src, job.dst, upscaler, settings, decoded.size)
+                    decoded = images.read_image(job.src)
                 if isinstance(decoded, SSTError):
                     raise decoded
                 result.in_size = decoded.size
+                rec = recipe(upscaler, settings, job.dst)
+                files.ensure_folder(job.dst.parent)
+                manifest.mark_pending(job.src, job.dst, rec)
                 result.notes = process_file(job.src, job.dst, upscaler, settings, decoded, ev.tiles,
                                             lambda old, new, job=job: ev.retry(job, old, new))
+                manifest.mark_done(job.src, job.dst, rec)
                 oh, ow = _target_size(decoded.size[1], decoded.size[0], int(upscaler.scale), settings.outscale)
                 result.out_size = (ow, oh)
             except SSTError as exc:
@@ -347,6 +482,8 @@ def run_batch(jobs: list[Job], upscaler: Any, settings: Settings, events: Events
                 result.status = "failed"
                 result.reason = ("out of memory even with the smallest tile." if is_oom(exc)
                                  else f"unexpected {type(exc).__name__}: {files.reason(exc)}")
+            if result.status == "failed":
+                manifest.forget_if_absent(job.dst)
             del decoded
             result.seconds = time.perf_counter() - started
             summary.results.append(result)
@@ -360,3 +497,31 @@ def run_batch(jobs: list[Job], upscaler: Any, settings: Settings, events: Events
         summary.seconds = time.perf_counter() - t0
     return summary
 
+
+def remove_stale_temps(jobs: list[Job]) -> int:
+    """Remove what killed runs left in the jobs' output folders; returns how many files."""
+    return sum(manifest.clean_stale_temps(folder) for folder in sorted({j.dst.parent for j in jobs}))
+
+
+def run_ranks(jobs: list[Job], upscaler: Any, settings: Settings, dist: Dist, events: Events | None = None) -> Summary:
+    """:func:`run_batch` over this rank's share of ``jobs`` (see :mod:`sst_cli.distributed`); every rank
+    returns the merged summary, results in job order. One process: just ``run_batch``."""
+    if not dist.active:
+        return run_batch(jobs, upscaler, settings, events)
+    removed = remove_stale_temps(jobs) if dist.main else 0  # once, before any rank writes
+    dist.barrier()
+    parts = dist.gather(run_batch(dist.shard(jobs), upscaler, settings, events, clean_temps=False))
+    order = {str(j.dst): i for i, j in enumerate(jobs)}
+    results = sorted((r for p in parts for r in p.results), key=lambda r: order[str(r.job.dst)])
+    return Summary(results, any(p.interrupted for p in parts), max(p.seconds for p in parts), removed)
+
+
+def describe(upscaler: Any, settings: Settings) -> dict[str, Any]:
+    """What a result file records about the run, so every output traces back to its weights and sst."""
+    from .. import __version__
+
+    return {"sst_version": __version__, "model": getattr(upscaler, "name", None), "scale": int(upscaler.scale),
+            "weights": getattr(upscaler, "source", None), "weights_sha256": manifest.weights_fingerprint(upscaler),
+            "device": str(getattr(upscaler, "device", "")), "backend": getattr(upscaler, "backend", None),
+            "outscale": settings.outscale, "tta": settings.tta, "alpha": settings.alpha, "format": settings.format,
+            "quality": settings.quality}
