@@ -81,11 +81,13 @@ def _images(folder: Path, n: int, size: int = 20) -> list[str]:
 
 def test_upscale_under_torchrun_does_each_file_once(tmp_path: Path) -> None:
     names = _images(tmp_path / "in", 5)
-    one = _sst("upscale", str(tmp_path / "in"), str(tmp_path / "one"), "--device", "cpu", "--json")
+    one = _sst("upscale", str(tmp_path / "in"), str(tmp_path / "one"), "--device", "cpu", "--threads", "1")
     assert one.returncode == 0, one.stderr
-    two = _sst("upscale", str(tmp_path / "in"), str(tmp_path / "two"), "--json", procs=2)
+    two = _sst("upscale", str(tmp_path / "in"), str(tmp_path / "two"), "--threads", "1",
+               "--json", str(tmp_path / "two.json"), procs=2)
     assert two.returncode == 0, two.stderr[-3000:]
-    report = json.loads(two.stdout)  # rank 0 alone prints, one merged summary
+    assert two.stdout.count("5 done") == 1 and all(two.stdout.count(n) == 1 for n in names)  # rank 0 alone
+    report = json.loads((tmp_path / "two.json").read_text())  # one merged summary
     assert report["processes"] == 2 and (report["done"], report["skipped"], report["failed"]) == (5, 0, 0)
     assert [Path(r["input"]).name for r in report["results"]] == names  # each reported once, in order
     for name in names:
@@ -96,7 +98,8 @@ def test_upscale_under_torchrun_does_each_file_once(tmp_path: Path) -> None:
 
 def test_eval_under_torchrun_equals_one_process(tmp_path: Path) -> None:
     _images(tmp_path / "data" / "Mine" / "HR", 5, size=48)
-    common = ["eval", "--dataset", "Mine", "--data-root", str(tmp_path / "data"), "--scale", "2", "--device", "cpu"]
+    common = ["eval", "--dataset", "Mine", "--data-root", str(tmp_path / "data"), "--scale", "2", "--device", "cpu",
+              "--threads", "1"]
     one = _sst(*common, "--json", str(tmp_path / "one.json"), "--csv", str(tmp_path / "one.csv"))
     assert one.returncode == 0, one.stderr
     two = _sst(*common, "--json", str(tmp_path / "two.json"), "--csv", str(tmp_path / "two.csv"), procs=2)

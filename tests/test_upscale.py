@@ -401,7 +401,7 @@ def test_other_weights_redo_and_the_json_traces_the_weights(tmp_path: Path, tiny
     small_set(tmp_path / "in", 2)
     torch.manual_seed(1)
     other = save_checkpoint(tmp_path / "other_x2.safetensors", build_model(TINY).eval())
-    args = [str(tmp_path / "in"), str(tmp_path / "out"), "--device", "cpu", "--json"]
+    args = [str(tmp_path / "in"), str(tmp_path / "out"), "--device", "cpu", "--json", "-"]
     code, text, _ = upscale_cli(capsys, *args, "--weights", str(tiny_weights))
     first = json.loads(text)
     assert code == 0 and first["done"] == 2
@@ -501,7 +501,7 @@ def test_decompression_bomb_is_refused_at_once_and_the_batch_goes_on(tmp_path: P
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", BOMB_CHILD, "upscale", str(tmp_path / "in"), str(out),
-                           "-m", "bicubic", "-s", "2", "--device", "cpu", "--json"],
+                           "-m", "bicubic", "-s", "2", "--device", "cpu", "--json", "-"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert bomb.stat().st_size < 8 << 20
     stdout, _, result_line = proc.stdout.rpartition("RESULT ")
@@ -533,7 +533,7 @@ def test_images_that_cannot_fit_are_refused_before_decoding(tmp_path: Path, monk
     # enough for the small image, not for the big one even streamed to disk
     monkeypatch.setattr(up_mod, "free_memory", lambda device: 100_000)
     code, text, _ = upscale_cli(capsys, str(tmp_path / "in"), str(tmp_path / "out"), "-m", "bicubic", "-s", "4",
-                                "--tile", "64", "--json")
+                                "--tile", "64", "--json", "-")
     report = json.loads(text)
     rows = {Path(r["input"]).name: r for r in report["results"]}
     assert code == 1 and rows["small.png"]["status"] == "done" and decoded == ["small.png"]
@@ -541,7 +541,7 @@ def test_images_that_cannot_fit_are_refused_before_decoding(tmp_path: Path, monk
     assert visible(tmp_path / "out") == ["small.png"]
     # the pixel limit is the user's to raise or lower
     code, text, _ = upscale_cli(capsys, str(tmp_path / "in" / "small.png"), str(tmp_path / "o2"), "-m", "bicubic",
-                                "--max-pixels", "35", "--json")
+                                "--max-pixels", "35", "--json", "-")
     assert code == 1 and "over the limit" in json.loads(text)["results"][0]["reason"]
 
 

@@ -468,10 +468,9 @@ def run_batch(jobs: list[Job], upscaler: Any, settings: Settings, events: Events
                 result.in_size = decoded.size
                 rec = recipe(upscaler, settings, job.dst)
                 files.ensure_folder(job.dst.parent)
-                manifest.mark_pending(job.src, job.dst, rec)
-                result.notes = process_file(job.src, job.dst, upscaler, settings, decoded, ev.tiles,
-                                            lambda old, new, job=job: ev.retry(job, old, new))
-                manifest.mark_done(job.src, job.dst, rec)
+                with manifest.recording(job.src, job.dst, rec):
+                    result.notes = process_file(job.src, job.dst, upscaler, settings, decoded, ev.tiles,
+                                                lambda old, new, job=job: ev.retry(job, old, new))
                 oh, ow = _target_size(decoded.size[1], decoded.size[0], int(upscaler.scale), settings.outscale)
                 result.out_size = (ow, oh)
             except SSTError as exc:
@@ -482,8 +481,6 @@ def run_batch(jobs: list[Job], upscaler: Any, settings: Settings, events: Events
                 result.status = "failed"
                 result.reason = ("out of memory even with the smallest tile." if is_oom(exc)
                                  else f"unexpected {type(exc).__name__}: {files.reason(exc)}")
-            if result.status == "failed":
-                manifest.forget_if_absent(job.dst)
             del decoded
             result.seconds = time.perf_counter() - started
             summary.results.append(result)

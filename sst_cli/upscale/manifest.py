@@ -4,8 +4,9 @@ Each output ``<folder>/<name>`` has a record ``<folder>/.sst-manifest/<name>.jso
 (model, weights fingerprint, scale, outscale, TTA, alpha mode, dtype, format, quality), the input's size
 and modification time, and the output's size and modification time. One file per output, each written
 atomically, so any number of processes can fill one folder without a lock and a crash never leaves a
-half-written record. The record is marked pending before its image is written and completed after, so
-an output is trusted only when its record says that this very file (same size and time) was finished.
+half-written record. The record is marked pending before its image is written and completed after (see
+:func:`recording`), so an output is trusted only when its record says that this very file (same size and
+time) was finished.
 
 An existing output with no record at all was not made by this version of sst (or by sst at all): it is
 kept, and reported, unless ``--overwrite``.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,14 +100,41 @@ def _write(src: Path, dst: Path, recipe: dict[str, Any], finished: bool) -> None
         raise SSTError(f"cannot write {path}, the record of how {dst.name} is made ({files.reason(exc)}).") from None
 
 
-def mark_pending(src: Path, dst: Path, recipe: dict[str, Any]) -> None:
-    """Before ``dst`` is (re)written: whatever is there now is no longer trusted."""
+@contextlib.contextmanager
+def recording(src: Path, dst: Path, recipe: dict[str, Any]) -> Iterator[None]:
+    """Around writing ``dst``: its record is pending while the image is written, and done after.
+
+    Ctrl-C that lands once the image is in place (it is renamed in whole) still completes the record, so
+    the image is not redone; a failure that leaves no image leaves no record either.
+    """
+    before = _identity(dst)
     _write(src, dst, recipe, finished=False)
+    try:
+        yield
+    except KeyboardInterrupt:
+        if _identity(dst) not in (None, before):
+            _finish(src, dst, recipe)
+        raise
+    except BaseException:
+        forget_if_absent(dst)
+        raise
+    _finish(src, dst, recipe)
 
 
-def mark_done(src: Path, dst: Path, recipe: dict[str, Any]) -> None:
-    """After ``dst`` was written: it is exactly what ``recipe`` makes from ``src``."""
-    _write(src, dst, recipe, finished=True)
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _finish(src: Path, dst: Path, recipe: dict[str, Any]) -> None:
+    try:
+        _write(src, dst, recipe, finished=True)
+    except KeyboardInterrupt:  # a second try: the image is complete, its record should say so
+        _write(src, dst, recipe, finished=True)
+        raise
 
 
 def forget_if_absent(dst: Path) -> None:
