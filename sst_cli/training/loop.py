@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
+from ..distributed import Dist, from_env
 from ..errors import SSTError
 from ..evaluation.runner import Task, evaluate_model, plan
 from ..io.files import atomic_write
@@ -43,25 +43,13 @@ from .run_dir import (
 
 
 # ------------------------------------------------------------------------------------------ setup
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
 def init_distributed() -> Dist:
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; NCCL on GPU, gloo on CPU."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; NCCL on GPU (gradients are all-reduced there), gloo on CPU."""
+    d = from_env()
+    if not d.active:
+        return d
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    d = Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
     if torch.cuda.is_available():
         torch.cuda.set_device(d.local_rank)
     return d
