@@ -197,7 +197,8 @@ def upscale_cmd(
     Exit code 0 when every image succeeded, 1 when some failed (the rest are still done), 2 for usage errors.
     """
     if len(paths) < 2:
-        raise UsageError("give at least one input and the output folder: sst upscale INPUT... OUTPUT_DIR.")
+        raise UsageError("give at least one input and the output (a folder, or a file name for one image): "
+                         "sst upscale INPUT... OUTPUT.")
     from .. import distributed
     from ..upscale.batch import Settings, describe
 

@@ -1,8 +1,11 @@
 """Upscaling files: one decoded image to one output file, and whole batches of files.
 
 A batch is planned first (inputs found, outputs named, collisions refused), then run image by image:
-one bad file is a failed row, never the end of the batch. Outputs too large for memory are streamed
-to disk as PNG rows.
+one bad file is a failed row, never the end of the batch. An existing output is kept only when its
+record (:mod:`sst_cli.upscale.manifest`) says the same recipe made it from the same input. Each image's
+header is read before it is decoded, so an image over ``--max-pixels`` or one that cannot fit in memory
+is refused at once. Outputs too large for memory are streamed to disk as PNG rows. Under torchrun,
+:func:`run_ranks` gives each process its share of the jobs and merges the results.
 """
 
 from __future__ import annotations
