@@ -21,10 +21,9 @@ from ..runtime import DTYPE_NAMES, torch_dtype
 BIASES = {"rib": "RIB", "rpb": "RPB", "none": "none"}
 MODES = ("inference", "train")
 
-ROW_KEYS = (
-    "model", "scale", "backend", "bias", "dtype", "device", "input_hw", "batch", "mode", "status",
-    "latency_ms_median", "latency_ms_p90", "peak_mem_mb", "params", "flops", "tflops_per_s",
-)
+# Default OUTPUT size (w, h): the paper's 1280x720 on a GPU; on a CPU a size that takes seconds, not minutes.
+PAPER_SIZE = (1280, 720)
+CPU_SIZE = (256, 256)
 
 
 @dataclass(frozen=True)
@@ -89,16 +88,22 @@ def expand_devices(devices: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def default_size(device: str) -> tuple[int, int]:
+    """The output size (w, h) profiled on ``device`` when none is given."""
+    return CPU_SIZE if device == "cpu" else PAPER_SIZE
+
+
 def build_grid(
     models: list[str], scales: list[int], backends: list[str], biases: list[str], dtypes: list[str],
-    devices: list[str], size: tuple[int, int] = (1280, 720), batch: int = 1, warmup: int = 3, repeat: int = 10,
+    devices: list[str], size: tuple[int, int] | None = None, batch: int = 1, warmup: int = 3, repeat: int = 10,
     compile: bool = False, train: bool = False, patch: int = 64, timeout_s: float | None = None,
     threads: int | None = None,
 ) -> list[ProfileConfig]:
     """Every combination, grouped so that backends and biases of one model sit side by side.
 
-    Names that are merely unavailable here (a CUDA-only backend on CPU) make status rows later; names
-    that do not exist at all are user errors raised here.
+    ``size`` is the output (w, h); None takes :func:`default_size` per device. Names that are merely
+    unavailable here (a CUDA-only backend on CPU) make status rows later; names that do not exist at all
+    are user errors raised here.
     """
     for m in models:
         try:
@@ -121,9 +126,9 @@ def build_grid(
         raise SSTError("--threads must be at least 1.")
     if min(batch, repeat, patch) < 1 or warmup < 0:
         raise SSTError("--batch, --repeat and --patch must be at least 1 and --warmup at least 0.")
-    w, h = size
     configs = []
     for dev in expand_devices(devices):
+        w, h = size or default_size(dev)
         for m in models:
             for s in scales:
                 input_hw = (patch, patch) if train else (h // s, w // s)
