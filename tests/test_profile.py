@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
+import sys
 
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import sst_cli
 from sst_cli.cli import main
-from sst_cli.errors import SSTError
-from sst_cli.profiling import grid, measure, runner
+from sst_cli.errors import SSTError, UsageError
+from sst_cli.profiling import grid, measure, runner, schema
 from sst_cli.profiling.grid import ProfileConfig
 
 # A small SST (dim 16, windows 8 and 16) keeps each worker to about a second of compute.
@@ -29,7 +32,7 @@ def tiny(backend: str = "sdpa", bias: str = "rib", hw: tuple[int, int] = (16, 16
 
 
 def check_schema(row: dict) -> None:
-    assert set(grid.ROW_KEYS) <= set(row)
+    assert set(schema.ROW_KEYS) <= set(row)
     assert row["mode"] in grid.MODES
     assert isinstance(row["input_hw"], list) and len(row["input_hw"]) == 2
     assert isinstance(row["status"], str) and row["status"]
@@ -158,17 +161,29 @@ def test_grid_and_user_errors():
             grid.expand_devices(["all"])
 
 
-def test_paper_reference_names_the_gpu():
-    row = {"model": "sst-l", "scale": 2, "bias": "rib", "backend": "fa3", "mode": "inference"}
+def test_paper_figure_only_beside_the_same_model_scale_size_and_backend():
+    row = {"model": "sst-l", "scale": 2, "bias": "rib", "backend": "fa3", "mode": "inference", "input_hw": [360, 640]}
     ref = runner.paper_reference(row)
     assert ref["gpu"] == "H200" and ref["latency_ms"] == pytest.approx(608.4) and ref["mem_mb"] == 2824
-    ref = runner.paper_reference(row | {"device_name": "NVIDIA GeForce RTX 4090"})
+    # the row's own GPU when the paper has it (FA3 does not run on an RTX 4090: FA2 is what the paper could run)
+    ref = runner.paper_reference(row | {"backend": "fa2", "device_name": "NVIDIA GeForce RTX 4090"})
     assert ref["gpu"] == "RTX4090" and ref["latency_ms"] == pytest.approx(1439.2)
-    ref = runner.paper_reference(row | {"mode": "train"})
+    # x3 of a 1280x720 request is a 1278x720 output (input 426x240): still the paper's size
+    assert runner.paper_reference(row | {"scale": 3, "input_hw": [240, 426]})["latency_ms"] == pytest.approx(276.3)
+    ref = runner.paper_reference(row | {"mode": "train", "input_hw": [64, 64]})
     assert ref["latency_ms"] == pytest.approx(370.0) and "Table 1" in ref["table"]
-    ref = runner.paper_reference(row | {"bias": "rpb", "backend": "naive"})
-    assert ref["mem_mb"] == 126181 and "Table 4" in ref["table"]
-    assert runner.paper_reference(row | {"model": "sst-light"}) is None
+    # the bias ablation model is sst+ at x2 (its parameter counts are ours with rib and rpb)
+    ablation = row | {"model": "sst+", "bias": "rpb", "backend": "naive"}
+    assert runner.paper_reference(ablation)["mem_mb"] == 126181
+    assert sum(p.numel() for p in grid.build(ProfileConfig("sst+", 2, "naive", "rpb", "fp32", "cpu", (8, 8)),
+                                            "meta").parameters()) == pytest.approx(13.6e6, rel=0.01)
+    # no figure, and why: another backend, size, model, or a training patch the paper did not use
+    for change, word in (({"backend": "sdpa"}, "backend sdpa"), ({"input_hw": [64, 64]}, "size 128x128"),
+                         ({"model": "sst-light"}, "model sst-light"),
+                         ({"mode": "train", "input_hw": [48, 48]}, "size 48x48"),
+                         ({"model": "sst", "bias": "rpb", "backend": "naive"}, "bias rpb")):
+        ref, why = runner.paper_match(row | change)
+        assert ref is None and why.startswith(word), why
 
 
 def test_peak_tflops_table():
@@ -201,3 +216,131 @@ def test_cli_json_and_csv(tmp_path, capsys):
 def test_cli_user_error_is_one_sentence(capsys):
     assert main(["profile", "--model", "sst-huge", "--device", "cpu"]) == 2  # a usage error, found at parse time
     assert "not a model" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- result files and compare
+def result_row(backend: str, ms: float | None, mb: float | None = 300.0, status: str = "ok", device: str = "cpu",
+               name: str = "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz", **kw) -> dict:
+    row = {"model": "sst-light", "scale": 4, "backend": backend, "bias": "rib", "dtype": "fp32", "device": device,
+           "input_hw": [64, 48], "output_hw": [256, 192], "batch": 1, "mode": "inference", "status": status,
+           "latency_ms_median": ms, "latency_ms_p90": ms, "peak_mem_mb": mb, "device_name": name, "threads": 2}
+    return row | kw
+
+
+def result_file(path, rows: list[dict], **env) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"environment": env, "rows": rows}))
+    return str(path)
+
+
+def test_environment_records_schema_and_sst_versions():
+    env = measure.environment()
+    assert env["schema_version"] == schema.SCHEMA_VERSION and env["sst"] == sst_cli.__version__
+    assert env["host"] and env["torch"] == torch.__version__
+
+
+def test_merge_files_of_different_versions_with_missing_fields(tmp_path):
+    from sst_cli.profiling import compare
+
+    fa3_reason = "backend unavailable: fa3 needs a CUDA GPU (cpu/float32 requested)."
+    new = result_file(tmp_path / "new.json", [result_row("sdpa", 400.0), result_row("naive", 1000.0, 420.0),
+                                              result_row("fa3", None, None, fa3_reason)],
+                      schema_version=1, sst="0.3.0", host="box1", cpu_threads=2)
+    # written before sst recorded its version: no schema_version, no host; one row without peak memory
+    old = result_file(tmp_path / "old.json", [result_row("sdpa", 200.0, name="AMD EPYC 7B13 64-Core Processor",
+                                                         peak_mem_mb=None) | {"threads": None},
+                                              result_row("flex", 50.0, device="cuda:0", name="NVIDIA H100 80GB HBM3")],
+                      cpu_threads=8)
+    comp = compare.merge([(p, schema.read_result(p)) for p in (new, old)])
+    assert [c.label for c in comp.columns] == ["Intel Xeon Platinum 8481C, 2 threads · box1", "AMD EPYC 7B13 64-Core, 8 threads",
+                                               "H100 80GB HBM3"]
+    assert [c.schema for c in comp.columns] == [1, 0, 0] and comp.columns[1].sst is None
+    assert [compare.config_words(comp.config(k))[2] for k in comp.keys] == ["sdpa", "naive", "fa3", "flex"]
+    sdpa, naive, fa3, flex = comp.keys
+    assert comp.ratio(sdpa, 1) == pytest.approx(0.5) and comp.value(sdpa, 1, "peak_mem_mb") is None
+    assert comp.ratio(naive, 1) is None and comp.cells[naive][1] is None  # only in the first file
+    assert comp.ratio(flex, 2) is None and comp.value(flex, 2, "latency_ms_median") == 50.0  # no baseline
+    data = compare.to_json(comp)
+    assert data["schema_version"] == schema.SCHEMA_VERSION and data["rows"][0]["input_wxh"] == "48x64"
+    assert data["rows"][0]["results"][1] | {"column": None} == {
+        "column": None, "status": "ok", "latency_ms": 200.0, "latency_ms_p90": 200.0, "peak_mem_mb": None,
+        "latency_ratio": 0.5, "peak_mem_ratio": None}
+    assert len(compare.csv_rows(comp)) == 5  # configuration x column pairs that exist
+
+    from sst_cli.profiling.table import compare_table
+
+    t = compare_table(comp)
+    assert t.columns == ["backend", "A ms", "B ms", "B/A", "C ms", "C/A", "A MB", "B MB", "C MB"]
+    assert t.rows[0] == ["sdpa", "400", "200", "0.50", "–", "–", "300", "–", "–"]
+    assert t.rows[2][:2] == ["fa3", "n/a [1]"] and t.notes == ["[1] " + fa3_reason]
+    assert any(line.startswith("B: AMD EPYC") and "sst version not recorded" in line for line in t.caption)
+    assert "sst-light · x4 · rib · fp32 · input 48x64 · batch 1 · inference" in t.caption
+
+
+def test_columns_from_one_machine_are_told_apart_by_file(tmp_path):
+    from sst_cli.profiling import compare
+
+    rows = [result_row("sdpa", 10.0)]
+    a = result_file(tmp_path / "run1" / "p.json", rows, host="h")
+    b = result_file(tmp_path / "run2" / "p.json", rows, host="h")
+    c = result_file(tmp_path / "c.json", rows, host="h")
+    comp = compare.merge([(p, schema.read_result(p)) for p in (a, b, c, c)])
+    labels = [col.label for col in comp.columns]
+    assert len(set(labels)) == 4
+    assert labels[0].endswith(f"({a})") and labels[1].endswith(f"({b})") and labels[2].endswith("(c.json)")
+    assert labels[3].endswith("(c.json) #2")
+
+
+def test_unreadable_or_future_result_files_are_refused_by_name(tmp_path):
+    future = result_file(tmp_path / "future.json", [], schema_version=schema.SCHEMA_VERSION + 1, sst="9.0")
+    with pytest.raises(SSTError, match=r"future\.json uses result schema 2 \(written by sst 9\.0\).*upgrade sst"):
+        schema.read_result(future)
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "bad.json").write_text("{oops")
+    (tmp_path / "rows.json").write_text('{"rows": [1]}')
+    for name, words in (("list.json", "not an `sst profile --json` result"), ("bad.json", "is not JSON"),
+                        ("rows.json", "rows are not objects"), ("missing.json", "does not exist")):
+        with pytest.raises(SSTError, match=re.escape(words)) as exc:
+            schema.read_result(tmp_path / name)
+        assert name in str(exc.value)
+
+
+def test_plot_without_matplotlib_is_one_sentence(monkeypatch, tmp_path):
+    from sst_cli.profiling import compare, plot
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    comp = compare.merge([("a", {"environment": {}, "rows": [result_row("sdpa", 1.0)]})])
+    with pytest.raises(SSTError, match=r"needs matplotlib.*pip install 'sst-cli\[plot\]'"):
+        plot.plot(comp, tmp_path / "p.png")
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(UsageError, match="PNG or SVG"):
+        plot.plot_format("p.jpg")
+
+
+@pytest.mark.parametrize("suffix", [".png", ".svg"])
+def test_plot_draws_png_and_svg(tmp_path, suffix):
+    pytest.importorskip("matplotlib", reason="matplotlib (the optional `plot` extra) is not installed")
+    from sst_cli.profiling import compare, plot
+
+    rows = [result_row("sdpa", 400.0), result_row("naive", 900.0), result_row("fa3", None, None, "backend unavailable")]
+    comp = compare.merge([("a", {"environment": {"host": "h"}, "rows": rows}),
+                          ("b", {"environment": {}, "rows": [result_row("sdpa", 200.0, name="EPYC")]})])
+    out = plot.plot(comp, tmp_path / f"p{suffix}")
+    data = out.read_bytes()
+    assert data.startswith(b"\x89PNG") if suffix == ".png" else b"<svg" in data[:2000]
+    assert [p.name for p in tmp_path.iterdir()] == [f"p{suffix}"]
+
+
+def test_cpu_default_size_and_torchrun_rank(monkeypatch):
+    configs = grid.build_grid(["sst-light"], [4], ["sdpa"], ["rib"], ["auto"], ["cpu"])
+    assert configs[0].input_hw == (64, 64)  # 256x256 output: seconds on a CPU
+    assert grid.default_size("cuda:0") == (1280, 720)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert runner.other_rank() == 1
+    monkeypatch.setenv("RANK", "0")
+    assert runner.other_rank() is None
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("RANK", "1")
+    assert runner.other_rank() is None

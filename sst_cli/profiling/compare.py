@@ -58,10 +58,10 @@ class Comparison:
 
 
 def short_device_name(name: str) -> str:
-    """Vendor decoration off a device name: 'Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz' -> 'Xeon Platinum 8481C'."""
+    """Decoration off a device name: 'Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz' -> 'Intel Xeon Platinum 8481C'."""
     text = re.sub(r"\((R|TM|tm|r)\)", "", name)
     text = re.sub(r"\s*@.*$", "", text)
-    text = re.sub(r"\b(CPU|Processor|NVIDIA|GeForce|Intel|Genuine)\b", "", text)
+    text = re.sub(r"\b(CPU|Processor|NVIDIA|GeForce)\b", "", text)
     return " ".join(text.split()) or name
 
 
@@ -86,16 +86,18 @@ def _label(c: Column) -> str:
 
 
 def _unique_labels(columns: list[Column]) -> None:
-    """Label every column; where labels repeat, add the file's name, then its path, then a counter."""
+    """Label every column; where labels repeat, add the file's name (its path where names repeat too), then
+    a counter for a file given twice."""
     for c in columns:
         c.label = _label(c)
-    for extra in (lambda c: Path(c.source).name, lambda c: c.source):
-        seen: dict[str, int] = {}
-        for c in columns:
-            seen[c.label] = seen.get(c.label, 0) + 1
-        for c in columns:
-            if seen[c.label] > 1:
-                c.label = f"{_label(c)} ({extra(c)})"
+    groups: dict[str, list[Column]] = {}
+    for c in columns:
+        groups.setdefault(c.label, []).append(c)
+    for group in (g for g in groups.values() if len(g) > 1):
+        for c in group:
+            name = Path(c.source).name
+            clash = {o.source for o in group if Path(o.source).name == name}
+            c.label += f" ({name if len(clash) == 1 else c.source})"
     counts: dict[str, int] = {}
     for c in columns:
         counts[c.label] = counts.get(c.label, 0) + 1
