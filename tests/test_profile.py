@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
+import io
 import json
 import re
 import subprocess
@@ -193,24 +195,133 @@ def test_peak_tflops_table():
     assert measure.device_peak_tflops("AMD EPYC", "fp32") is None
 
 
-def test_cli_json_and_csv(tmp_path, capsys):
-    out_json, out_csv = tmp_path / "p.json", tmp_path / "p.csv"
-    code = main(["profile", "--model", "sst-light", "--scale", "4", "--size", "32x32", "--backend", "sdpa,fa3",
+def test_cli_json_csv_and_plot(tmp_path, capsys):
+    out_json, out_csv, out_png = tmp_path / "p.json", tmp_path / "p.csv", tmp_path / "p.png"
+    has_mpl = importlib.util.find_spec("matplotlib") is not None
+    code = main(["profile", "--model", "sst-light", "--scale", "4", "--size", "32x16", "--backend", "sdpa,fa3",
                  "--bias", "rib", "--dtype", "fp32", "--device", "cpu", "--warmup", "0", "--repeat", "1",
-                 "--json", str(out_json), "--csv", str(out_csv), "--compare-paper"])
+                 "--threads", "1", "--json", str(out_json), "--csv", str(out_csv), "--compare-paper"]
+                + ["--plot", str(out_png)] * has_mpl)
     assert code == 0
     printed = capsys.readouterr().out
-    assert "sst profile" in printed and "backend unavailable: fa3" in printed
+    assert "sst profile" in printed and "n/a [1]" in printed and "[1] backend unavailable: fa3" in printed
+    # sizes read WxH; the paper has no sst-light speed figure, and the run says so instead of borrowing one
+    assert "input 8x4 → output 32x16" in printed and "no paper figure: model sst-light" in printed
+    assert max(map(len, printed.splitlines())) <= 80
     data = json.loads(out_json.read_text())
     assert set(data) == {"environment", "rows"}
+    assert data["environment"]["schema_version"] == schema.SCHEMA_VERSION
+    assert data["environment"]["sst"] == sst_cli.__version__
     sdpa, fa3 = data["rows"]
     for row in (sdpa, fa3):
         check_schema(row)
-        assert row["input_hw"] == [8, 8] and row["output_hw"] == [32, 32] and "paper" in row
+        assert row["input_hw"] == [4, 8] and row["output_hw"] == [16, 32] and row["paper"] is None
+        assert row["paper_missing"].startswith("model sst-light")
     assert sdpa["status"] == "ok" and sdpa["latency_ms_median"] > 0 and sdpa["peak_mem_mb"] > 0
     assert fa3["status"].startswith("backend unavailable")
     rows = list(csv.DictReader(out_csv.open()))
-    assert [r["backend"] for r in rows] == ["sdpa", "fa3"] and rows[0]["input_hw"] == "8x8"
+    assert [r["backend"] for r in rows] == ["sdpa", "fa3"] and rows[0]["input_wxh"] == "8x4"
+    assert out_png.read_bytes().startswith(b"\x89PNG") if has_mpl else not out_png.exists()
+
+
+def test_cli_nothing_measured_exits_1_after_saying_why(tmp_path, capsys):
+    out = tmp_path / "p.json"
+    assert main(["profile", "--backend", "fa3", "--device", "cpu", "--json", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "[1] backend unavailable: fa3 needs a CUDA GPU" in captured.out
+    assert "nothing could be measured" in captured.err and "Traceback" not in captured.err
+    assert json.loads(out.read_text())["rows"][0]["input_hw"] == [64, 64]  # the CPU default: 256x256 output
+
+
+def test_cli_under_torchrun_only_rank_0_measures(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "p.json"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main(["profile", "--backend", "sdpa", "--device", "cpu", "--json", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == captured.err == "" and not out.exists()  # quietly, without measuring
+    monkeypatch.setenv("RANK", "0")
+    assert main(["profile", "--backend", "fa3", "--device", "cpu", "--json", str(out)]) == 1  # fa3: nothing to run
+    assert "measuring on rank 0 only" in capsys.readouterr().err and out.exists()
+    assert main(["profile", "--help"]) == 0
+    assert "torchrun only rank 0 measures" in re.sub(r"\s+", " ", capsys.readouterr().out)
+
+
+def test_cli_compare_merges_files_into_one_80_column_table(tmp_path, capsys):
+    reason = "out of memory"
+    a = result_file(tmp_path / "a.json", [result_row("sdpa", 480.0), result_row("naive", 1200.0, 420.0),
+                                          result_row("flex", None, None, reason)],
+                    schema_version=1, sst="0.2.0", host="laptop", cpu_threads=2)
+    b = result_file(tmp_path / "b.json", [result_row("sdpa", 30.0, device="cuda:0", name="NVIDIA H100 80GB HBM3",
+                                                     peak_mem_mb=None)])  # an older file: no versions
+    out_json, out_csv = tmp_path / "c.json", tmp_path / "c.csv"
+    assert main(["profile", "compare", a, b, "--json", str(out_json), "--csv", str(out_csv)]) == 0
+    printed = capsys.readouterr().out
+    assert max(map(len, printed.splitlines())) <= 80
+    lines = [line.split() for line in printed.splitlines()]
+    assert ["backend", "A", "ms", "B", "ms", "B/A", "A", "MB", "B", "MB"] in lines
+    assert ["sdpa", "480", "30", "0.06", "300", "–"] in lines and ["naive", "1200", "–", "–", "420", "–"] in lines
+    assert ["flex", "OOM", "[1]", "–", "–", "–", "–"] in lines and "[1] out of memory" in printed
+    assert "A: Intel Xeon Platinum 8481C, 2 threads · laptop, sst 0.2.0" in printed
+    assert "B: H100 80GB HBM3, sst version not recorded" in printed
+    merged = json.loads(out_json.read_text())
+    assert [c["file"] for c in merged["columns"]] == [a, b] and len(merged["rows"]) == 3
+    assert len(list(csv.DictReader(out_csv.open()))) == 4
+    # the merged table is no result file: comparing it again is refused by name
+    assert main(["profile", "compare", str(out_json)]) == 1
+    assert "c.json is a merged table" in capsys.readouterr().err
+
+
+def test_cli_compare_refusals(tmp_path, capsys, monkeypatch):
+    ok = result_file(tmp_path / "ok.json", [result_row("sdpa", 1.0)])
+    future = result_file(tmp_path / "future.json", [], schema_version=schema.SCHEMA_VERSION + 1)
+    assert main(["profile", "compare", ok, future]) == 1
+    err = capsys.readouterr().err
+    assert "future.json uses result schema" in err and "upgrade sst" in err
+    assert main(["profile", "compare", ok, "--plot", str(tmp_path / "p.jpg")]) == 2
+    assert "PNG or SVG" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the `plot` extra were not installed
+    for args in (["profile", "compare", ok], ["profile", "--backend", "sdpa", "--device", "cpu"]):
+        assert main([*args, "--plot", str(tmp_path / "p.png")]) == 1
+        err = capsys.readouterr().err
+        assert "needs matplotlib" in err and "sst-cli[plot]" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["future.json", "ok.json"]
+
+
+def test_tables_fit_80_columns():
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    from sst_cli.cli.profile import _render, _rich_table
+    from sst_cli.profiling import compare
+    from sst_cli.profiling.table import compare_tables, run_table
+
+    fa3 = "backend unavailable: fa3 needs a CUDA GPU (cpu/float32 requested)."
+    rpb = "bias unsupported by backend: fa3 takes no additive logit bias, so rpb cannot run on it (rpb runs with ...)."
+    rows = [result_row(b, 900.0, flops=48e9, tflops_per_s=0.05, cpu_ms_median=1800.0, bias=bias,
+                       status="ok" if b != "fa3" else (fa3 if bias == "rib" else rpb))
+            for bias in ("rib", "rpb") for b in ("sdpa", "naive", "fa3")]
+    paper = {"gpu": "H200", "table": "Table S4 (inference)", "latency_ms": 608.4, "mem_mb": 2824.0, "note": ""}
+    gpu_rows = [result_row("fa3", 650.0, 2900.0, device="cuda:0", name="NVIDIA H100 80GB HBM3", model="sst-l", scale=2,
+                           input_hw=[360, 640], flops=18e12, tflops_per_s=27.7, peak_fraction=0.028, paper=paper),
+                result_row("sdpa", 900.0, 3100.0, device="cuda:0", name="NVIDIA H100 80GB HBM3", model="sst-l", scale=2,
+                           input_hw=[360, 640], flops=18e12, tflops_per_s=20.0, peak_fraction=0.02,
+                           paper_missing="backend sdpa: the paper has fa2, fa3")]
+    merged = compare.merge([(f"run{i}/machine-{i}.json", {"environment": {"host": f"host-{i}"}, "rows": rows})
+                            for i in range(5)])
+    tables = compare_tables(merged)  # five machines: too wide for one table
+    assert [t.title for t in tables] == ["sst profile compare: latency", "sst profile compare: peak memory"]
+    for t in (run_table({"environment": {}, "rows": rows}), run_table({"environment": {}, "rows": gpu_rows}, True),
+              *tables):
+        console = Console(width=80, record=True, file=io.StringIO())
+        # the table's natural width fits, so nothing is folded to fit
+        assert Measurement.get(console, console.options, _rich_table(t)).maximum <= 80, t.columns
+        _render(t, console)
+        text = console.export_text()
+        assert max(map(len, text.splitlines())) <= 80
+        assert "[1]" in text or "paper" in text
+    text = " ".join(text.split())
+    assert "[1] " + fa3 in text and "[2] " + rpb in text
 
 
 def test_cli_user_error_is_one_sentence(capsys):
@@ -267,9 +378,9 @@ def test_merge_files_of_different_versions_with_missing_fields(tmp_path):
         "latency_ratio": 0.5, "peak_mem_ratio": None}
     assert len(compare.csv_rows(comp)) == 5  # configuration x column pairs that exist
 
-    from sst_cli.profiling.table import compare_table
+    from sst_cli.profiling.table import compare_tables
 
-    t = compare_table(comp)
+    (t,) = compare_tables(comp)
     assert t.columns == ["backend", "A ms", "B ms", "B/A", "C ms", "C/A", "A MB", "B MB", "C MB"]
     assert t.rows[0] == ["sdpa", "400", "200", "0.50", "–", "–", "300", "–", "–"]
     assert t.rows[2][:2] == ["fa3", "n/a [1]"] and t.notes == ["[1] " + fa3_reason]
@@ -338,9 +449,6 @@ def test_cpu_default_size_and_torchrun_rank(monkeypatch):
     assert grid.default_size("cuda:0") == (1280, 720)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
-    assert runner.other_rank() == 1
-    monkeypatch.setenv("RANK", "0")
-    assert runner.other_rank() is None
+    assert runner.torchrun_rank() == (1, 2)
     monkeypatch.setenv("WORLD_SIZE", "1")
-    monkeypatch.setenv("RANK", "1")
-    assert runner.other_rank() is None
+    assert runner.torchrun_rank() is None

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from .schema import CONFIG_KEYS, SCHEMA_VERSION, check_result, schema_version, wxh
+from .schema import COMPARE_KIND, CONFIG_KEYS, SCHEMA_VERSION, check_result, schema_version, wxh
 
 Key = tuple[Any, ...]
 
@@ -155,6 +155,7 @@ def _result(comp: Comparison, key: Key, i: int) -> dict[str, Any]:
 def to_json(comp: Comparison) -> dict[str, Any]:
     """The merged table as data: the columns, then per configuration one result per column (None: absent)."""
     return {
+        "kind": COMPARE_KIND,
         "schema_version": SCHEMA_VERSION,
         "sst": __version__,
         "columns": [{"label": c.label, "file": c.source, "device": c.device, "device_name": c.name, "host": c.host,

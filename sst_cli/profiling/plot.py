@@ -71,8 +71,8 @@ def plot(comp: Comparison, path: str | Path, title: str = "sst profile") -> Path
         ax.grid(axis="y", alpha=0.3)
         ax.set_axisbelow(True)
     axes[1].set_xticks(range(n_groups), groups, fontsize=8)
-    heading = " · ".join([title, *(config_words(configs[0], shared) if configs else [])])
-    fig.suptitle(heading, fontsize=11)
+    settings = " · ".join(config_words(configs[0], shared) if configs else [])
+    fig.suptitle(title + (f"\n{settings}" if settings else ""), fontsize=10)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", fontsize=8, frameon=False)
 

@@ -95,7 +95,7 @@ def paper_match(row: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]
         kept = [f for f in found if f[key] == values[key]]
         if not kept:
             options = ", ".join(dict.fromkeys(str(f[key]) for f in found))
-            return None, f"{label} {values[key]}: the paper times {options} here"
+            return None, f"{label} {values[key]}: the paper times {options}"
         found = kept
     device = row.get("device_name") or ""
     gpu = next((g for k, g in PAPER_GPU_NAMES.items() if k in device), "H200")
@@ -109,17 +109,17 @@ def paper_reference(row: dict[str, Any]) -> dict[str, Any] | None:
 
 
 # -------------------------------------------------------------------------------------------- torchrun
-def other_rank() -> int | None:
-    """This process's rank when launched by torchrun with several processes and it is not rank 0, else None.
+def torchrun_rank() -> tuple[int, int] | None:
+    """(rank, world size) when torchrun started several processes, else None.
 
     Profiling measures one configuration at a time so that nothing else shares the device; several ranks
-    would share it (and each write the same files). Rank 0 measures; the others have nothing to do.
+    would share it (and each write the same files), so rank 0 measures and the others have nothing to do.
     """
     try:
         world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     except ValueError:
         return None
-    return rank if world > 1 and rank != 0 else None
+    return (rank, world) if world > 1 else None
 
 
 # ------------------------------------------------------------------------------------------ driver

@@ -14,6 +14,7 @@ from typing import Any
 from ..errors import SSTError
 
 SCHEMA_VERSION = 1
+COMPARE_KIND = "sst profile compare"  # the "kind" of a merged table (`sst profile compare --json`)
 
 # What identifies a configuration (the device is where it ran, not what it is).
 CONFIG_KEYS = ("model", "scale", "backend", "bias", "dtype", "input_hw", "batch", "mode")
@@ -37,6 +38,9 @@ def schema_version(result: dict[str, Any]) -> int:
 
 def check_result(result: Any, name: str) -> dict[str, Any]:
     """``result`` if it is a profile result this sst can read; else an SSTError naming ``name``."""
+    if isinstance(result, dict) and result.get("kind") == COMPARE_KIND:
+        raise SSTError(f"{name} is a merged table written by `sst profile compare`; compare the result files of "
+                       "`sst profile --json` it was made from.")
     if not isinstance(result, dict) or not isinstance(result.get("rows"), list):
         raise SSTError(f"{name} is not an `sst profile --json` result (it has no list of rows).")
     if not isinstance(result.get("environment", {}), dict) or not all(isinstance(r, dict) for r in result["rows"]):

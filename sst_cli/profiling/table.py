@@ -72,10 +72,6 @@ def split_keys(configs: list[dict[str, Any]], keys: tuple[str, ...],
     return varying, tuple(k for k in keys if k not in varying)
 
 
-def _shared_text(configs: list[dict[str, Any]], shared: tuple[str, ...]) -> str:
-    return " · ".join(config_words(configs[0], shared) if configs else [])
-
-
 def _device(row: dict[str, Any]) -> str:
     name = row.get("device_name")
     return row["device"] if row.get("device") == "cpu" or not name else f"{row['device']} {short_device_name(name)}"
@@ -96,18 +92,24 @@ def run_table(result: dict[str, Any], compare_paper: bool = False) -> TextTable:
     has_cpu_ms = any(r.get("cpu_ms_median") is not None for r in rows)
     has_peak = any(r.get("peak_fraction") is not None for r in rows)
     paper = compare_paper and any(r.get("paper") for r in rows)
-    figures = ["ms", "p90 ms"] + ["CPU ms"] * has_cpu_ms + ["MB", "GFLOP", "TFLOP/s"] + ["%peak"] * has_peak
+    gflop = {num(r["flops"] / 1e9) if r.get("flops") else "–" for r in rows}
+    same_gflop = gflop.pop() if len(gflop) == 1 else None  # then said once, in the caption
+    figures = ["ms", "p90 ms"] + ["CPU ms"] * has_cpu_ms + ["MB"] + ["GFLOP"] * (same_gflop is None) + ["TFLOP/s"]
+    figures += ["%peak"] * has_peak
     figures += ["paper ms", "paper MB"] * paper
     cols += ["status"] * show_status + figures
     numeric += [False] * show_status + [True] * len(figures)
     t = TextTable(title, cols, numeric)
-    if shared:
-        t.caption.append(_shared_text(configs, shared))
+    words = config_words(configs[0], shared) if configs else []
     out_sizes = {wxh(r.get("output_hw")) for r in rows}
-    if len(out_sizes) == 1 and None not in out_sizes:
-        t.caption.append(f"output {out_sizes.pop()}")
-    t.caption.append("ms: median latency (p90 beside it)" + ("; CPU ms: process CPU time per pass, all threads"
-                                                             if has_cpu_ms else ""))
+    if "input_hw" in shared and len(out_sizes) == 1 and None not in out_sizes:
+        i = [k for k in shared if configs[0].get(k) is not None].index("input_hw")
+        words[i] += f" → output {out_sizes.pop()}"
+    if same_gflop not in (None, "–"):
+        words.append(f"{same_gflop} GFLOP per pass")
+    if words:
+        t.caption.append(" · ".join(words))
+    t.caption.append("ms: median latency" + ("; CPU ms: CPU time per pass, all threads" if has_cpu_ms else ""))
     t.caption.append(MEMORY_NOTE)
     notes = _Notes()
     for r, c in zip(rows, configs, strict=True):
@@ -128,7 +130,7 @@ def run_table(result: dict[str, Any], compare_paper: bool = False) -> TextTable:
         refs = [r["paper"] for r in rows if r.get("paper")]
         if refs:
             sources = ", ".join(dict.fromkeys(f"{p['table']} on {p['gpu']}" for p in refs))
-            t.caption.append(f"paper: {sources} of the SST paper; compare only like with like")
+            t.caption.append(f"paper: the SST paper's {sources}")
         else:
             reasons = sorted({r["paper_missing"] for r in rows if r.get("paper_missing")})
             t.caption.append("paper: no row matches a paper figure (model, scale, bias, size, backend)")
@@ -144,40 +146,57 @@ def letters(n: int) -> list[str]:
     return [abc[i] if i < 26 else abc[i // 26 - 1] + abc[i % 26] for i in range(n)]
 
 
-def compare_table(comp: Comparison) -> TextTable:
-    """Result files side by side: configurations as rows; per column latency, its ratio to A, peak memory."""
+def width(t: TextTable) -> int:
+    """Characters the table takes unfolded (the CLI's box: a blank line under the header, 2 spaces between)."""
+    widths = [max([len(h), *(len(r[i]) for r in t.rows)]) for i, h in enumerate(t.columns)]
+    return sum(widths) + 2 * (len(widths) - 1)
+
+
+def _ratio(r: float | None) -> str:
+    return "–" if r is None else f"{r:.2f}" if r < 10 else num(r)
+
+
+def compare_tables(comp: Comparison, max_width: int = 80) -> list[TextTable]:
+    """Result files side by side: configurations as rows; per column latency, its ratio to A, peak memory.
+
+    One table; two (latency, then peak memory) when one would be wider than ``max_width``. The legend,
+    the shared settings and the footnotes follow the last.
+    """
     names = letters(len(comp.columns))
     configs = [comp.config(k) for k in comp.keys]
     varying, shared = split_keys(configs, CONFIG_KEYS)
-    cols = [HEADERS[k] for k in varying]
-    numeric = [k in ("scale", "batch") for k in varying]
-    for i, n in enumerate(names):
-        cols.append(f"{n} ms")
-        if i:
-            cols.append(f"{n}/A")
-    cols += [f"{n} MB" for n in names]
-    numeric += [True] * (len(cols) - len(numeric))
-    t = TextTable("sst profile compare", cols, numeric)
-    t.caption += [f"{n}: {c.label}" + (f", sst {c.sst}" if c.sst else ", sst version not recorded")
-                  for n, c in zip(names, comp.columns, strict=True)]
-    if shared:
-        t.caption.append(_shared_text(configs, shared))
-    t.caption.append("ms: median latency; B/A: latency over A's; '–': not in that file")
-    t.caption.append(MEMORY_NOTE)
+    head = [HEADERS[k] for k in varying]
+    head_numeric = [k in ("scale", "batch") for k in varying]
+    lat_cols = [c for i, n in enumerate(names) for c in ([f"{n} ms", f"{n}/A"] if i else [f"{n} ms"])]
+    mem_cols = [f"{n} MB" for n in names]
     notes = _Notes()
+    heads, lats, mems = [], [], []
     for key, config in zip(comp.keys, configs, strict=True):
-        cells = [_cell(k, config.get(k)) for k in varying]
-        mem = []
+        heads.append([_cell(k, config.get(k)) for k in varying])
+        lat = []
         for i in range(len(names)):
             row = comp.cells[key][i]
             if row is not None and row.get("status", "ok") != "ok":
-                cells.append(f"{short_status(row['status'])} {notes.ref(row['status'])}")
+                lat.append(f"{short_status(row['status'])} {notes.ref(row['status'])}")
             else:
-                cells.append(num(comp.value(key, i, "latency_ms_median")))
+                lat.append(num(comp.value(key, i, "latency_ms_median")))
             if i:
-                ratio = comp.ratio(key, i)
-                cells.append("–" if ratio is None else f"{ratio:.2f}")
-            mem.append(num(comp.value(key, i, "peak_mem_mb")))
-        t.rows.append(cells + mem)
-    t.notes = notes.lines()
-    return t
+                lat.append(_ratio(comp.ratio(key, i)))
+        lats.append(lat)
+        mems.append([num(comp.value(key, i, "peak_mem_mb")) for i in range(len(names))])
+
+    def table(title: str, cols: list[str], body: list[list[str]]) -> TextTable:
+        return TextTable(title, head + cols, head_numeric + [True] * len(cols), [h + b for h, b in zip(heads, body, strict=True)])
+
+    one = table("sst profile compare", lat_cols + mem_cols, [a + b for a, b in zip(lats, mems, strict=True)])
+    tables = [one] if width(one) <= max_width else [table("sst profile compare: latency", lat_cols, lats),
+                                                    table("sst profile compare: peak memory", mem_cols, mems)]
+    last = tables[-1]
+    last.caption += [f"{n}: {c.label}" + (f", sst {c.sst}" if c.sst else ", sst version not recorded")
+                     for n, c in zip(names, comp.columns, strict=True)]
+    if shared and configs:
+        last.caption.append(" · ".join(config_words(configs[0], shared)))
+    last.caption.append("ms: median latency; B/A: latency over A's; '–': not in that file")
+    last.caption.append(MEMORY_NOTE)
+    last.notes = notes.lines()
+    return tables
