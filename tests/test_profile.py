@@ -150,14 +150,11 @@ def test_grid_and_user_errors():
     assert {c.input_hw for c in configs} == {(360, 640), (180, 320)}
     train = grid.build_grid(["sst-l"], [2], ["sdpa"], ["rib"], ["auto"], ["cpu"], train=True, patch=48, batch=8)
     assert train[0].input_hw == (48, 48) and train[0].mode == "train" and train[0].dtype == "fp32"
-    assert grid.parse_size("1280x720") == (1280, 720)
     for bad in (dict(models=["nope"]), dict(backends=["fa9"]), dict(biases=["alibi"]), dict(dtypes=["fp8"])):
         args = dict(models=["sst-light"], scales=[4], backends=["sdpa"], biases=["rib"], dtypes=["fp32"],
                     devices=["cpu"]) | bad
         with pytest.raises(SSTError):
             grid.build_grid(**args)
-    with pytest.raises(SSTError):
-        grid.parse_size("big")
     if not torch.cuda.is_available():
         with pytest.raises(SSTError, match="--device all"):
             grid.expand_devices(["all"])

@@ -57,17 +57,6 @@ class ProfileConfig:
 
 
 # ----------------------------------------------------------------------------------------------- grid
-def parse_size(text: str) -> tuple[int, int]:
-    """'1280x720' -> (1280, 720) as (width, height)."""
-    try:
-        w, h = (int(v) for v in text.lower().replace("*", "x").split("x"))
-    except ValueError:
-        raise SSTError(f"--size must look like WIDTHxHEIGHT, e.g. 1280x720 (got '{text}').") from None
-    if w <= 0 or h <= 0:
-        raise SSTError(f"--size must be positive (got '{text}').")
-    return w, h
-
-
 def expand_devices(devices: Iterable[str]) -> list[str]:
     """'all' becomes every visible CUDA GPU; other names pass through (checked per row)."""
     out: list[str] = []
