@@ -443,7 +443,8 @@ def test_plot_draws_png_and_svg(tmp_path, suffix):
 def test_cpu_default_size_and_torchrun_rank(monkeypatch):
     configs = grid.build_grid(["sst-light"], [4], ["sdpa"], ["rib"], ["auto"], ["cpu"])
     assert configs[0].input_hw == (64, 64)  # 256x256 output: seconds on a CPU
-    assert grid.default_size("cuda:0") == (1280, 720)
+    assert (configs[0].warmup, configs[0].repeat) == (1, 5)
+    assert grid.default_size("cuda:0") == (1280, 720) and grid.default_passes("cuda:0") == (3, 10)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     assert runner.torchrun_rank() == (1, 2)
