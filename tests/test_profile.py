@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
+import io
 import json
+import re
 import subprocess
+import sys
 
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import sst_cli
 from sst_cli.cli import main
-from sst_cli.errors import SSTError
-from sst_cli.profiling import grid, measure, runner
+from sst_cli.errors import SSTError, UsageError
+from sst_cli.profiling import grid, measure, runner, schema
 from sst_cli.profiling.grid import ProfileConfig
 
 # A small SST (dim 16, windows 8 and 16) keeps each worker to about a second of compute.
@@ -29,7 +34,7 @@ def tiny(backend: str = "sdpa", bias: str = "rib", hw: tuple[int, int] = (16, 16
 
 
 def check_schema(row: dict) -> None:
-    assert set(grid.ROW_KEYS) <= set(row)
+    assert set(schema.ROW_KEYS) <= set(row)
     assert row["mode"] in grid.MODES
     assert isinstance(row["input_hw"], list) and len(row["input_hw"]) == 2
     assert isinstance(row["status"], str) and row["status"]
@@ -145,30 +150,39 @@ def test_grid_and_user_errors():
     assert {c.input_hw for c in configs} == {(360, 640), (180, 320)}
     train = grid.build_grid(["sst-l"], [2], ["sdpa"], ["rib"], ["auto"], ["cpu"], train=True, patch=48, batch=8)
     assert train[0].input_hw == (48, 48) and train[0].mode == "train" and train[0].dtype == "fp32"
-    assert grid.parse_size("1280x720") == (1280, 720)
     for bad in (dict(models=["nope"]), dict(backends=["fa9"]), dict(biases=["alibi"]), dict(dtypes=["fp8"])):
         args = dict(models=["sst-light"], scales=[4], backends=["sdpa"], biases=["rib"], dtypes=["fp32"],
                     devices=["cpu"]) | bad
         with pytest.raises(SSTError):
             grid.build_grid(**args)
-    with pytest.raises(SSTError):
-        grid.parse_size("big")
     if not torch.cuda.is_available():
         with pytest.raises(SSTError, match="--device all"):
             grid.expand_devices(["all"])
 
 
-def test_paper_reference_names_the_gpu():
-    row = {"model": "sst-l", "scale": 2, "bias": "rib", "backend": "fa3", "mode": "inference"}
+def test_paper_figure_only_beside_the_same_model_scale_size_and_backend():
+    row = {"model": "sst-l", "scale": 2, "bias": "rib", "backend": "fa3", "mode": "inference", "input_hw": [360, 640]}
     ref = runner.paper_reference(row)
     assert ref["gpu"] == "H200" and ref["latency_ms"] == pytest.approx(608.4) and ref["mem_mb"] == 2824
-    ref = runner.paper_reference(row | {"device_name": "NVIDIA GeForce RTX 4090"})
+    # the row's own GPU when the paper has it (FA3 does not run on an RTX 4090: FA2 is what the paper could run)
+    ref = runner.paper_reference(row | {"backend": "fa2", "device_name": "NVIDIA GeForce RTX 4090"})
     assert ref["gpu"] == "RTX4090" and ref["latency_ms"] == pytest.approx(1439.2)
-    ref = runner.paper_reference(row | {"mode": "train"})
+    # x3 of a 1280x720 request is a 1278x720 output (input 426x240): still the paper's size
+    assert runner.paper_reference(row | {"scale": 3, "input_hw": [240, 426]})["latency_ms"] == pytest.approx(276.3)
+    ref = runner.paper_reference(row | {"mode": "train", "input_hw": [64, 64]})
     assert ref["latency_ms"] == pytest.approx(370.0) and "Table 1" in ref["table"]
-    ref = runner.paper_reference(row | {"bias": "rpb", "backend": "naive"})
-    assert ref["mem_mb"] == 126181 and "Table 4" in ref["table"]
-    assert runner.paper_reference(row | {"model": "sst-light"}) is None
+    # the bias ablation model is sst+ at x2 (its parameter counts are ours with rib and rpb)
+    ablation = row | {"model": "sst+", "bias": "rpb", "backend": "naive"}
+    assert runner.paper_reference(ablation)["mem_mb"] == 126181
+    assert sum(p.numel() for p in grid.build(ProfileConfig("sst+", 2, "naive", "rpb", "fp32", "cpu", (8, 8)),
+                                            "meta").parameters()) == pytest.approx(13.6e6, rel=0.01)
+    # no figure, and why: another backend, size, model, or a training patch the paper did not use
+    for change, word in (({"backend": "sdpa"}, "backend sdpa"), ({"input_hw": [64, 64]}, "size 128x128"),
+                         ({"model": "sst-light"}, "model sst-light"),
+                         ({"mode": "train", "input_hw": [48, 48]}, "size 48x48"),
+                         ({"model": "sst", "bias": "rpb", "backend": "naive"}, "bias rpb")):
+        ref, why = runner.paper_match(row | change)
+        assert ref is None and why.startswith(word), why
 
 
 def test_peak_tflops_table():
@@ -178,26 +192,261 @@ def test_peak_tflops_table():
     assert measure.device_peak_tflops("AMD EPYC", "fp32") is None
 
 
-def test_cli_json_and_csv(tmp_path, capsys):
-    out_json, out_csv = tmp_path / "p.json", tmp_path / "p.csv"
-    code = main(["profile", "--model", "sst-light", "--scale", "4", "--size", "32x32", "--backend", "sdpa,fa3",
+def test_cli_json_csv_and_plot(tmp_path, capsys):
+    out_json, out_csv, out_png = tmp_path / "p.json", tmp_path / "p.csv", tmp_path / "p.png"
+    has_mpl = importlib.util.find_spec("matplotlib") is not None
+    code = main(["profile", "--model", "sst-light", "--scale", "4", "--size", "32x16", "--backend", "sdpa,fa3",
                  "--bias", "rib", "--dtype", "fp32", "--device", "cpu", "--warmup", "0", "--repeat", "1",
-                 "--json", str(out_json), "--csv", str(out_csv), "--compare-paper"])
+                 "--threads", "1", "--json", str(out_json), "--csv", str(out_csv), "--compare-paper"]
+                + ["--plot", str(out_png)] * has_mpl)
     assert code == 0
     printed = capsys.readouterr().out
-    assert "sst profile" in printed and "backend unavailable: fa3" in printed
+    assert "sst profile" in printed and "n/a [1]" in printed and "[1] backend unavailable: fa3" in printed
+    # sizes read WxH; the paper has no sst-light speed figure, and the run says so instead of borrowing one
+    assert "input 8x4 → output 32x16" in printed and "no paper figure: model sst-light" in printed
+    assert max(map(len, printed.splitlines())) <= 80
     data = json.loads(out_json.read_text())
     assert set(data) == {"environment", "rows"}
+    assert data["environment"]["schema_version"] == schema.SCHEMA_VERSION
+    assert data["environment"]["sst"] == sst_cli.__version__
     sdpa, fa3 = data["rows"]
     for row in (sdpa, fa3):
         check_schema(row)
-        assert row["input_hw"] == [8, 8] and row["output_hw"] == [32, 32] and "paper" in row
+        assert row["input_hw"] == [4, 8] and row["output_hw"] == [16, 32] and row["paper"] is None
+        assert row["paper_missing"].startswith("model sst-light")
     assert sdpa["status"] == "ok" and sdpa["latency_ms_median"] > 0 and sdpa["peak_mem_mb"] > 0
     assert fa3["status"].startswith("backend unavailable")
     rows = list(csv.DictReader(out_csv.open()))
-    assert [r["backend"] for r in rows] == ["sdpa", "fa3"] and rows[0]["input_hw"] == "8x8"
+    assert [r["backend"] for r in rows] == ["sdpa", "fa3"] and rows[0]["input_wxh"] == "8x4"
+    assert out_png.read_bytes().startswith(b"\x89PNG") if has_mpl else not out_png.exists()
+
+
+def test_cli_nothing_measured_exits_1_after_saying_why(tmp_path, capsys):
+    out = tmp_path / "p.json"
+    assert main(["profile", "--backend", "fa3", "--device", "cpu", "--json", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "[1] backend unavailable: fa3 needs a CUDA GPU" in captured.out
+    assert "nothing could be measured" in captured.err and "Traceback" not in captured.err
+    assert json.loads(out.read_text())["rows"][0]["input_hw"] == [64, 64]  # the CPU default: 256x256 output
+
+
+def test_cli_under_torchrun_only_rank_0_measures(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "p.json"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main(["profile", "--backend", "sdpa", "--device", "cpu", "--json", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == captured.err == "" and not out.exists()  # quietly, without measuring
+    monkeypatch.setenv("RANK", "0")
+    assert main(["profile", "--backend", "fa3", "--device", "cpu", "--json", str(out)]) == 1  # fa3: nothing to run
+    assert "measuring on rank 0 only" in capsys.readouterr().err and out.exists()
+    assert main(["profile", "--help"]) == 0
+    assert "torchrun only rank 0 measures" in re.sub(r"\s+", " ", capsys.readouterr().out)
+
+
+def test_cli_compare_merges_files_into_one_80_column_table(tmp_path, capsys):
+    reason = "out of memory"
+    a = result_file(tmp_path / "a.json", [result_row("sdpa", 480.0), result_row("naive", 1200.0, 420.0),
+                                          result_row("flex", None, None, reason)],
+                    schema_version=1, sst="0.2.0", host="laptop", cpu_threads=2)
+    b = result_file(tmp_path / "b.json", [result_row("sdpa", 30.0, device="cuda:0", name="NVIDIA H100 80GB HBM3",
+                                                     peak_mem_mb=None)])  # an older file: no versions
+    out_json, out_csv = tmp_path / "c.json", tmp_path / "c.csv"
+    assert main(["profile", "compare", a, b, "--json", str(out_json), "--csv", str(out_csv)]) == 0
+    printed = capsys.readouterr().out
+    assert max(map(len, printed.splitlines())) <= 80
+    lines = [line.split() for line in printed.splitlines()]
+    assert ["backend", "A", "ms", "B", "ms", "B/A", "A", "MB", "B", "MB"] in lines
+    assert ["sdpa", "480", "30", "0.06", "300", "–"] in lines and ["naive", "1200", "–", "–", "420", "–"] in lines
+    assert ["flex", "OOM", "[1]", "–", "–", "–", "–"] in lines and "[1] out of memory" in printed
+    assert "A: Intel Xeon Platinum 8481C, 2 threads · laptop, sst 0.2.0" in printed
+    assert "B: H100 80GB HBM3, sst version not recorded" in printed
+    merged = json.loads(out_json.read_text())
+    assert [c["file"] for c in merged["columns"]] == [a, b] and len(merged["rows"]) == 3
+    assert len(list(csv.DictReader(out_csv.open()))) == 4
+    # the merged table is no result file: comparing it again is refused by name
+    assert main(["profile", "compare", str(out_json)]) == 1
+    assert "c.json is a merged table" in capsys.readouterr().err
+
+
+def test_cli_compare_refusals(tmp_path, capsys, monkeypatch):
+    ok = result_file(tmp_path / "ok.json", [result_row("sdpa", 1.0)])
+    future = result_file(tmp_path / "future.json", [], schema_version=schema.SCHEMA_VERSION + 1)
+    assert main(["profile", "compare", ok, future]) == 1
+    err = capsys.readouterr().err
+    assert "future.json uses result schema" in err and "upgrade sst" in err
+    assert main(["profile", "compare", ok, "--plot", str(tmp_path / "p.jpg")]) == 2
+    assert "PNG or SVG" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the `plot` extra were not installed
+    for args in (["profile", "compare", ok], ["profile", "--backend", "sdpa", "--device", "cpu"]):
+        assert main([*args, "--plot", str(tmp_path / "p.png")]) == 1
+        err = capsys.readouterr().err
+        assert "needs matplotlib" in err and "sst-cli[plot]" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["future.json", "ok.json"]
+
+
+def test_tables_fit_80_columns():
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    from sst_cli.cli.profile import _render, _rich_table
+    from sst_cli.profiling import compare
+    from sst_cli.profiling.table import compare_tables, run_table
+
+    fa3 = "backend unavailable: fa3 needs a CUDA GPU (cpu/float32 requested)."
+    rpb = "bias unsupported by backend: fa3 takes no additive logit bias, so rpb cannot run on it (rpb runs with ...)."
+    rows = [result_row(b, 900.0, flops=48e9, tflops_per_s=0.05, cpu_ms_median=1800.0, bias=bias,
+                       status="ok" if b != "fa3" else (fa3 if bias == "rib" else rpb))
+            for bias in ("rib", "rpb") for b in ("sdpa", "naive", "fa3")]
+    paper = {"gpu": "H200", "table": "Table S4 (inference)", "latency_ms": 608.4, "mem_mb": 2824.0, "note": ""}
+    gpu_rows = [result_row("fa3", 650.0, 2900.0, device="cuda:0", name="NVIDIA H100 80GB HBM3", model="sst-l", scale=2,
+                           input_hw=[360, 640], flops=18e12, tflops_per_s=27.7, peak_fraction=0.028, paper=paper),
+                result_row("sdpa", 900.0, 3100.0, device="cuda:0", name="NVIDIA H100 80GB HBM3", model="sst-l", scale=2,
+                           input_hw=[360, 640], flops=18e12, tflops_per_s=20.0, peak_fraction=0.02,
+                           paper_missing="backend sdpa: the paper has fa2, fa3")]
+    merged = compare.merge([(f"run{i}/machine-{i}.json", {"environment": {"host": f"host-{i}"}, "rows": rows})
+                            for i in range(5)])
+    tables = compare_tables(merged)  # five machines: too wide for one table
+    assert [t.title for t in tables] == ["sst profile compare: latency", "sst profile compare: peak memory"]
+    for t in (run_table({"environment": {}, "rows": rows}), run_table({"environment": {}, "rows": gpu_rows}, True),
+              *tables):
+        console = Console(width=80, record=True, file=io.StringIO())
+        # the table's natural width fits, so nothing is folded to fit
+        assert Measurement.get(console, console.options, _rich_table(t)).maximum <= 80, t.columns
+        _render(t, console)
+        text = console.export_text()
+        assert max(map(len, text.splitlines())) <= 80
+        assert "[1]" in text or "paper" in text
+    text = " ".join(text.split())
+    assert "[1] " + fa3 in text and "[2] " + rpb in text
 
 
 def test_cli_user_error_is_one_sentence(capsys):
     assert main(["profile", "--model", "sst-huge", "--device", "cpu"]) == 2  # a usage error, found at parse time
     assert "not a model" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- result files and compare
+def result_row(backend: str, ms: float | None, mb: float | None = 300.0, status: str = "ok", device: str = "cpu",
+               name: str = "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz", **kw) -> dict:
+    row = {"model": "sst-light", "scale": 4, "backend": backend, "bias": "rib", "dtype": "fp32", "device": device,
+           "input_hw": [64, 48], "output_hw": [256, 192], "batch": 1, "mode": "inference", "status": status,
+           "latency_ms_median": ms, "latency_ms_p90": ms, "peak_mem_mb": mb, "device_name": name, "threads": 2}
+    return row | kw
+
+
+def result_file(path, rows: list[dict], **env) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"environment": env, "rows": rows}))
+    return str(path)
+
+
+def test_environment_records_schema_and_sst_versions():
+    env = measure.environment()
+    assert env["schema_version"] == schema.SCHEMA_VERSION and env["sst"] == sst_cli.__version__
+    assert env["host"] and env["torch"] == torch.__version__
+
+
+def test_merge_files_of_different_versions_with_missing_fields(tmp_path):
+    from sst_cli.profiling import compare
+
+    fa3_reason = "backend unavailable: fa3 needs a CUDA GPU (cpu/float32 requested)."
+    new = result_file(tmp_path / "new.json", [result_row("sdpa", 400.0), result_row("naive", 1000.0, 420.0),
+                                              result_row("fa3", None, None, fa3_reason)],
+                      schema_version=1, sst="0.3.0", host="box1", cpu_threads=2)
+    # written before sst recorded its version: no schema_version, no host; one row without peak memory
+    old = result_file(tmp_path / "old.json", [result_row("sdpa", 200.0, name="AMD EPYC 7B13 64-Core Processor",
+                                                         peak_mem_mb=None) | {"threads": None},
+                                              result_row("flex", 50.0, device="cuda:0", name="NVIDIA H100 80GB HBM3")],
+                      cpu_threads=8)
+    comp = compare.merge([(p, schema.read_result(p)) for p in (new, old)])
+    assert [c.label for c in comp.columns] == ["Intel Xeon Platinum 8481C, 2 threads · box1", "AMD EPYC 7B13 64-Core, 8 threads",
+                                               "H100 80GB HBM3"]
+    assert [c.schema for c in comp.columns] == [1, 0, 0] and comp.columns[1].sst is None
+    assert [compare.config_words(comp.config(k))[2] for k in comp.keys] == ["sdpa", "naive", "fa3", "flex"]
+    sdpa, naive, fa3, flex = comp.keys
+    assert comp.ratio(sdpa, 1) == pytest.approx(0.5) and comp.value(sdpa, 1, "peak_mem_mb") is None
+    assert comp.ratio(naive, 1) is None and comp.cells[naive][1] is None  # only in the first file
+    assert comp.ratio(flex, 2) is None and comp.value(flex, 2, "latency_ms_median") == 50.0  # no baseline
+    data = compare.to_json(comp)
+    assert data["schema_version"] == schema.SCHEMA_VERSION and data["rows"][0]["input_wxh"] == "48x64"
+    assert data["rows"][0]["results"][1] | {"column": None} == {
+        "column": None, "status": "ok", "latency_ms": 200.0, "latency_ms_p90": 200.0, "peak_mem_mb": None,
+        "latency_ratio": 0.5, "peak_mem_ratio": None}
+    assert len(compare.csv_rows(comp)) == 5  # configuration x column pairs that exist
+
+    from sst_cli.profiling.table import compare_tables
+
+    (t,) = compare_tables(comp)
+    assert t.columns == ["backend", "A ms", "B ms", "B/A", "C ms", "C/A", "A MB", "B MB", "C MB"]
+    assert t.rows[0] == ["sdpa", "400", "200", "0.50", "–", "–", "300", "–", "–"]
+    assert t.rows[2][:2] == ["fa3", "n/a [1]"] and t.notes == ["[1] " + fa3_reason]
+    assert any(line.startswith("B: AMD EPYC") and "sst version not recorded" in line for line in t.caption)
+    assert "sst-light · x4 · rib · fp32 · input 48x64 · batch 1 · inference" in t.caption
+
+
+def test_columns_from_one_machine_are_told_apart_by_file(tmp_path):
+    from sst_cli.profiling import compare
+
+    rows = [result_row("sdpa", 10.0)]
+    a = result_file(tmp_path / "run1" / "p.json", rows, host="h")
+    b = result_file(tmp_path / "run2" / "p.json", rows, host="h")
+    c = result_file(tmp_path / "c.json", rows, host="h")
+    comp = compare.merge([(p, schema.read_result(p)) for p in (a, b, c, c)])
+    labels = [col.label for col in comp.columns]
+    assert len(set(labels)) == 4
+    assert labels[0].endswith(f"({a})") and labels[1].endswith(f"({b})") and labels[2].endswith("(c.json)")
+    assert labels[3].endswith("(c.json) #2")
+
+
+def test_unreadable_or_future_result_files_are_refused_by_name(tmp_path):
+    future = result_file(tmp_path / "future.json", [], schema_version=schema.SCHEMA_VERSION + 1, sst="9.0")
+    with pytest.raises(SSTError, match=r"future\.json uses result schema 2 \(written by sst 9\.0\).*upgrade sst"):
+        schema.read_result(future)
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "bad.json").write_text("{oops")
+    (tmp_path / "rows.json").write_text('{"rows": [1]}')
+    for name, words in (("list.json", "not an `sst profile --json` result"), ("bad.json", "is not JSON"),
+                        ("rows.json", "rows are not objects"), ("missing.json", "does not exist")):
+        with pytest.raises(SSTError, match=re.escape(words)) as exc:
+            schema.read_result(tmp_path / name)
+        assert name in str(exc.value)
+
+
+def test_plot_without_matplotlib_is_one_sentence(monkeypatch, tmp_path):
+    from sst_cli.profiling import compare, plot
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    comp = compare.merge([("a", {"environment": {}, "rows": [result_row("sdpa", 1.0)]})])
+    with pytest.raises(SSTError, match=r"needs matplotlib.*pip install 'sst-cli\[plot\]'"):
+        plot.plot(comp, tmp_path / "p.png")
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(UsageError, match="PNG or SVG"):
+        plot.plot_format("p.jpg")
+
+
+@pytest.mark.parametrize("suffix", [".png", ".svg"])
+def test_plot_draws_png_and_svg(tmp_path, suffix):
+    pytest.importorskip("matplotlib", reason="matplotlib (the optional `plot` extra) is not installed")
+    from sst_cli.profiling import compare, plot
+
+    rows = [result_row("sdpa", 400.0), result_row("naive", 900.0), result_row("fa3", None, None, "backend unavailable")]
+    comp = compare.merge([("a", {"environment": {"host": "h"}, "rows": rows}),
+                          ("b", {"environment": {}, "rows": [result_row("sdpa", 200.0, name="EPYC")]})])
+    out = plot.plot(comp, tmp_path / f"p{suffix}")
+    data = out.read_bytes()
+    assert data.startswith(b"\x89PNG") if suffix == ".png" else b"<svg" in data[:2000]
+    assert [p.name for p in tmp_path.iterdir()] == [f"p{suffix}"]
+
+
+def test_cpu_default_size_and_torchrun_rank(monkeypatch):
+    configs = grid.build_grid(["sst-light"], [4], ["sdpa"], ["rib"], ["auto"], ["cpu"])
+    assert configs[0].input_hw == (64, 64)  # 256x256 output: seconds on a CPU
+    assert (configs[0].warmup, configs[0].repeat) == (1, 5)
+    assert grid.default_size("cuda:0") == (1280, 720) and grid.default_passes("cuda:0") == (3, 10)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert runner.torchrun_rank() == (1, 2)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert runner.torchrun_rank() is None

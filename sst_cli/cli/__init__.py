@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from .. import __version__
 from ..errors import SSTError
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # click's own exits: --help, usage errors (2), Ctrl-C (Abort)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except SSTError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")  # a message may hold [brackets]
         return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")

@@ -2,7 +2,10 @@
 
 - ``grid``: one ``ProfileConfig`` per point; FLOP counts and prechecks (no model is run);
 - ``measure``: runs one configuration in a fresh worker process (``worker``); environment facts;
-- ``runner``: :func:`profile`, the driver over a grid, the paper's reference figures, CSV rows.
+- ``runner``: :func:`profile`, the driver over a grid, the paper's reference figures, CSV rows;
+- ``schema``: the ``--json`` result file (keys, version, reading one back);
+- ``compare``: result files of several machines merged (``sst profile compare``);
+- ``table``: the printed tables as plain cells; ``plot``: the bar chart (matplotlib, optional).
 
-Imports ``sst_cli.model`` and ``sst_cli.runtime``; never the CLI.
+``schema``, ``compare``, ``table`` and ``plot`` import no torch. Nothing here imports the CLI.
 """

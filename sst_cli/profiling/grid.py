@@ -21,10 +21,13 @@ from ..runtime import DTYPE_NAMES, torch_dtype
 BIASES = {"rib": "RIB", "rpb": "RPB", "none": "none"}
 MODES = ("inference", "train")
 
-ROW_KEYS = (
-    "model", "scale", "backend", "bias", "dtype", "device", "input_hw", "batch", "mode", "status",
-    "latency_ms_median", "latency_ms_p90", "peak_mem_mb", "params", "flops", "tflops_per_s",
-)
+# Defaults that keep a CPU run to seconds, not minutes: the output size (w, h) (the paper's 1280x720 on a GPU;
+# 256x256 at x4 is a 64x64 input, the largest window of sst-light, below which padding saves nothing) and the
+# (warm-up, timed) passes (a GPU's first passes autotune kernels; a CPU's only page the code in).
+PAPER_SIZE = (1280, 720)
+CPU_SIZE = (256, 256)
+GPU_PASSES = (3, 10)
+CPU_PASSES = (1, 5)
 
 
 @dataclass(frozen=True)
@@ -58,17 +61,6 @@ class ProfileConfig:
 
 
 # ----------------------------------------------------------------------------------------------- grid
-def parse_size(text: str) -> tuple[int, int]:
-    """'1280x720' -> (1280, 720) as (width, height)."""
-    try:
-        w, h = (int(v) for v in text.lower().replace("*", "x").split("x"))
-    except ValueError:
-        raise SSTError(f"--size must look like WIDTHxHEIGHT, e.g. 1280x720 (got '{text}').") from None
-    if w <= 0 or h <= 0:
-        raise SSTError(f"--size must be positive (got '{text}').")
-    return w, h
-
-
 def expand_devices(devices: Iterable[str]) -> list[str]:
     """'all' becomes every visible CUDA GPU; other names pass through (checked per row)."""
     out: list[str] = []
@@ -89,16 +81,27 @@ def expand_devices(devices: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def default_size(device: str) -> tuple[int, int]:
+    """The output size (w, h) profiled on ``device`` when none is given."""
+    return CPU_SIZE if device == "cpu" else PAPER_SIZE
+
+
+def default_passes(device: str) -> tuple[int, int]:
+    """(warm-up, timed) passes on ``device`` when none are given."""
+    return CPU_PASSES if device == "cpu" else GPU_PASSES
+
+
 def build_grid(
     models: list[str], scales: list[int], backends: list[str], biases: list[str], dtypes: list[str],
-    devices: list[str], size: tuple[int, int] = (1280, 720), batch: int = 1, warmup: int = 3, repeat: int = 10,
+    devices: list[str], size: tuple[int, int] | None = None, batch: int = 1, warmup: int | None = None, repeat: int | None = None,
     compile: bool = False, train: bool = False, patch: int = 64, timeout_s: float | None = None,
     threads: int | None = None,
 ) -> list[ProfileConfig]:
     """Every combination, grouped so that backends and biases of one model sit side by side.
 
-    Names that are merely unavailable here (a CUDA-only backend on CPU) make status rows later; names
-    that do not exist at all are user errors raised here.
+    ``size`` is the output (w, h); None takes :func:`default_size` per device, as ``warmup``/``repeat`` take
+    :func:`default_passes`. Names that are merely unavailable here (a CUDA-only backend on CPU) make status
+    rows later; names that do not exist at all are user errors raised here.
     """
     for m in models:
         try:
@@ -119,11 +122,13 @@ def build_grid(
             raise SSTError(f"unknown dtype '{d}' (use auto, fp32, bf16 or fp16).")
     if threads is not None and threads < 1:
         raise SSTError("--threads must be at least 1.")
-    if min(batch, repeat, patch) < 1 or warmup < 0:
+    if min(batch, repeat or 1, patch) < 1 or (warmup or 0) < 0:
         raise SSTError("--batch, --repeat and --patch must be at least 1 and --warmup at least 0.")
-    w, h = size
     configs = []
     for dev in expand_devices(devices):
+        w, h = size or default_size(dev)
+        dw, dr = default_passes(dev)
+        passes = (dw if warmup is None else warmup, dr if repeat is None else repeat)
         for m in models:
             for s in scales:
                 input_hw = (patch, patch) if train else (h // s, w // s)
@@ -135,7 +140,7 @@ def build_grid(
                         for be in backends:
                             configs.append(ProfileConfig(
                                 get_variant(m).name, s, be, b, dt, dev, input_hw, batch,
-                                "train" if train else "inference", warmup, repeat, compile, timeout_s=timeout_s,
+                                "train" if train else "inference", *passes, compile, timeout_s=timeout_s,
                                 threads=threads,
                             ))
     return configs

@@ -37,8 +37,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import __version__
 from ..runtime import is_oom, torch_dtype
 from .grid import ProfileConfig, build
+from .schema import SCHEMA_VERSION
 
 RESULT_MARK = "SST_PROFILE_RESULT "  # prefix of the worker's one result line on stdout
 MB = 2**20  # "MB" throughout means MiB, as torch.cuda memory figures are usually reported
@@ -272,6 +274,9 @@ def _package_versions() -> dict[str, str]:
 def environment() -> dict[str, Any]:
     """Versions and hardware: enough to say what produced a set of figures."""
     env: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "sst": __version__,
+        "host": platform.node(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch": torch.__version__,

@@ -2,63 +2,124 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
-from .grid import ROW_KEYS, ProfileConfig, attention_flops, build, count_flops, network_for, precheck
+from .grid import PAPER_SIZE, ProfileConfig, attention_flops, build, count_flops, network_for, precheck
 from .measure import device_peak_tflops, environment, run_config
+from .schema import ROW_KEYS, wxh
 
 # ------------------------------------------------------------------------------------------ paper
 PAPER_GPU_NAMES = {"H200": "H200", "RTX 4090": "RTX4090", "A6000": "A6000"}
-_ABLATION_ATTENTION = {"naive": "naive", "flex": "FlexAttention", "fa3": "FlashAttention3"}
+PAPER_MODELS = ("sst", "sst+", "sst-l", "sst-l+")
+# Filters applied in turn; the first that leaves no paper figure names why a row has none.
+_MATCH_ORDER = (("model", "model"), ("mode", "mode"), ("scale", "scale"), ("bias", "bias"), ("size", "size"),
+                ("backend", "backend"))
 
 
-def _paper_gpu(device_name: str | None) -> str:
-    for key, paper_name in PAPER_GPU_NAMES.items():
-        if device_name and key in device_name:
-            return paper_name
-    return "H200"  # the paper's main GPU; the closest reference for any other device
+def _num(v: str | None) -> float | None:
+    try:
+        return float(v) if v else None
+    except ValueError:
+        return None
+
+
+@functools.cache
+def paper_figures() -> tuple[dict[str, Any], ...]:
+    """The paper's speed figures as configurations: model, scale, mode, bias, backend, size, GPU, ms, MB.
+
+    Inference sizes are the 1280x720 output; training sizes the LR patch. The paper's model for the bias
+    ablation (Table 4, Table S3) is sst+ at x2 (its 11.7M/13.6M parameters are ours with rib/rpb). Table S4
+    does not name the kernel: FlashAttention 3 on the H200 (its sst+ figure equals Table 4's FA3 one), and
+    FlashAttention 2 is assumed on the RTX 4090 and A6000, where FA3 does not run.
+    """
+    from ..paper import table
+
+    out: list[dict[str, Any]] = []
+    size = "x".join(map(str, PAPER_SIZE))
+
+    def add(model: str, scale: int, backend: str, gpu: str, ms: float | None, mb: float | None, src: str,
+            note: str, mode: str = "inference", bias: str = "rib", at: str = size) -> None:
+        out.append({"model": model, "scale": scale, "mode": mode, "bias": bias, "backend": backend, "size": at,
+                    "gpu": gpu, "latency_ms": ms, "mem_mb": mb, "table": src, "note": note})
+
+    for r in table("inference_hd"):
+        if r["method"] in PAPER_MODELS:
+            backend, kernel = ("fa3", "FlashAttention 3") if r["gpu"] == "H200" else ("fa2", "FlashAttention 2 assumed")
+            add(r["method"], int(r["scale"]), backend, r["gpu"], _num(r["latency_ms"]), _num(r["memory_MB"]),
+                "Table S4 (inference)", f"{size} output; {kernel}")
+    for r in table("fa2_vs_fa3"):
+        if r["attention"] == "FlashAttention2":
+            add("sst+", 2, "fa2", "H200", _num(r["infer_latency_ms"]), _num(r["infer_memory_MB"]),
+                "Table S3 (FA2 vs FA3)", f"{size} output")
+    ablation = {"naive": "naive", "FlexAttention": "flex"}
+    for r in table("bias_ablation"):
+        if r["bias"] == "RPB" and r["attention"] in ablation:
+            add("sst+", 2, ablation[r["attention"]], "H200", _num(r["infer_latency_ms"]), _num(r["infer_memory_MB"]),
+                "Table 4 (bias ablation)", f"{size} output; the ablation model with RPB", bias="rpb")
+    for r in table("costs_x2"):
+        if r["method"] in PAPER_MODELS:
+            sec, gb, patch = _num(r["train_sec_per_step"]), _num(r["train_memory_GB"]), r["train_patch"]
+            add(r["method"], 2, "fa3", "H200", sec * 1000 if sec else None, gb * 1024 if gb else None,
+                "Table 1 (costs, x2)", f"train patch {patch} (inferred from the text); the paper does not state "
+                "the batch", mode="train", at=f"{patch}x{patch}")
+    return tuple(out)
+
+
+def _row_size(row: dict[str, Any]) -> str | None:
+    """The size a paper figure is matched on: the output (inference, as requested) or the patch (train)."""
+    hw = row.get("input_hw")
+    if not hw:
+        return None
+    if row.get("mode") == "train":
+        return wxh(hw)
+    s = int(row["scale"])
+    # The grid's input is size // scale, so a 1280x720 request at x3 makes a 1278x720 output.
+    if list(hw) == [PAPER_SIZE[1] // s, PAPER_SIZE[0] // s]:
+        return "x".join(map(str, PAPER_SIZE))
+    return wxh(row.get("output_hw") or [hw[0] * s, hw[1] * s])
+
+
+def paper_match(row: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """(the paper's figure for this row's model, mode, scale, bias, size and backend, None), or (None, why not).
+
+    Among figures for several GPUs, the row's own GPU wins, then the paper's main GPU (the H200).
+    """
+    values = {"model": row.get("model"), "mode": row.get("mode"), "scale": row.get("scale"),
+              "bias": row.get("bias"), "size": _row_size(row), "backend": row.get("backend")}
+    found = list(paper_figures())
+    for key, label in _MATCH_ORDER:
+        kept = [f for f in found if f[key] == values[key]]
+        if not kept:
+            options = ", ".join(dict.fromkeys(str(f[key]) for f in found))
+            return None, f"{label} {values[key]}: the paper times {options}"
+        found = kept
+    device = row.get("device_name") or ""
+    gpu = next((g for k, g in PAPER_GPU_NAMES.items() if k in device), "H200")
+    best = next((f for f in found if f["gpu"] == gpu), None) or next((f for f in found if f["gpu"] == "H200"), found[0])
+    return {k: best[k] for k in ("gpu", "table", "latency_ms", "mem_mb", "note")}, None
 
 
 def paper_reference(row: dict[str, Any]) -> dict[str, Any] | None:
-    """The paper's figure for the same model/scale/bias/backend, naming its GPU; None if it has none."""
-    from ..paper import table
+    """The paper's figure for the same model/scale/bias/size/backend, naming its GPU; None if it has none."""
+    return paper_match(row)[0]
 
-    def num(v: str | None) -> float | None:
-        try:
-            return float(v) if v else None
-        except ValueError:
-            return None
 
-    model, scale, mode = row["model"], int(row["scale"]), row["mode"]
-    if row["bias"] == "rpb":
-        name = _ABLATION_ATTENTION.get(row["backend"])
-        for r in table("bias_ablation"):
-            if r["attention"] == name and r["bias"] == "RPB":
-                lat = num(r["train_sec_per_step"]) if mode == "train" else num(r["infer_latency_ms"])
-                mem = num(r["train_memory_GB"]) if mode == "train" else num(r["infer_memory_MB"])
-                return {"gpu": "H200", "table": "Table 4 (bias ablation)",
-                        "latency_ms": lat * 1000 if lat is not None and mode == "train" else lat,
-                        "mem_mb": mem * 1024 if mem is not None and mode == "train" else mem,
-                        "note": "the paper's x2 ablation model (13.6M params), 1280x720 output"}
+# -------------------------------------------------------------------------------------------- torchrun
+def torchrun_rank() -> tuple[int, int] | None:
+    """(rank, world size) when torchrun started several processes, else None.
+
+    Profiling measures one configuration at a time so that nothing else shares the device; several ranks
+    would share it (and each write the same files), so rank 0 measures and the others have nothing to do.
+    """
+    try:
+        world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    except ValueError:
         return None
-    if row["bias"] != "rib":
-        return None
-    if mode == "train":
-        for r in table("costs_x2"):
-            if r["method"] == model and scale == 2:
-                return {"gpu": "H200", "table": "Table 1 (costs, x2)",
-                        "latency_ms": num(r["train_sec_per_step"]) * 1000, "mem_mb": num(r["train_memory_GB"]) * 1024,
-                        "note": f"train patch {r['train_patch']}; the paper does not state the batch"}
-        return None
-    gpu = _paper_gpu(row.get("device_name"))
-    for r in table("inference_hd"):
-        if r["method"] == model and int(r["scale"]) == scale and r["gpu"] == gpu:
-            return {"gpu": gpu, "table": "Table S4 (inference)", "latency_ms": num(r["latency_ms"]),
-                    "mem_mb": num(r["memory_MB"]),
-                    "note": "1280x720 output" + (", OOM" if r["latency_ms"] == "OOM" else "")}
-    return None
+    return (rank, world) if world > 1 else None
 
 
 # ------------------------------------------------------------------------------------------ driver
@@ -98,26 +159,28 @@ def profile(
                 row["device_peak_tflops"] = peak
                 row["peak_fraction"] = float(f"{row['tflops_per_s'] / peak:.4g}")
         if compare_paper:
-            row["paper"] = paper_reference(row)
+            row["paper"], missing = paper_match(row)
+            if missing:
+                row["paper_missing"] = missing
         rows.append(row)
         if on_row:
             on_row(row)
     return {"environment": environment(), "rows": rows}
 
 
-CSV_COLUMNS = ROW_KEYS + (
-    "output_hw", "device_name", "cpu_ms_median", "base_mem_mb", "peak_reserved_mb", "attention_flops", "peak_fraction",
+# Sizes in CSV are 'WxH' strings, under names that say so.
+CSV_COLUMNS = tuple(k if k != "input_hw" else "input_wxh" for k in ROW_KEYS) + (
+    "output_wxh", "device_name", "cpu_ms_median", "base_mem_mb", "peak_reserved_mb", "attention_flops", "peak_fraction",
     "paper_gpu", "paper_latency_ms", "paper_mem_mb",
 )
 
 
 def csv_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Flat rows for CSV: sizes as 'HxW', the paper's figures as columns."""
+    """Flat rows for CSV: sizes as 'WxH', the paper's figures as columns."""
     out = []
     for r in result["rows"]:
         flat = {k: r.get(k) for k in CSV_COLUMNS}
-        for k in ("input_hw", "output_hw"):
-            flat[k] = "x".join(map(str, r[k])) if r.get(k) else None
+        flat["input_wxh"], flat["output_wxh"] = wxh(r.get("input_hw")), wxh(r.get("output_hw"))
         paper = r.get("paper") or {}
         flat["paper_gpu"], flat["paper_latency_ms"], flat["paper_mem_mb"] = (
             paper.get("gpu"), paper.get("latency_ms"), paper.get("mem_mb"))
