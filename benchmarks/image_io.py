@@ -9,7 +9,8 @@ once, by cv2 with fixed settings rather than by sst_cli, so two versions of sst_
 PNG at zlib level 6, JPEG at quality 92 with 4:2:0 chroma (as cameras write them), TIFF with Adobe Deflate
 and the horizontal predictor (as photo editors export 16-bit). Encoding writes through
 ``write_image`` with its defaults (JPEG quality 95). Cases take turns in every round, so drift of this
-shared machine spreads over all of them; the figure is the median of the rounds.
+shared machine spreads over all of them; the figures are the medians of the rounds, in wall-clock seconds
+and in CPU seconds of this process (all its threads), which a busy machine inflates far less.
 """
 
 from __future__ import annotations
@@ -141,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown case(s): {', '.join(unknown)}")
 
+    rev = commit()  # before any work: the tree may change while this runs
     from sst_cli.io.images import read_image, write_image
 
     with tempfile.TemporaryDirectory(prefix="sst-image-io-") as tmp:
@@ -148,43 +150,50 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         expected = write_inputs(folder, photo(args.width, args.height))
         print(f"inputs: {args.width}x{args.height}, made in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-        decode: dict[str, list[float]] = {c: [] for c in cases}
-        encode: dict[str, list[float]] = {c: [] for c in cases}
+        decode: dict[str, list[tuple[float, float]]] = {c: [] for c in cases}  # (wall s, CPU s) per round
+        encode: dict[str, list[tuple[float, float]]] = {c: [] for c in cases}
         exact: dict[str, bool | None] = {c: None for c in cases}
         for r in range(args.runs):
             for name in cases:
                 suffix, _, fmt = CASES[name]
                 src, dst = folder / f"{name}{suffix}", folder / f"out-{name}{suffix}"
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 img = read_image(src)
-                decode[name].append(time.perf_counter() - t)
-                t = time.perf_counter()
+                decode[name].append((time.perf_counter() - t, time.process_time() - c))
+                t, c = time.perf_counter(), time.process_time()
                 write_image(dst, img, fmt)
-                encode[name].append(time.perf_counter() - t)
+                encode[name].append((time.perf_counter() - t, time.process_time() - c))
                 if r == 0 and fmt != "jpg":  # lossless cases must come back bit for bit, both ways
                     exact[name] = bool(np.array_equal(img.pixels, expected[name])
                                        and np.array_equal(read_image(dst).pixels, expected[name]))
                 del img
-                print(f"round {r + 1}/{args.runs} {name}: decode {decode[name][-1]:.3f} s, "
-                      f"encode {encode[name][-1]:.3f} s", file=sys.stderr)
+                print(f"round {r + 1}/{args.runs} {name}: decode {decode[name][-1][0]:.3f} s "
+                      f"(CPU {decode[name][-1][1]:.3f}), encode {encode[name][-1][0]:.3f} s "
+                      f"(CPU {encode[name][-1][1]:.3f})", file=sys.stderr)
         rows = []
         for name in cases:
             suffix, bits, fmt = CASES[name]
             rows.append({"case": name, "bits": bits, "format": fmt,
                          "input_mb": (folder / f"{name}{suffix}").stat().st_size / 1e6,
                          "output_mb": (folder / f"out-{name}{suffix}").stat().st_size / 1e6,
-                         "decode_s": median(decode[name]), "encode_s": median(encode[name]),
+                         "decode_s": median(w for w, _ in decode[name]),
+                         "encode_s": median(w for w, _ in encode[name]),
+                         "decode_cpu_s": median(c for _, c in decode[name]),
+                         "encode_cpu_s": median(c for _, c in encode[name]),
                          "decode_runs_s": decode[name], "encode_runs_s": encode[name], "exact": exact[name]})
 
-    print(f"\n{args.width}x{args.height} RGB, median of {args.runs} rounds, commit {commit()}\n")
-    print("| case | input MB | decode s | encode s | decode+encode s | output MB | lossless round trip |")
+    print(f"\n{args.width}x{args.height} RGB, median of {args.runs} rounds, commit {rev}\n")
+    print("| case | input MB | decode s (CPU s) | encode s (CPU s) | decode+encode s (CPU s) | output MB "
+          "| lossless round trip |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
         trip = {True: "exact", False: "DIFFERS", None: "(lossy)"}[row["exact"]]
-        print(f"| {row['case']} | {row['input_mb']:.1f} | {row['decode_s']:.3f} | {row['encode_s']:.3f} | "
-              f"{row['decode_s'] + row['encode_s']:.3f} | {row['output_mb']:.1f} | {trip} |")
+        both, both_cpu = row["decode_s"] + row["encode_s"], row["decode_cpu_s"] + row["encode_cpu_s"]
+        print(f"| {row['case']} | {row['input_mb']:.1f} | {row['decode_s']:.2f} ({row['decode_cpu_s']:.2f}) | "
+              f"{row['encode_s']:.2f} ({row['encode_cpu_s']:.2f}) | {both:.2f} ({both_cpu:.2f}) | "
+              f"{row['output_mb']:.1f} | {trip} |")
     if args.json:
-        report = {"benchmark": "image_io", "commit": commit(), "size": [args.width, args.height],
+        report = {"benchmark": "image_io", "commit": rev, "size": [args.width, args.height],
                   "runs": args.runs, "versions": versions(), "machine": {"cpus": os.cpu_count(),
                   "platform": platform.platform()}, "results": rows}
         args.json.parent.mkdir(parents=True, exist_ok=True)
