@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Sampler
 
 from ..errors import SSTError
+from ..io.images import read_image, to_float
 from ..model.bicubic import imresize
 
 log = logging.getLogger(__name__)
@@ -38,15 +38,10 @@ class ScanReport:
 
 
 def load_rgb_float(path: Path) -> np.ndarray:
-    """Any image -> float32 (H, W, 3) in [0, 1]; grey is repeated, alpha dropped, 16-bit kept."""
-    with Image.open(path) as im:
-        im.load()
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            arr = np.asarray(im, dtype=np.float32) / 65535.0
-            return np.repeat(arr[:, :, None], 3, axis=2)
-        if im.mode != "RGB":
-            im = im.convert("RGB")
-        return np.asarray(im, dtype=np.float32) / 255.0
+    """Any image -> float32 (H, W, 3) in [0, 1], upright; grey is repeated, alpha dropped, 16-bit kept."""
+    pixels = read_image(path).pixels
+    colour = np.repeat(pixels[..., :1], 3, axis=2) if pixels.shape[2] < 3 else pixels[..., :3]
+    return to_float(colour)
 
 
 def scan_images(folders: list[str], min_side: int) -> tuple[list[Path], ScanReport]:
@@ -64,10 +59,8 @@ def scan_images(folders: list[str], min_side: int) -> tuple[list[Path], ScanRepo
                 report.add("not an image", p)
                 continue
             try:
-                with Image.open(p) as im:
-                    w, h = im.size
-                    im.load()  # full decode: truncated files fail here, not mid-training
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+                w, h = read_image(p).size  # full decode: truncated files fail here, not mid-training
+            except SSTError:
                 report.add("corrupt", p)
                 continue
             if min(w, h) < min_side:

@@ -1,0 +1,99 @@
+"""What stays on Pillow, and why (cv2 decodes and encodes everything else):
+
+- headers: format, mode, size, EXIF orientation, ICC profile and DPI are read lazily from the file's
+  header, without decoding pixels (cv2 has no header-only read, and returns no ICC profile for TIFF);
+- decoding what cv2 cannot or does not do faithfully (:func:`decode`): GIF, TGA, ICO and the other formats
+  without a cv2 decoder, TIFF with 8-bit alpha (cv2 reads it through libtiff's RGBA interface, which
+  premultiplies colour by alpha) or grey + alpha (cv2 drops the alpha), float and 32-bit TIFF, CMYK TIFF,
+  BMP with an alpha mask (cv2 drops it); and any file cv2 refuses, so the user hears Pillow's reason;
+- writing 8-bit grey + alpha TIFF (cv2 writes 1, 3 or 4 channels only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from ..errors import SSTError
+from .files import reason
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # truncated files are errors, never silently grey
+
+
+@contextlib.contextmanager
+def opened(source: Path | BinaryIO, name: str) -> Iterator[Image.Image]:
+    """The image opened lazily (header only); every way it can fail to open is a one-sentence SSTError.
+
+    Pillow's decompression-bomb guard is off meanwhile: large images are our business (we tile them and
+    check memory first). The global is restored afterwards, for other users of Pillow in the process.
+    """
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        try:
+            im = Image.open(source)
+        except UnidentifiedImageError:
+            raise SSTError(f"{name} is not an image format we can read.") from None
+        except PermissionError:
+            raise SSTError(f"{name} cannot be read (permission denied).") from None
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise SSTError(f"{name} cannot be opened ({reason(exc)}).") from None
+        with im:
+            yield im
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+def orientation(im: Image.Image) -> int:
+    """EXIF orientation (1-8), 1 when absent or unreadable; never decodes pixels."""
+    if im.format == "PNG" and "exif" not in im.info:
+        return 1  # Pillow would decode the whole image looking for an eXIf chunk after the pixels
+    try:
+        value = int(im.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - broken EXIF must not stop decoding
+        return 1
+    return value if value in range(1, 9) else 1
+
+
+def decode(im: Image.Image, notes: list[str]) -> np.ndarray:
+    """Pixels of an opened image as (H, W, C) uint8/uint16: grey, grey + alpha, RGB or RGBA (palettes as
+    RGB(A); the caller folds grey palettes). Pillow's own errors propagate."""
+    mode = im.mode
+    if mode.startswith("I;16"):
+        return np.asarray(im).astype(np.uint16)[..., None]
+    if mode == "I":
+        a = np.asarray(im)
+        if a.min() < 0 or a.max() > 65535:
+            notes.append("32-bit integer samples rescaled to 16 bits")
+            a = (a.astype(np.float64) - a.min()) / max(1, int(a.max()) - int(a.min())) * 65535
+        return np.round(a).astype(np.uint16)[..., None]
+    if mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        if a.max() > 1.0:
+            a = a / max(a.max(), 1e-12)
+            notes.append("float samples rescaled to 16 bits")
+        return np.round(np.clip(a, 0, 1) * 65535).astype(np.uint16)[..., None]
+    if mode in ("P", "PA"):
+        im = im.convert("RGBA" if mode == "PA" or "transparency" in im.info else "RGB")
+    elif mode in ("1", "La", "RGBa"):
+        im = im.convert({"1": "L", "La": "LA", "RGBa": "RGBA"}[mode])
+    elif mode not in ("L", "LA", "RGB", "RGBA"):
+        notes.append(f"{mode} converted to RGB")
+        im = im.convert("RGB")
+    a = np.asarray(im)
+    return a[..., None] if a.ndim == 2 else a
+
+
+def write_tiff(fh: BinaryIO, pixels: np.ndarray, icc_profile: bytes | None,
+               dpi: tuple[float, float] | None) -> None:
+    """8-bit (H, W, C) pixels as a Deflate TIFF (used for grey + alpha, which cv2 cannot write)."""
+    a = pixels[..., 0] if pixels.shape[2] == 1 else pixels
+    kw: dict[str, object] = {"icc_profile": icc_profile} if icc_profile else {}
+    if dpi:
+        kw["dpi"] = dpi
+    Image.fromarray(np.ascontiguousarray(a)).save(fh, format="TIFF", compression="tiff_deflate", **kw)
