@@ -52,14 +52,15 @@ def hand_png(a: np.ndarray, interlace: bool = False) -> bytes:
             + chunk(b"IDAT", zlib.compress(b"".join(rows))) + chunk(b"IEND", b""))
 
 
-def hand_tiff(a: np.ndarray, big_endian: bool) -> bytes:
-    """An uncompressed 16-bit RGB(A) TIFF in either byte order."""
+def hand_tiff(a: np.ndarray, big_endian: bool, orientation: int = 0) -> bytes:
+    """An uncompressed 16-bit RGB(A) TIFF in either byte order (with an orientation tag unless 0)."""
     h, w, c = a.shape
     e = ">" if big_endian else "<"
     data = a.astype(e + "u2").tobytes()
     bps = struct.pack(e + "H" * c, *([16] * c))
     tags = [(256, 3, 1, w), (257, 3, 1, h), (258, 3, c, None), (259, 3, 1, 1), (262, 3, 1, 2), (273, 4, 1, 8),
             (277, 3, 1, c), (278, 3, 1, h), (279, 4, 1, len(data))] + ([(338, 3, 1, 2)] if c == 4 else [])
+    tags = sorted(tags + ([(274, 3, 1, orientation)] if orientation else []))
     bps_off = 8 + len(data)
     ifd_off = bps_off + len(bps)
     ifd = struct.pack(e + "H", len(tags))
@@ -293,3 +294,248 @@ def test_stale_temps_of_dead_runs_are_removed(tmp_path: Path) -> None:
     removed = files.clean_stale_temps(tmp_path)
     assert sorted(removed) == sorted([stale, old])
     assert live.exists() and keep.exists()
+
+
+# ------------------------------------------------------------------ cv2 and what stays on Pillow / by hand
+def upright(a: np.ndarray, orientation: int) -> np.ndarray:
+    """``a`` (H, W, C) turned upright by Pillow's exif_transpose, one channel at a time (any bit depth)."""
+    planes = []
+    for c in range(a.shape[2]):
+        im = Image.fromarray(np.ascontiguousarray(a[..., c]))
+        im.getexif()[0x0112] = orientation
+        planes.append(np.asarray(ImageOps.exif_transpose(im)))
+    return np.stack(planes, axis=2)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("kind", ["rgb8", "rgba8", "grey16", "rgb16"])
+def test_tiff_orientation_applied_once(tmp_path: Path, kind: str, orientation: int) -> None:
+    """cv2's TIFF reader turns the image itself (8 and 16 bits); what Pillow decodes, we turn."""
+    p = tmp_path / "o.tif"
+    if kind == "rgb16":
+        a = rand((6, 10, 3), 16, seed=orientation)
+        p.write_bytes(hand_tiff(a, big_endian=False, orientation=orientation))
+    else:
+        a = rand((6, 10, {"rgb8": 3, "rgba8": 4, "grey16": 1}[kind]), 16 if kind == "grey16" else 8, seed=orientation)
+        im = Image.fromarray(a[..., 0] if kind == "grey16" else a)
+        exif = im.getexif()
+        exif[0x0112] = orientation
+        im.save(p, exif=exif)
+    img = read_image(p)
+    assert np.array_equal(img.pixels, upright(a, orientation))
+    assert probe(p) == img.size
+
+
+@pytest.mark.parametrize("fmt", ["png", "webp"])
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_exif_orientation_of_png_and_webp(tmp_path: Path, fmt: str, orientation: int) -> None:
+    a = rand((6, 10, 3), seed=orientation)
+    im = Image.fromarray(a)
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    p = tmp_path / f"o.{fmt}"
+    im.save(p, exif=exif, **({"lossless": True} if fmt == "webp" else {}))
+    img = read_image(p)
+    assert np.array_equal(img.pixels, upright(a, orientation))
+    assert probe(p) == img.size and f"EXIF orientation {orientation} applied" in img.notes
+
+
+@pytest.mark.parametrize("fmt", ["png", "tiff"])
+@pytest.mark.parametrize("channels", [3, 4])
+def test_16bit_colour_read_and_written_exactly(tmp_path: Path, fmt: str, channels: int) -> None:
+    """A 16-bit file made by hand is read exactly, written by us, and read back exactly; an independent
+    8-bit reader (Pillow) sees the high bytes of what we wrote."""
+    a = rand((9, 13, channels), 16, seed=20 + channels)
+    src = tmp_path / "src.png"
+    src.write_bytes(hand_png(a))
+    img = read_image(src)
+    dst = tmp_path / f"out.{fmt}"
+    assert write_image(dst, img, fmt) == []
+    back = read_image(dst)
+    assert back.pixels.dtype == np.uint16 and np.array_equal(back.pixels, a)
+    mode = "RGBA" if channels == 4 else "RGB"
+    assert np.array_equal(np.asarray(Image.open(dst).convert(mode)), (a >> 8).astype(np.uint8))
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_grey_alpha_png_round_trip(tmp_path: Path, bits: int) -> None:
+    """cv2 cannot write grey + alpha: PngWriter does, and libpng (through cv2) reads it back exactly."""
+    import cv2
+
+    la = rand((7, 11, 2), bits, seed=30 + bits)
+    p = tmp_path / "la.png"
+    save_array(p, la, "png")
+    data = p.read_bytes()
+    assert data[25] == 4  # IHDR colour type: grey + alpha
+    assert np.array_equal(read_image(p).pixels, la)
+    bgra = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(bgra[..., [0, 3]], la) and np.array_equal(bgra[..., 1], la[..., 0])
+    if bits == 8:
+        assert np.array_equal(np.asarray(Image.open(p)), la)
+
+
+def test_icc_profile_carried_everywhere(tmp_path: Path) -> None:
+    """Read from a source file's header, written into every layout that can hold one."""
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    src = tmp_path / "src.jpg"
+    Image.fromarray(rand((6, 8, 3), seed=40)).save(src, icc_profile=icc, quality=95)
+    img = read_image(src)
+    assert img.icc_profile == icc
+    for name, pixels in (("rgb.png", img.pixels), ("rgba8.tif", rand((6, 8, 4), seed=41)),
+                         ("rgba16.tif", rand((6, 8, 4), 16, seed=42)), ("la8.png", rand((6, 8, 2), seed=43)),
+                         ("la16.png", rand((6, 8, 2), 16, seed=44)), ("la8.tif", rand((6, 8, 2), seed=45)),
+                         ("grey16.png", rand((6, 8, 1), 16, seed=46))):
+        p = tmp_path / name
+        write_image(p, ImageData(pixels, "jpg", icc))
+        with Image.open(p) as im:
+            assert im.info.get("icc_profile") == icc, name
+        back = read_image(p)
+        assert back.icc_profile == icc and np.array_equal(back.pixels, pixels), name
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_rgba_tiff_declares_unassociated_alpha(tmp_path: Path, bits: int) -> None:
+    """cv2 writes no ExtraSamples tag; we add it, so other readers take channel 4 as (straight) alpha."""
+    a = rand((5, 6, 4), bits, seed=50 + bits)
+    p = tmp_path / "a.tif"
+    save_array(p, a, "tiff")
+    with Image.open(p) as im:
+        assert im.tag_v2.get(338) in (2, (2,)) and im.mode == "RGBA"
+        if bits == 8:
+            assert np.array_equal(np.asarray(im), a)  # straight alpha: colour not premultiplied
+    assert np.array_equal(read_image(p).pixels, a)
+
+
+def test_dpi_carried(tmp_path: Path) -> None:
+    for fmt in ("png", "jpg", "tiff", "bmp"):
+        p = tmp_path / f"d.{fmt}"
+        write_image(p, ImageData(rand((4, 5, 3), seed=60), "png", None, (300.0, 150.0)), fmt)
+        with Image.open(p) as im:
+            assert np.allclose(im.info["dpi"], (300, 150), atol=0.5), fmt
+        assert np.allclose(read_image(p).dpi, (300, 150), atol=0.5), fmt
+
+
+def test_webp_and_bmp_written_and_read(tmp_path: Path) -> None:
+    rgba = rand((8, 9, 4), seed=70)
+    rgba[..., 3] = np.maximum(rgba[..., 3], 1)  # colour under alpha 0 is kept only from opencv 5 on
+    save_array(tmp_path / "a.webp", rgba, "webp", quality=100)
+    assert np.array_equal(read_image(tmp_path / "a.webp").pixels, rgba)  # quality 100: lossless
+    save_array(tmp_path / "l.webp", rgba[..., :3], "webp", quality=80)
+    lossy = read_image(tmp_path / "l.webp").pixels
+    assert lossy.shape == (8, 9, 3) and np.array_equal(lossy, np.asarray(Image.open(tmp_path / "l.webp")))
+    for channels in (1, 3, 4):
+        p = tmp_path / f"b{channels}.bmp"
+        a = rgba[..., :channels]
+        save_array(p, a, "bmp")
+        assert np.array_equal(read_image(p).pixels, a)
+        with Image.open(p) as im:  # an independent reader agrees
+            got = np.asarray(im)
+        assert np.array_equal(got[..., None] if got.ndim == 2 else got, a)
+
+
+def test_transparent_colour_kept_by_lossless_webp(tmp_path: Path) -> None:
+    from sst_cli.io import opencv
+
+    if opencv._WEBP_EXACT is None:
+        pytest.skip(f"opencv {opencv.VERSION} has no exact lossless WebP (opencv 5 does)")
+    rgba = rand((8, 9, 4), seed=71)
+    rgba[::2, :, 3] = 0
+    save_array(tmp_path / "t.webp", rgba, "webp", quality=100)
+    assert np.array_equal(read_image(tmp_path / "t.webp").pixels, rgba)
+
+
+@pytest.mark.parametrize("fmt,kw", [("JPEG", {"quality": 90}), ("JPEG", {"quality": 75, "subsampling": 2}),
+                                    ("JPEG", {"progressive": True}), ("WEBP", {"quality": 80}), ("PNG", {}),
+                                    ("BMP", {}), ("TIFF", {}), ("PPM", {})])
+def test_cv2_decodes_the_pixels_pillow_decoded(tmp_path: Path, fmt: str, kw: dict) -> None:
+    """Switching decoders changes no pixel, lossy formats included: results on them stay the same."""
+    yy, xx = np.mgrid[0:48, 0:64]
+    a = np.stack([xx * 4, yy * 5, (xx + yy) * 2], axis=2).astype(np.uint8) ^ rand((48, 64, 3), seed=72) // 8
+    p = tmp_path / f"x.{fmt.lower()}"
+    Image.fromarray(a).save(p, format=fmt, **kw)
+    img = read_image(p)
+    assert np.array_equal(img.pixels, np.asarray(Image.open(p).convert("RGB"))) and img.notes == []
+
+
+def test_formats_without_cv2_decoder_go_to_pillow(tmp_path: Path) -> None:
+    a = rand((6, 7, 3), seed=73)
+    Image.fromarray(a).save(tmp_path / "a.tga")
+    assert np.array_equal(read_image(tmp_path / "a.tga").pixels, a)
+    frames = [Image.fromarray(a).convert("P"), Image.fromarray(a[::-1]).convert("P")]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    img = read_image(tmp_path / "a.gif")
+    assert np.array_equal(img.pixels, np.asarray(frames[0].convert("RGB"))) and "first frame only" in img.notes
+
+
+def _png(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["tiff", "webp", "bmp", "png16", "png_no_end", "jpg_garbled"])
+def test_broken_files_are_one_sentence_and_quiet(tmp_path: Path, capfd: pytest.CaptureFixture[str],
+                                                 kind: str) -> None:
+    """Truncated or corrupt files: one sentence, and nothing from cv2 or its libraries on stderr."""
+    a = rand((64, 64, 3), seed=74)
+    if kind == "png16":
+        data = hand_png(rand((32, 32, 3), 16, seed=75))
+        data = data[: len(data) // 2]
+    elif kind == "png_no_end":
+        data = _png(a)[:-40]
+    elif kind == "jpg_garbled":
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, format="JPEG")
+        data = buf.getvalue()[:-200] + b"\x00" * 100  # lost its end, padded with zeros
+    else:
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, format=kind.upper())
+        data = buf.getvalue()[: buf.tell() // 2]
+    p = tmp_path / f"x.{kind[:4].rstrip('_')}"
+    p.write_bytes(data)
+    capfd.readouterr()
+    with pytest.raises(SSTError) as info:
+        read_image(p)
+    msg = str(info.value)
+    assert msg.startswith(p.name) and msg.endswith(".") and "\n" not in msg
+    assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg", "tiff", "webp"])
+def test_non_ascii_file_names(tmp_path: Path, fmt: str) -> None:
+    a = rand((5, 6, 3), seed=76)
+    p = tmp_path / f"Ünïcødé 瀑布 ✓.{fmt}"
+    save_array(p, a, fmt, quality=100)
+    img = read_image(p)
+    assert probe(p) == (6, 5) and img.pixels.shape == (5, 6, 3)
+    if fmt != "jpg":
+        assert np.array_equal(img.pixels, a)
+
+
+def test_training_reads_through_io(tmp_path: Path) -> None:
+    """Training images: 16 bits kept, EXIF orientation applied, grey + alpha as grey, bad files skipped."""
+    from sst_cli.training.data import load_rgb_float, scan_images
+
+    a16 = rand((20, 24, 3), 16, seed=77)
+    (tmp_path / "a16.png").write_bytes(hand_png(a16))
+    assert np.array_equal(load_rgb_float(tmp_path / "a16.png"), imageio.to_float(a16))
+    a = rand((20, 30, 3), seed=78)
+    im = Image.fromarray(a)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(tmp_path / "r.jpg", exif=exif, quality=95)
+    assert load_rgb_float(tmp_path / "r.jpg").shape == (30, 20, 3)
+    save_array(tmp_path / "la.png", rand((20, 20, 2), seed=79))
+    got = load_rgb_float(tmp_path / "la.png")
+    assert got.shape == (20, 20, 3) and np.array_equal(got[..., 0], got[..., 2])
+    (tmp_path / "cut.png").write_bytes(_png(a)[:100])
+    files, report = scan_images([str(tmp_path)], min_side=16)
+    assert [f.name for f in files] == ["a16.png", "la.png", "r.jpg"] and report.skipped == {"corrupt": ["cut.png"]}
+
+
+def test_only_io_decodes_images() -> None:
+    """Every image read goes through sst_cli.io: no other module imports Pillow or cv2."""
+    root = Path(imageio.__file__).parents[1]
+    offenders = [str(f.relative_to(root)) for f in root.rglob("*.py") if "io" not in f.relative_to(root).parts[:1]
+                 and any(s in f.read_text(encoding="utf-8") for s in ("import cv2", "from PIL", "import PIL"))]
+    assert offenders == []

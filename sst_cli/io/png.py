@@ -28,6 +28,11 @@ def colour_type(data: bytes) -> int:
     return data[25]  # signature 8, length 4, b"IHDR" 4, width 4, height 4, bit depth 1
 
 
+def complete(data: bytes) -> bool:
+    """Whether the file holds its end chunk (IEND with its fixed CRC), so it was not cut short."""
+    return data.rfind(b"IEND\xaeB`\x82") >= 0
+
+
 def with_chunks(data: bytes, chunks: bytes) -> bytes:
     """A PNG with ``chunks`` (already framed by :func:`chunk`) placed right after IHDR."""
     return data[:_IHDR_END] + chunks + data[_IHDR_END:]
