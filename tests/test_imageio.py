@@ -324,6 +324,7 @@ def test_tiff_orientation_applied_once(tmp_path: Path, kind: str, orientation: i
     img = read_image(p)
     assert np.array_equal(img.pixels, upright(a, orientation))
     assert probe(p) == img.size
+    assert (f"EXIF orientation {orientation} applied" in img.notes) == (orientation != 1)
 
 
 @pytest.mark.parametrize("fmt", ["png", "webp"])

@@ -168,6 +168,16 @@ def _from_cv2(a: np.ndarray, im: Image.Image, data: bytes, notes: list[str]) -> 
     return a
 
 
+def _decode(im: Image.Image, data: bytes, notes: list[str]) -> tuple[np.ndarray, bool]:
+    """Pixels in our layout, and whether the decoder has turned them upright already."""
+    if _cv2_decodes(im, data):
+        pixels = opencv.decode(data)
+        if pixels is not None:
+            return _from_cv2(pixels, im, data, notes), im.format == "TIFF"  # cv2's TIFF reader applies the tag
+        notes.append("decoded by Pillow (cv2 could not)")
+    return pillow.decode(im, notes)  # no cv2 decoder for it, or cv2 refused it: Pillow decodes it or says why
+
+
 def read_image(path: str | os.PathLike[str]) -> ImageData:
     """Decode ``path`` to an upright ``ImageData``; any problem with the file is one-sentence ``SSTError``."""
     path = Path(path)
@@ -179,18 +189,7 @@ def read_image(path: str | os.PathLike[str]) -> ImageData:
             if getattr(im, "n_frames", 1) > 1:
                 notes.append("first frame only")
             orient, icc, dpi = pillow.orientation(im), im.info.get("icc_profile"), im.info.get("dpi")
-            cv2_first = _cv2_decodes(im, data)
-            pixels = opencv.decode(data) if cv2_first else None
-            if pixels is not None:
-                pixels = _from_cv2(pixels, im, data, notes)
-                if im.format == "TIFF":
-                    orient = 1  # cv2's TIFF reader has applied the orientation tag
-            else:  # no cv2 decoder for it, or cv2 refused the file: Pillow decodes it, or says why not
-                pixels, turned = pillow.decode(im, notes)
-                if turned:
-                    orient = 1
-                if cv2_first:
-                    notes.append("decoded by Pillow (cv2 could not)")
+            pixels, upright = _decode(im, data, notes)
             if im.mode in ("P", "PA"):
                 pixels = _fold_palette(pixels, notes)
     except SSTError:
@@ -204,8 +203,8 @@ def read_image(path: str | os.PathLike[str]) -> ImageData:
         raise SSTError(f"{path.name} cannot be decoded ({msg}).") from None
     if pixels.shape[0] == 0 or pixels.shape[1] == 0:
         raise SSTError(f"{path.name} has no pixels.")
-    pixels = apply_orientation(pixels, orient)
     if orient != 1:
+        pixels = pixels if upright else apply_orientation(pixels, orient)
         notes.append(f"EXIF orientation {orient} applied")
     dpi_pair = tuple(float(v) for v in dpi[:2]) if isinstance(dpi, tuple) and len(dpi) >= 2 else None
     return ImageData(np.ascontiguousarray(pixels), fmt, icc if isinstance(icc, bytes) else None, dpi_pair, notes)
