@@ -129,31 +129,19 @@ def commit() -> str:
     return run.stdout.strip() or "unknown"
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--width", type=int, default=4000)
-    ap.add_argument("--height", type=int, default=3000)
-    ap.add_argument("--runs", type=int, default=5, help="rounds; each times every case once")
-    ap.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of " + ", ".join(CASES))
-    ap.add_argument("--json", type=Path, help="also write the results here")
-    args = ap.parse_args(argv)
-    cases = [c for c in args.cases.split(",") if c]
-    unknown = [c for c in cases if c not in CASES]
-    if unknown:
-        ap.error(f"unknown case(s): {', '.join(unknown)}")
-
-    rev = commit()  # before any work: the tree may change while this runs
+def synthetic(width: int, height: int, runs: int, cases: list[str]) -> list[dict]:
+    """Each case decoded and encoded once per round, cases taking turns; medians per case."""
     from sst_cli.io.images import read_image, write_image
 
     with tempfile.TemporaryDirectory(prefix="sst-image-io-") as tmp:
         folder = Path(tmp)
         t = time.perf_counter()
-        expected = write_inputs(folder, photo(args.width, args.height))
-        print(f"inputs: {args.width}x{args.height}, made in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+        expected = write_inputs(folder, photo(width, height))
+        print(f"inputs: {width}x{height}, made in {time.perf_counter() - t:.1f} s", file=sys.stderr)
         decode: dict[str, list[tuple[float, float]]] = {c: [] for c in cases}  # (wall s, CPU s) per round
         encode: dict[str, list[tuple[float, float]]] = {c: [] for c in cases}
         exact: dict[str, bool | None] = {c: None for c in cases}
-        for r in range(args.runs):
+        for r in range(runs):
             for name in cases:
                 suffix, _, fmt = CASES[name]
                 src, dst = folder / f"{name}{suffix}", folder / f"out-{name}{suffix}"
@@ -167,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                     exact[name] = bool(np.array_equal(img.pixels, expected[name])
                                        and np.array_equal(read_image(dst).pixels, expected[name]))
                 del img
-                print(f"round {r + 1}/{args.runs} {name}: decode {decode[name][-1][0]:.3f} s "
+                print(f"round {r + 1}/{runs} {name}: decode {decode[name][-1][0]:.3f} s "
                       f"(CPU {decode[name][-1][1]:.3f}), encode {encode[name][-1][0]:.3f} s "
                       f"(CPU {encode[name][-1][1]:.3f})", file=sys.stderr)
         rows = []
@@ -182,7 +170,60 @@ def main(argv: list[str] | None = None) -> int:
                          "encode_cpu_s": median(c for _, c in encode[name]),
                          "decode_runs_s": decode[name], "encode_runs_s": encode[name], "exact": exact[name]})
 
-    print(f"\n{args.width}x{args.height} RGB, median of {args.runs} rounds, commit {rev}\n")
+    return rows
+
+
+def real_photos(folder: Path, limit: int, out: Path) -> dict:
+    """Decode and re-encode (as PNG) the first ``limit`` PNG photos of ``folder``: CPU seconds and bytes in
+    total, since one synthetic image says little about how real photos compress."""
+    from sst_cli.io.images import read_image, write_image
+
+    files = sorted(folder.glob("*.png"))[:limit]
+    if not files:
+        raise SystemExit(f"no PNG files in {folder}")
+    decode_cpu = encode_cpu = 0.0
+    in_bytes = out_bytes = 0
+    exact = True
+    for f in files:
+        c = time.process_time()
+        img = read_image(f)
+        decode_cpu += time.process_time() - c
+        c = time.process_time()
+        write_image(out, img, "png")
+        encode_cpu += time.process_time() - c
+        in_bytes += f.stat().st_size
+        out_bytes += out.stat().st_size
+        exact = exact and bool(np.array_equal(read_image(out).pixels, img.pixels))
+    return {"folder": str(folder), "files": len(files), "input_mb": in_bytes / 1e6, "output_mb": out_bytes / 1e6,
+            "decode_cpu_s": decode_cpu, "encode_cpu_s": encode_cpu, "exact": exact}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--width", type=int, default=4000)
+    ap.add_argument("--height", type=int, default=3000)
+    ap.add_argument("--runs", type=int, default=5, help="rounds; each times every case once")
+    ap.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of " + ", ".join(CASES))
+    ap.add_argument("--photos", type=Path, help="also decode and re-encode the PNG photos of this folder")
+    ap.add_argument("--photos-limit", type=int, default=60, help="at most this many photos (sorted by name)")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args(argv)
+    cases = [c for c in args.cases.split(",") if c]
+    unknown = [c for c in cases if c not in CASES]
+    if unknown:
+        ap.error(f"unknown case(s): {', '.join(unknown)}")
+
+    rev = commit()  # before any work: the tree may change while this runs
+    import sst_cli.io.images
+
+    rows = synthetic(args.width, args.height, args.runs, cases) if cases else []
+    photos = None
+    if args.photos:
+        with tempfile.TemporaryDirectory(prefix="sst-image-io-") as tmp:
+            photos = real_photos(args.photos, args.photos_limit, Path(tmp) / "out.png")
+
+    print(f"\n{args.width}x{args.height} RGB, median of {args.runs} rounds, commit {rev}, "
+          f"sst_cli from {Path(sst_cli.io.images.__file__).parents[2]}\n")
     print("| case | input MB | decode s (CPU s) | encode s (CPU s) | decode+encode s (CPU s) | output MB "
           "| lossless round trip |")
     print("|---|---|---|---|---|---|---|")
@@ -192,10 +233,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {row['case']} | {row['input_mb']:.1f} | {row['decode_s']:.2f} ({row['decode_cpu_s']:.2f}) | "
               f"{row['encode_s']:.2f} ({row['encode_cpu_s']:.2f}) | {both:.2f} ({both_cpu:.2f}) | "
               f"{row['output_mb']:.1f} | {trip} |")
+    if photos:
+        print(f"\n{photos['files']} photos of {photos['folder']}, decoded and written as PNG once each\n")
+        print("| photos | input MB | decode CPU s | encode CPU s | output MB | lossless round trip |")
+        print("|---|---|---|---|---|---|")
+        print(f"| {photos['files']} | {photos['input_mb']:.2f} | {photos['decode_cpu_s']:.2f} | "
+              f"{photos['encode_cpu_s']:.2f} | {photos['output_mb']:.2f} | "
+              f"{'exact' if photos['exact'] else 'DIFFERS'} |")
     if args.json:
         report = {"benchmark": "image_io", "commit": rev, "size": [args.width, args.height],
                   "runs": args.runs, "versions": versions(), "machine": {"cpus": os.cpu_count(),
-                  "platform": platform.platform()}, "results": rows}
+                  "platform": platform.platform()}, "sst_cli": str(Path(sst_cli.io.images.__file__).parents[2]),
+                  "results": rows, "photos": photos}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
