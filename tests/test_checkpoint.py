@@ -1,16 +1,14 @@
-"""Checkpoints: BasicSR .pth layouts, our safetensors format, plain safetensors, refusing code-running
-pickles, readable mismatch summaries, variant/scale detection, upsampler re-sampling, finding and
-downloading weights."""
+"""Checkpoints: BasicSR .pth layouts, our safetensors and .pth formats, plain safetensors, refusing
+code-running pickles, naming files that are not checkpoints, readable mismatch summaries, deciding the
+network (stored config, official name, --model), upsampler re-sampling. Finding and downloading weights:
+test_hub.py."""
 
 from __future__ import annotations
 
-import hashlib
-import http.server
 import json
 import os
 import pickle
-import threading
-from functools import partial
+import re
 from pathlib import Path
 
 import pytest
@@ -23,17 +21,15 @@ from sst_cli.errors import SSTError
 from sst_cli.model.network import SST
 from sst_cli.model.registry import VARIANTS, get_variant
 from sst_cli.model.weights import (
-    HF_COLLECTION,
     Checkpoint,
     describe_network,
-    fetch,
-    find_official,
+    identify,
     infer_network_g,
     load_checkpoint,
     load_into,
-    missing_weights_message,
     model_from_checkpoint,
     resample_upsampler,
+    save_basicsr,
     save_checkpoint,
 )
 
@@ -170,14 +166,15 @@ def test_pickle_that_would_run_code_is_refused(tmp_path: Path, writer: str) -> N
 
 @pytest.mark.parametrize(("content", "words"), [
     (b"", "empty"),
-    (b"this is not a checkpoint at all", "not a readable"),
+    (b"this is not a checkpoint at all", "is a text file (starting 'this is not a checkpoint at all'), not a checkpoint"),
+    (b"PK\x03\x04 a zip cut short", "not a readable PyTorch checkpoint"),
     (None, "does not exist"),
 ])
 def test_unreadable_files_are_one_sentence_errors(tmp_path: Path, content: bytes | None, words: str) -> None:
     path = tmp_path / "weights.pth"
     if content is not None:
         path.write_bytes(content)
-    with pytest.raises(SSTError, match=words) as info:
+    with pytest.raises(SSTError, match=re.escape(words)) as info:
         load_checkpoint(path)
     _one_sentence(str(info.value))
 
@@ -215,7 +212,7 @@ def test_wrong_variant_names_what_the_file_looks_like() -> None:
         load_into(target, Checkpoint(light, "SSTlight_DIV2K_X4.pth"))
     msg = str(info.value)
     _one_sentence(msg)
-    assert "does not fit sst x4" in msg and "looks like sst-light x4" in msg
+    assert "does not fit sst x4" in msg and "looks like sst-light or sst-light+ x4" in msg
     assert "missing" in msg and "unexpected" in msg and "mis-shaped" in msg and " more" in msg
 
 
@@ -226,7 +223,135 @@ def test_not_an_sst_file_says_so() -> None:
         load_into(_tiny(), Checkpoint({"fc.weight": torch.zeros(2, 2)}, "resnet.pth"))
 
 
-# --------------------------------------------------------------------------------------- detection
+# ------------------------------------------------------------------------------ not a checkpoint
+@pytest.mark.parametrize(("content", "words"), [
+    ("<!DOCTYPE html>\n<html><head><title>Sign in - Hugging Face</title></head><body>...</body></html>",
+     ["is an HTML page titled 'Sign in - Hugging Face'", "not a checkpoint", "--model NAME"]),
+    ("  <html lang=en><body>404</body></html>", ["is an HTML page", "not a checkpoint"]),
+    ('{"error": "Repository Not Found for url: https://huggingface.co/x/y/resolve/main/SST_DF2K_X4.pth."}',
+     ["is a JSON file saying 'Repository Not Found", "not a checkpoint"]),
+    ("[1, 2, 3]", ["is a JSON file", "not a checkpoint"]),
+    ("version https://git-lfs.github.com/spec/v1\noid sha256:" + "ab" * 32 + "\nsize 7351234\n",
+     ["is a Git LFS pointer for a 7,351,234-byte file", "git lfs pull", "not a checkpoint"]),
+    ("e" * 40, ["is a text file", "not a checkpoint"]),  # once "KeyError: 101" (101 is 'e')
+])
+def test_what_a_failed_download_leaves_is_named(tmp_path: Path, content: str, words: list[str]) -> None:
+    path = tmp_path / "SSTLarge_Plus_DF2K_X4.pth"
+    path.write_text(content)
+    with pytest.raises(SSTError) as info:
+        load_checkpoint(path)
+    msg = str(info.value)
+    _one_sentence(msg)
+    for w in words:
+        assert w in msg, msg
+    assert "arbitrary code" not in msg and "KeyError" not in msg
+
+
+def test_binary_files_still_go_to_the_pytorch_reader(tmp_path: Path) -> None:
+    path = tmp_path / "w.pth"
+    path.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(SSTError, match="not a readable PyTorch checkpoint"):
+        load_checkpoint(path)
+
+
+# -------------------------------------------------------------------------- which network a file holds
+def _bare(name: str, scale: int = 4) -> dict[str, torch.Tensor]:
+    with torch.device("meta"):  # shapes are all identification needs
+        return create_model(name, scale).state_dict()
+
+
+@pytest.mark.parametrize(("base", "plus"), [("sst-light", "sst-light+"), ("sst", "sst+"), ("sst-l", "sst-l+")])
+def test_plus_twins_share_every_tensor_shape(base: str, plus: str) -> None:
+    a, b = _bare(base), _bare(plus)
+    assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
+    assert get_variant(base).window_sizes != get_variant(plus).window_sizes
+
+
+@pytest.mark.parametrize("name", ["sst-light", "sst-light+", "sst", "sst+", "sst-l", "sst-l+"])
+def test_a_bare_state_dict_of_a_twin_needs_model(name: str) -> None:
+    ckpt = Checkpoint(_bare(name), "/downloads/renamed.pth")
+    with pytest.raises(SSTError) as info:
+        identify(ckpt)
+    msg = str(info.value)
+    _one_sentence(msg)
+    base = name.removesuffix("+")
+    assert f"pass --model {base} or --model {base}+" in msg and "renamed.pth" in msg
+    # --model decides between the twins, and is what runs
+    net = identify(ckpt, name)
+    assert net.name == name and net.basis == "--model"
+    assert net.network_g["window_sizes"] == list(get_variant(name).window_sizes)
+
+
+@pytest.mark.parametrize("name", ["sst-xl+", "sst-tiny"])
+def test_a_bare_state_dict_without_a_twin_is_recognised(name: str) -> None:
+    net = identify(Checkpoint(_bare(name, 3), "weights.pth"))
+    assert net.name == name and net.basis == "its tensor shapes" and net.network_g["upscaling_factor"] == 3
+
+
+@pytest.mark.parametrize("file_name", ["SSTlight_Plus_DIV2K_X4.pth", "SSTlight_Plus_DIV2K_X4.safetensors"])
+def test_the_official_file_name_decides(file_name: str) -> None:
+    ckpt = Checkpoint(_bare("sst-light"), f"/w/{file_name}")  # the "+" file: same tensors as sst-light
+    net = identify(ckpt)
+    assert net.name == "sst-light+" and net.basis == "its official file name"
+    assert identify(ckpt, "sst-light+").name == "sst-light+"
+    with pytest.raises(SSTError) as info:
+        identify(ckpt, "sst-light")
+    msg = str(info.value)
+    _one_sentence(msg)
+    assert "--model sst-light contradicts" in msg and "sst-light+ x4" in msg and "official file name" in msg
+
+
+@pytest.mark.parametrize("file_name", ["my-sst-light+.pth", "SSTlight_Plus_DIV2K_X4 (1).pth", "sstlight_plus_div2k_x4.pth",
+                                       "SSTlight_Plus_X4.pth", "Plus.pth"])
+def test_only_exact_official_names_count(file_name: str) -> None:
+    with pytest.raises(SSTError, match="pass --model sst-light or --model sst-light\\+"):
+        identify(Checkpoint(_bare("sst-light"), file_name))
+
+
+def test_the_stored_config_decides_over_name_and_model(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = create_model("sst-light+", 2)
+    path = save_checkpoint(tmp_path / "SSTlight_DIV2K_X2.safetensors", model)  # a misleading name
+    ckpt = load_checkpoint(path)
+    net = identify(ckpt)
+    assert net.name == "sst-light+" and net.basis == "the config stored in it"
+    with pytest.raises(SSTError, match="--model sst-light contradicts .* sst-light\\+ x2 \\(from the config stored in it\\)"):
+        identify(ckpt, "sst-light")
+    custom = load_checkpoint(save_checkpoint(tmp_path / "tiny.safetensors", _tiny()))
+    assert identify(custom).name is None and identify(custom).network_g["window_sizes"] == [4, 8]
+    with pytest.raises(SSTError, match="--model sst contradicts .* a custom SST \\(dim 8, 2 blocks\\) x2"):
+        identify(custom, "sst")
+
+
+def test_model_contradicting_the_tensors_names_both() -> None:
+    with pytest.raises(SSTError) as info:
+        identify(Checkpoint(_bare("sst-light"), "w.pth"), "sst-l+")
+    msg = str(info.value)
+    _one_sentence(msg)
+    assert "--model sst-l+ contradicts w.pth" in msg and "sst-light or sst-light+ x4" in msg
+
+
+def test_unknown_model_and_custom_bare_dicts_are_refused() -> None:
+    with pytest.raises(SSTError, match="unknown model 'sst-huge'.*sst-tiny"):
+        identify(Checkpoint(_bare("sst"), "w.pth"), "sst-huge")
+    with pytest.raises(SSTError, match="window sizes are not stored in the file"):
+        identify(Checkpoint(_tiny().state_dict(), "custom.pth"))
+
+
+def test_our_basicsr_export_keeps_the_config(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = create_model("sst-light+", 2).eval()
+    path = save_basicsr(tmp_path / "final_basicsr.pth", model)
+    raw = torch.load(path, weights_only=True)  # BasicSR reads params_ema; the config is plain data
+    assert set(raw) == {"params_ema", "network_g"} and _same_tensors(raw["params_ema"], model.state_dict())
+    ckpt = load_checkpoint(path)
+    assert identify(ckpt).name == "sst-light+"
+    loaded = model_from_checkpoint(ckpt).eval()
+    x = torch.rand(1, 3, 9, 7)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
 def _manifest_shapes(name: str) -> tuple[dict, dict[str, torch.Tensor]]:
     m = manifest(name)
     return m, {k: torch.empty(shape, device="meta") for k, shape in m["state_dict"]}
@@ -238,23 +363,12 @@ def test_variant_and_scale_detected_for_every_manifest(manifest: str) -> None:
     official, scale = m["config"].rsplit("_X", 1)
     variant = get_variant(OFFICIAL_TO_OURS[official])
     for file_name in variant.checkpoint_names(int(scale)):  # e.g. SSTLarge_Plus_DF2K_X4.pth
-        cfg = infer_network_g(sd, f"/some/dir/{file_name}")
-        assert _normalised(cfg) == _normalised(m["network_g"]), file_name
-        assert describe_network(cfg, file_name) == f"{variant.name} x{scale}"
-
-
-@pytest.mark.parametrize("manifest", MANIFESTS)
-def test_plus_variants_need_plus_in_the_file_name(manifest: str) -> None:
-    """RIB weights carry no window size, so SST+ and SST have identical tensors: without "Plus" (or "+")
-    in the name the classic twin is assumed; sst-xl+ has no twin and is always found."""
-    m, sd = _manifest_shapes(manifest)
-    official = m["config"].rsplit("_X", 1)[0]
-    ours = OFFICIAL_TO_OURS[official]
-    cfg = infer_network_g(sd, "downloaded_weights.pth")
-    expect = ours if ours == "sst-xl+" else ours.removesuffix("+")
-    assert cfg["window_sizes"] == list(get_variant(expect).window_sizes)
-    assert describe_network(cfg) == f"{expect} x{m['scale']}"
-    assert infer_network_g(sd, f"my-{ours}.pth")["window_sizes"] == list(get_variant(ours).window_sizes)
+        net = identify(Checkpoint(sd, f"/some/dir/{file_name}"))
+        assert _normalised(net.network_g) == _normalised(m["network_g"]), file_name
+        assert describe_network(net.network_g) == f"{variant.name} x{scale}"
+    shapes = infer_network_g(sd)
+    assert "window_sizes" not in shapes  # RIB weights do not record them
+    assert _normalised(shapes) == {k: v for k, v in _normalised(m["network_g"]).items() if k != "window_sizes"}
 
 
 # ------------------------------------------------------------------------------ upsampler re-sampling
@@ -290,118 +404,3 @@ def test_resampling_to_the_same_scale_is_the_identity() -> None:
     assert resample_upsampler(sd, 2) is sd
     model = model_from_checkpoint(Checkpoint(sd, "x.pth", _tiny(2).config), scale=2, resample_scale=True)
     assert _same_tensors(model.state_dict(), sd)
-
-
-# ------------------------------------------------------------------------- finding and fetching files
-@pytest.fixture
-def isolated_search(tmp_path: Path, monkeypatch) -> Path:
-    """No real cache, weights dir or checkpoints/ folder leaks into the search."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv("SST_WEIGHTS_DIR", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def test_weights_found_in_sst_weights_dir(isolated_search: Path, monkeypatch) -> None:
-    variant = get_variant("sst-l+")
-    assert find_official(variant, 4) is None
-    weights_dir = isolated_search / "weights"
-    weights_dir.mkdir()
-    (weights_dir / "SSTLarge_Plus_DFLIP_X4.pth").write_bytes(b"x")
-    monkeypatch.setenv("SST_WEIGHTS_DIR", str(weights_dir))
-    assert find_official(variant, 4) == weights_dir / "SSTLarge_Plus_DFLIP_X4.pth"
-    assert find_official(variant, 2) is None
-    # The user cache is searched too (after $SST_WEIGHTS_DIR).
-    cache = isolated_search / "cache" / "sst"
-    cache.mkdir(parents=True)
-    (cache / "SSTLarge_Plus_DF2K_X2.pth").write_bytes(b"x")
-    assert find_official(variant, 2) == cache / "SSTLarge_Plus_DF2K_X2.pth"
-
-
-def test_missing_official_weights_message(isolated_search: Path) -> None:
-    msg = missing_weights_message(get_variant("sst"), 3)
-    _one_sentence(msg)
-    assert "SST_DF2K_X3.pth" in msg and HF_COLLECTION == "dslisleedh/sst" and "dslisleedh/sst" in msg
-    assert "http" not in msg  # no invented download URL
-    from sst_cli.upscale.upscaler import load_upscaler
-
-    with pytest.raises(SSTError) as info:
-        load_upscaler(model="sst", scale=3, device="cpu")
-    assert str(info.value) == msg
-
-
-class _CountingHandler(http.server.SimpleHTTPRequestHandler):
-    requests: list[str] = []
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        type(self).requests.append(self.path)
-        super().do_GET()
-
-    def log_message(self, *args: object) -> None:  # keep test output clean
-        pass
-
-
-@pytest.fixture
-def http_root(tmp_path: Path):
-    root = tmp_path / "served"
-    root.mkdir()
-    handler = type("Handler", (_CountingHandler,), {"requests": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}", handler.requests
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def test_url_weights_downloaded_once_with_sha256(tmp_path: Path, http_root) -> None:
-    root, base, requests = http_root
-    model = _tiny()
-    save_checkpoint(root / "tiny_x2.safetensors", model)
-    digest = hashlib.sha256((root / "tiny_x2.safetensors").read_bytes()).hexdigest()
-    cache = tmp_path / "cache"
-    seen: list[tuple[int, int | None]] = []
-
-    path = fetch(f"{base}/tiny_x2.safetensors", sha256=digest.upper(), cache=cache,
-                 progress=lambda done, total: seen.append((done, total)))
-    assert path == cache / "tiny_x2.safetensors"
-    assert path.read_bytes() == (root / "tiny_x2.safetensors").read_bytes()
-    assert seen and seen[-1][0] == seen[-1][1] == path.stat().st_size
-    again = fetch(f"{base}/tiny_x2.safetensors", sha256=digest, cache=cache)
-    assert again == path and requests == ["/tiny_x2.safetensors"]  # the second call used the cache
-    assert _same_tensors(model_from_checkpoint(load_checkpoint(path)).state_dict(), model.state_dict())
-
-
-def test_url_with_wrong_sha256_is_removed(tmp_path: Path, http_root) -> None:
-    root, base, _ = http_root
-    (root / "w.pth").write_bytes(b"not what you expected")
-    cache = tmp_path / "cache"
-    with pytest.raises(SSTError, match="sha256") as info:
-        fetch(f"{base}/w.pth", sha256="0" * 64, cache=cache)
-    _one_sentence(str(info.value))
-    assert not (cache / "w.pth").exists() and not [p for p in cache.iterdir() if p.is_file()]
-
-
-def test_unreachable_url_is_one_sentence(tmp_path: Path, http_root) -> None:
-    _, base, _ = http_root
-    with pytest.raises(SSTError, match="could not download") as info:
-        fetch(f"{base}/missing.pth", cache=tmp_path / "cache")
-    _one_sentence(str(info.value))
-    assert not (tmp_path / "cache" / "missing.pth").exists()
-
-
-def test_engine_loads_weights_from_a_url(isolated_search: Path, http_root) -> None:
-    from sst_cli.upscale.upscaler import load_upscaler
-
-    root, base, requests = http_root
-    model = _tiny()
-    save_checkpoint(root / "tiny_x2.safetensors", model)
-    up = load_upscaler(weights=f"{base}/tiny_x2.safetensors", device="cpu")
-    assert up.scale == 2 and (isolated_search / "cache" / "sst" / "tiny_x2.safetensors").is_file()
-    x = torch.rand(1, 3, 8, 8)
-    with torch.no_grad():
-        assert (up(x) - model.eval()(x)).abs().max() < 1e-5
-    load_upscaler(weights=f"{base}/tiny_x2.safetensors", device="cpu")
-    assert len(requests) == 1

@@ -52,7 +52,9 @@ def models_cmd(
     import torch
 
     from ..model import attention
-    from ..model.weights import bundled_path, find_official
+    from ..model.hub import cached_official
+    from ..model.registry import official_file_for
+    from ..model.weights import bundled_path
     from ..runtime import resolve_device
 
     if backends:
@@ -78,7 +80,7 @@ def models_cmd(
         return
     rows = []
     for v in VARIANTS.values():
-        found = {s: str(p) for s in SCALES if (p := find_official(v, s))}
+        found = {s: str(p) for s in SCALES if v.checkpoint_sets and (p := cached_official(official_file_for(v, s)))}
         urban = {s: (q["psnr_y"] if (q := quality(v.name, "Urban100", s)) else None) for s in SCALES}
         rows.append({
             "name": v.name, "official": v.official, "scales": list(SCALES),

@@ -92,24 +92,62 @@ def _find_child(parent: Path, names: Iterable[str]) -> Path | None:
     return None
 
 
-def resolve_dataset(spec: str, data_root: str | os.PathLike[str]) -> Dataset:
+def default_data_root() -> Path:
+    """Where datasets are looked for unless told: $SST_DATA_ROOT, else ./datasets."""
+    return Path(os.environ.get("SST_DATA_ROOT") or "datasets").expanduser()
+
+
+class _Missing(Exception):
+    """A dataset that is not there; ``looked`` says what was looked for, for the combined message."""
+
+    def __init__(self, spec: str, looked: str) -> None:
+        super().__init__(f"dataset {spec} not found ({looked}).")
+        self.spec, self.looked = spec, looked
+
+
+def _missing_message(missing: list[_Missing], root: Path) -> str:
+    """One sentence naming every missing dataset, and how to point sst at them."""
+    if len(missing) == 1:
+        what, them = f"dataset {missing[0].spec} not found under {root} ({missing[0].looked})", "it"
+    else:
+        what, them = f"{len(missing)} datasets not found under {root}: {', '.join(m.spec for m in missing)}", "them"
+    return (f"{what}; point sst at the folder holding {them} with --data-root DIR or $SST_DATA_ROOT, where each "
+            f"dataset is expected as {expected_layout()}.")
+
+
+def resolve_dataset(spec: str, data_root: str | os.PathLike[str] | None = None) -> Dataset:
     """A --dataset entry (benchmark name, alias, folder under the data root, or a path) -> Dataset."""
-    root = Path(data_root)
+    return resolve_datasets([spec], data_root)[0]
+
+
+def resolve_datasets(specs: Iterable[str], data_root: str | os.PathLike[str] | None = None) -> list[Dataset]:
+    """Every --dataset entry resolved (default root: :func:`default_data_root`); when some are missing,
+    one SSTError naming all of them."""
+    root = Path(data_root) if data_root is not None else default_data_root()
+    found, missing = [], []
+    for spec in specs:
+        try:
+            found.append(_resolve(spec, root))
+        except _Missing as exc:
+            missing.append(exc)
+    if missing:
+        raise SSTError(_missing_message(missing, root))
+    return found
+
+
+def _resolve(spec: str, root: Path) -> Dataset:
     canon = canonical_name(spec)
     if canon is not None:
         hit = _find_child(root, DATASETS[canon])
         if hit is not None:
             return Dataset(canon, hit, True)
         if not Path(spec).is_dir():
-            looked = ", ".join(DATASETS[canon])
-            raise SSTError(f"dataset {canon} not found under {root} (looked for {looked}); expected "
-                           f"{expected_layout(canon)}.")
+            raise _Missing(canon, f"looked for a folder named {' or '.join(DATASETS[canon])}")
     path = Path(spec).expanduser()
     if not path.is_dir() and not path.is_absolute():
         path = root / spec
     if not path.is_dir():
-        raise SSTError(f"dataset '{spec}' is neither a known benchmark nor a folder (also looked in {root}); "
-                       f"expected {expected_layout()}.")
+        raise _Missing(spec, f"neither a known benchmark nor a folder, also looked for {root / spec}")
     folder = path.parent if path.name.upper() in ("HR", "GT") else path
     canon = canonical_name(folder.name)
     return Dataset(canon or folder.name, folder, canon is not None)

@@ -28,7 +28,7 @@ from ..distributed import Dist
 from ..errors import SSTError
 from ..model.bicubic import quantize_uint8
 from ..upscale.tiling import plan_tiles, resolve_tile, upscale_tensor
-from .datasets import Dataset, Layout, Pair, discover, generate_lr, mod_crop, read_rgb_u8, resolve_dataset, to_tensor
+from .datasets import Dataset, Layout, Pair, discover, generate_lr, mod_crop, read_rgb_u8, resolve_datasets, to_tensor
 from .metrics import measure
 from .report import SETTINGS_TEXT, EvalOptions, EvalReport, EvalResult, ImageResult, save_png
 
@@ -43,28 +43,26 @@ class Task:
 
 def plan(datasets: Iterable[str], scales: Iterable[int], data_root: str | os.PathLike[str]) -> list[Task]:
     """Resolve every dataset and layout up front, so a missing one fails before any model work."""
-    resolved = [resolve_dataset(spec, data_root) for spec in datasets]
+    resolved = resolve_datasets(datasets, data_root)  # every missing one named at once
     if not resolved:
         raise SSTError("no dataset given; pass --dataset Set5,Set14,... or a folder.")
     return [Task(ds, s, discover(ds, s)) for ds in resolved for s in scales]
 
 
 def paper_variant(options: EvalOptions, upscaler: Any) -> str | None:
-    """Our variant name when the model evaluated is an official SST variant, else None."""
-    from ..model.registry import get_variant
-    from ..model.weights import is_plus_name, match_variant
+    """Our variant name when the model evaluated is an official SST variant, else None. The upscaler's
+    name is the network that ran, decided by the weights (see :func:`sst_cli.model.weights.identify`)."""
+    from ..model.registry import VARIANTS, get_variant
 
-    if options.model and options.model != "bicubic":
+    if options.model == "bicubic":
+        return None
+    name = getattr(upscaler, "name", None)
+    if name is None and options.model:
         try:
-            return get_variant(options.model).name
+            name = get_variant(options.model).name
         except KeyError:
             return None
-    if options.weights:
-        cfg = getattr(upscaler.model, "config", None) or {}
-        if cfg.get("type") == "SST":
-            v = match_variant(cfg, plus=is_plus_name(options.weights))
-            return v.name if v is not None else None
-    return None
+    return name if name in VARIANTS else None
 
 
 def paper_comparison(variant: str | None, result: EvalResult) -> dict[str, Any] | None:

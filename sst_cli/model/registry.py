@@ -16,6 +16,12 @@ if TYPE_CHECKING:
 SCALES = (2, 3, 4)
 # Attention backends by name; their kernels are in attention.py (which imports torch).
 BACKENDS = ("naive", "sdpa", "sdpa-math", "sdpa-efficient", "sdpa-flash", "sdpa-cudnn", "flex", "fa2", "fa3", "fa4")
+# Where the authors publish the official weights. Only the owner and the collection are known here; the
+# repository holding each file is looked up on the Hub at run time (sst_cli.model.hub), never assumed.
+HUB_AUTHOR = "dslisleedh"
+HUB_COLLECTION = "dslisleedh/sst"
+HUB_COLLECTION_URL = f"https://huggingface.co/collections/{HUB_COLLECTION}"
+WEIGHT_SUFFIXES = (".pth", ".safetensors")  # an official file name, or its safetensors conversion
 CLASSIC_WINDOWS = (16, 32, 64, 16, 32, 64)
 PLUS_WINDOWS = (16, 32, 48, 32, 48, 96)
 
@@ -52,9 +58,7 @@ class Variant:
 
     def checkpoint_names(self, scale: int) -> list[str]:
         """Official file names at ``scale``, one per training set (none for our own models)."""
-        if not self.official:
-            return []
-        return [f"{self.official}_{s}_X{scale}.pth" for s in self.checkpoint_sets]
+        return [OfficialFile(self, t, scale).name for t in self.checkpoint_sets]
 
     @property
     def bundled(self) -> bool:
@@ -93,6 +97,51 @@ BUNDLED = "sst-tiny"  # the small model sst ships, trained by `sst train` (check
 VARIANTS[BUNDLED] = Variant(BUNDLED, "", 32, 2, (8, 16, 8, 16), 2, (8, 8, 8, 8), 2, "pixelshuffle_direct",
                             None, (), "", "bundled with sst; trained here (checkpoints/README.md)")
 BY_OFFICIAL = {v.official: v for v in VARIANTS.values() if v.official}
+
+
+@dataclass(frozen=True)
+class OfficialFile:
+    """One published checkpoint: variant x training set x scale, e.g. SSTLarge_Plus_DF2K_X4.pth."""
+
+    variant: Variant
+    training_set: str
+    scale: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.variant.official}_{self.training_set}_X{self.scale}.pth"
+
+
+OFFICIAL_FILES: dict[str, OfficialFile] = {
+    f.name: f
+    for v in VARIANTS.values()
+    for s in SCALES
+    for f in (OfficialFile(v, t, s) for t in v.checkpoint_sets)
+}
+
+
+def official_file(path: str) -> OfficialFile | None:
+    """The published checkpoint a file name stands for, or None: the name must be an official one exactly
+    (``SSTlight_Plus_DIV2K_X4.pth``, or the same stem as ``.safetensors``); nothing else is guessed."""
+    name = path.replace("\\", "/").rsplit("/", 1)[-1]
+    stem, dot, suffix = name.rpartition(".")
+    if not dot or f".{suffix}" not in WEIGHT_SUFFIXES:
+        return None
+    return OFFICIAL_FILES.get(f"{stem}.pth")
+
+
+def official_file_for(variant: Variant, scale: int, training_set: str | None = None) -> OfficialFile:
+    """The published file of ``variant`` at ``scale``: ``training_set`` (case-insensitive), else the first
+    listed (the set the paper's tables report). KeyError with the choices when there is none."""
+    sets = variant.checkpoint_sets
+    if not sets:
+        raise KeyError(f"{variant.name} has no official weights")
+    if training_set is None:
+        return OfficialFile(variant, sets[0], scale)
+    for t in sets:
+        if t.lower() == training_set.lower():
+            return OfficialFile(variant, t, scale)
+    raise KeyError(f"{variant.name} was not published trained on {training_set} (choose from: {', '.join(sets)})")
 
 
 def get_variant(name: str) -> Variant:

@@ -1,23 +1,25 @@
-"""Reading and writing SST weights.
+"""Reading, identifying and writing SST weights.
 
 Reads BasicSR ``.pth`` dicts (``params_ema`` preferred, then ``params``, or a bare state dict, with any
 ``module.`` prefix stripped) through ``torch.load(weights_only=True)``, plain ``.safetensors`` files, and
-our own format: safetensors whose metadata holds the network config as JSON. Detects the variant and
-scale from the tensors alone, and explains a mismatch in one readable paragraph.
+our own formats: safetensors whose metadata holds the network config as JSON, and BasicSR ``.pth``
+exports with the config beside ``params_ema``. A file that is not a checkpoint at all (an HTML page, a
+JSON answer, a Git LFS pointer: what a failed download leaves) is named for what it is.
+
+Which network a file holds is decided by :func:`identify`: the config stored in the file, else its
+official file name, else ``--model``; the tensors alone cannot tell a "+" variant from its base (same
+shapes, other windows), so that case is refused rather than guessed.
 """
 
 from __future__ import annotations
 
-import hashlib
+import inspect
 import json
 import math
 import os
 import pickle
 import re
-import urllib.parse
-import urllib.request
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,9 +31,8 @@ from torch import Tensor
 from ..errors import SSTError
 from ..io.files import atomic_write
 from .network import SST, build_model
-from .registry import BUNDLED, CLASSIC_WINDOWS, PLUS_WINDOWS, VARIANTS, Variant
+from .registry import BUNDLED, VARIANTS, Variant, get_variant, official_file
 
-HF_COLLECTION = "dslisleedh/sst"
 FORMAT_TAG = "sst-cli/1"
 
 
@@ -39,7 +40,7 @@ FORMAT_TAG = "sst-cli/1"
 class Checkpoint:
     state_dict: dict[str, Tensor]
     path: str
-    network_g: dict[str, Any] | None = None  # present in our own format
+    network_g: dict[str, Any] | None = None  # present in our own formats
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -55,17 +56,26 @@ def _unwrap(obj: Any, path: str) -> dict[str, Tensor]:
     return {re.sub(r"^(module\.)+", "", k): v for k, v in obj.items()}
 
 
+def _stored_config(obj: Any) -> dict[str, Any] | None:
+    """The ``network_g`` our BasicSR exports keep beside ``params_ema`` (plain data, weights-only safe)."""
+    cfg = obj.get("network_g") if isinstance(obj, dict) else None
+    return dict(cfg) if isinstance(cfg, dict) and "dim" in cfg else None
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read weights from ``path`` (.pth/.pt/.safetensors/.sst). Raises SSTError with one sentence."""
     p = Path(path)
     if not p.is_file():
         raise SSTError(f"weights file {p} does not exist.")
     with open(p, "rb") as fh:
-        head = fh.read(16)
+        head = fh.read(512)
     if not head:
         raise SSTError(f"weights file {p} is empty.")
     if p.suffix in (".safetensors", ".sst") or _looks_like_safetensors(head):
         return _load_safetensors(p)
+    not_weights = _not_a_checkpoint(p, head)
+    if not_weights:
+        raise SSTError(not_weights)
     try:
         with warnings.catch_warnings():
             # Old-protocol pickles make the weights-only unpickler warn; the load is still safe.
@@ -74,6 +84,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     except pickle.UnpicklingError as exc:
         # PyTorch's own text is several paragraphs; keep the one fact that matters (what it would call).
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found is None and "global" not in str(exc).lower():  # not a refused call: a damaged or foreign file
+            raise SSTError(f"{p} is not a readable PyTorch checkpoint (damaged, or another kind of file).") from None
         what = f" (it calls {found.group(1)})" if found else ""
         raise SSTError(
             f"{p} was refused: loading it would run arbitrary code{what}, and sst only loads plain tensor "
@@ -82,12 +94,51 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     except Exception as exc:  # noqa: BLE001 - zip/pickle corruption comes in many types
         first = (str(exc).strip().splitlines() or [""])[0][:120]
         raise SSTError(f"{p} is not a readable PyTorch checkpoint ({type(exc).__name__}: {first}).") from None
-    return Checkpoint(_unwrap(obj, str(p)), str(p))
+    return Checkpoint(_unwrap(obj, str(p)), str(p), _stored_config(obj))
 
 
 def _looks_like_safetensors(head: bytes) -> bool:
     # 8-byte little-endian header length followed by a JSON object.
     return len(head) >= 9 and head[8:9] == b"{"
+
+
+_AGAIN = "download it again (with --model NAME sst fetches official weights itself)"
+
+
+def _not_a_checkpoint(p: Path, head: bytes) -> str | None:
+    """One sentence saying what ``p`` is when its first bytes show it is text, not weights; else None.
+
+    PyTorch files start with a zip header or a pickle opcode (binary); a failed download typically
+    leaves an HTML page, a JSON error, or the Git LFS pointer that stood in for the real file.
+    """
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return None
+    text = head.decode("utf-8", errors="replace")  # a character cut at the block's end is one U+FFFD
+    if text.count("\ufffd") > 1 or any(ch < " " and ch not in "\t\r\n\f" for ch in text):
+        return None  # binary: let the PyTorch reader judge it
+    lead = text.lstrip("\ufeff \t\r\n")
+    low = lead.lower()
+    if low.startswith("version https://git-lfs.github.com/spec/"):
+        size = re.search(r"^size (\d+)", lead, re.MULTILINE)
+        of = f" for a {int(size.group(1)):,}-byte file" if size else ""
+        return (f"{p} is a Git LFS pointer{of}, not a checkpoint (the repository was cloned without its LFS "
+                f"files); fetch the real file with `git lfs pull`, or {_AGAIN}.")
+    if low.startswith(("<!doctype html", "<html", "<head", "<body")) or ("<html" in low and low.startswith("<")):
+        title = re.search(r"<title[^>]*>([^<]{1,80})", lead, re.IGNORECASE)
+        said = f" titled '{title.group(1).strip()}'" if title else ""
+        return (f"{p} is an HTML page{said}, not a checkpoint (a login, error or download page saved in "
+                f"place of the file); {_AGAIN}.")
+    if low.startswith(("{", "[")):
+        said = ""
+        try:
+            data = json.loads(p.read_text(encoding="utf-8")) if p.stat().st_size < 1 << 20 else None
+        except (ValueError, OSError):
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("error") or data.get("message"), str):
+            said = f" saying '{(data.get('error') or data.get('message'))[:100]}'"
+        return f"{p} is a JSON file{said}, not a checkpoint (a server's answer saved in place of the file); {_AGAIN}."
+    first = lead.splitlines()[0][:60] if lead.strip() else ""
+    return f"{p} is a text file (starting '{first}'), not a checkpoint; {_AGAIN}."
 
 
 def _load_safetensors(p: Path) -> Checkpoint:
@@ -104,23 +155,34 @@ def _load_safetensors(p: Path) -> Checkpoint:
     return Checkpoint({k.removeprefix("module."): v for k, v in sd.items()}, str(p), network_g, extra)
 
 
+def _state_dict(model: SST, dtype: torch.dtype | None = None) -> dict[str, Tensor]:
+    return {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
+            for k, v in model.state_dict().items()}
+
+
 def save_checkpoint(path: str | os.PathLike[str], model: SST, meta: dict[str, Any] | None = None,
                     dtype: torch.dtype | None = None) -> Path:
     """Write our format (safetensors + config JSON in the metadata) atomically."""
     from safetensors.torch import save_file
 
-    sd = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
-          for k, v in model.state_dict().items()}
+    sd = _state_dict(model, dtype)
     metadata = {"format": FORMAT_TAG, "network_g": json.dumps(model.config), "meta": json.dumps(meta or {})}
     return atomic_write(Path(path), lambda tmp: save_file(sd, str(tmp), metadata=metadata))
 
 
-# ----------------------------------------------------------------------------------------- detection
-def infer_network_g(sd: dict[str, Tensor], path_hint: str = "") -> dict[str, Any]:
-    """The constructor keywords implied by a state dict.
+def save_basicsr(path: str | os.PathLike[str], model: SST) -> Path:
+    """Write a BasicSR ``.pth`` (``params_ema``) atomically, with the config beside it as plain data
+    (``network_g``), so sst knows the window sizes and BasicSR, which reads only ``params_ema``, is unaffected."""
+    sd = _state_dict(model)
+    return atomic_write(Path(path), lambda tmp: torch.save({"params_ema": sd, "network_g": dict(model.config)}, tmp))
 
-    Window sizes leave no trace in RIB weights, so "+" variants are told apart by a ``Plus``/``+`` in the
-    file name (the official names carry it); RPB tables do record their window.
+
+# ----------------------------------------------------------------------------------------- detection
+def infer_network_g(sd: dict[str, Tensor]) -> dict[str, Any]:
+    """The constructor keywords the tensors of ``sd`` imply.
+
+    RIB weights leave no trace of the window sizes, so ``window_sizes`` is present only for RPB
+    attention, whose bias tables record their window; :func:`identify` supplies it otherwise.
     """
     try:
         dim = sd["proj.weight"].shape[0]
@@ -160,40 +222,102 @@ def infer_network_g(sd: dict[str, Tensor], path_hint: str = "") -> dict[str, Any
     if attn_type == "RIB":
         to_hidden = sd["body.0.0.attn.to_hidden"]
         cfg.update(rib_hidden_dim=to_hidden.shape[1], rib_n_freqs=(to_hidden.shape[0] - 2) // 4)
-    variant = match_variant(cfg, plus=is_plus_name(path_hint))
     if windows:
         cfg["window_sizes"] = windows
-    elif variant is not None:
-        cfg["window_sizes"] = list(variant.window_sizes)
-    else:
-        cfg["window_sizes"] = list(PLUS_WINDOWS if is_plus_name(path_hint) else CLASSIC_WINDOWS)[:n_layers]
-        if n_layers != 6:
-            cfg["window_sizes"] = [8, 16, 32, 16, 32, 64][:n_layers]
     return cfg
 
 
-def is_plus_name(path: str) -> bool:
-    name = Path(path).name.lower()
-    return "plus" in name or "+" in name
+_DEFAULTS = {k: p.default for k, p in inspect.signature(SST.__init__).parameters.items()
+             if p.default is not inspect.Parameter.empty}
 
 
-def match_variant(cfg: dict[str, Any], plus: bool = False) -> Variant | None:
-    """The registry variant whose shapes equal ``cfg`` (the "+" twin when ``plus``)."""
-    for v in VARIANTS.values():
-        if v.name.endswith("+") != plus and v.name != "sst-xl+":
-            continue
-        if (v.dim, v.n_blocks, v.num_heads, list(v.ranks), float(v.exp_ratio), v.upsampler_type) == (
-            cfg["dim"], cfg["n_blocks"], cfg["num_heads"][0] if cfg["num_heads"] else None,
-            list(cfg["ranks"]), float(cfg["exp_ratio"]), cfg["upsampler_type"],
-        ) and (v.intermediate_dim or 64) == cfg.get("intermediate_dim", v.intermediate_dim or 64):
-            return v
-    return None
+def _per_layer(value: Any, n: int) -> tuple:
+    return tuple(value) if isinstance(value, list | tuple) else (value,) * n
 
 
-def describe_network(cfg: dict[str, Any], path_hint: str = "") -> str:
-    v = match_variant(cfg, plus=is_plus_name(path_hint)) or match_variant(cfg, plus=False)
-    name = v.name if v else f"a custom SST (dim {cfg['dim']}, {cfg['n_blocks']} blocks)"
+def _shape_key(cfg: dict[str, Any]) -> tuple:
+    """Everything in a config that decides the tensors' names and shapes (windows excluded: RIB has none)."""
+    c = {**_DEFAULTS, **cfg}
+    n = len(c["num_heads"]) if isinstance(c["num_heads"], list | tuple) else len(c["window_sizes"])
+    inter = c["intermediate_dim"] if c["upsampler_type"] == "pixelshuffle" else None
+    return (c["dim"], c["n_blocks"], _per_layer(c["num_heads"], n), _per_layer(c["ranks"], n), float(c["exp_ratio"]),
+            str(c["attn_type"]).upper(), c["upsampler_type"], inter, c["rib_hidden_dim"], c["rib_n_freqs"])
+
+
+def shape_twins(cfg: dict[str, Any]) -> list[Variant]:
+    """Registry variants whose tensors have exactly ``cfg``'s shapes (a base and its "+" share them)."""
+    key = _shape_key(cfg)
+    return [v for v in VARIANTS.values() if _shape_key(v.network_g(cfg.get("upscaling_factor", 4))) == key]
+
+
+def match_variant(cfg: dict[str, Any]) -> Variant | None:
+    """The registry variant that ``cfg`` builds exactly (shapes and window sizes), or None (a custom SST)."""
+    windows = [int(w) for w in cfg.get("window_sizes") or ()]
+    return next((v for v in shape_twins(cfg) if list(v.window_sizes) == windows), None)
+
+
+def describe_network(cfg: dict[str, Any]) -> str:
+    """'sst-l+ x4', 'sst-l or sst-l+ x4' (tensors alone), or 'a custom SST (dim 8, 2 blocks) x2'."""
+    if "window_sizes" in cfg:
+        found = [v] if (v := match_variant(cfg)) else []
+    else:
+        found = shape_twins(cfg)
+    name = " or ".join(v.name for v in found) or f"a custom SST (dim {cfg['dim']}, {cfg['n_blocks']} blocks)"
     return f"{name} x{cfg['upscaling_factor']}"
+
+
+@dataclass(frozen=True)
+class Network:
+    """The network a checkpoint holds: what to build, its registry name (None: custom), and why we know."""
+
+    network_g: dict[str, Any]
+    variant: Variant | None
+    basis: str  # "the config stored in it", "its official file name", "--model", "its tensor shapes"
+
+    @property
+    def name(self) -> str | None:
+        return self.variant.name if self.variant else None
+
+
+def identify(ckpt: Checkpoint, model: str | None = None) -> Network:
+    """Decide the network ``ckpt`` holds: the config stored in the file, else its official file name, else
+    ``model`` (a registry name). A ``model`` that contradicts the file, or a bare state dict whose variant
+    the tensors cannot tell (sst-light vs sst-light+, sst vs sst+, sst-l vs sst-l+) with no ``model``,
+    is an SSTError; nothing is guessed."""
+    try:
+        wanted = get_variant(model) if model else None
+    except KeyError as exc:
+        raise SSTError(str(exc.args[0]) + ".") from None
+    named = official_file(ckpt.path)
+    if ckpt.network_g:
+        found = Network(dict(ckpt.network_g), match_variant(ckpt.network_g), "the config stored in it")
+        told = describe_network(found.network_g)
+    elif named is not None:
+        found = Network(named.variant.network_g(named.scale), named.variant, "its official file name")
+        told = f"{named.variant.name} x{named.scale}"
+    else:
+        shapes = infer_network_g(ckpt.state_dict)
+        twins = shape_twins(shapes)
+        scale = shapes["upscaling_factor"]
+        if wanted is not None and wanted in twins:
+            return Network(wanted.network_g(scale), wanted, "--model")
+        if wanted is not None:
+            raise SSTError(f"--model {wanted.name} contradicts {ckpt.path}, whose tensors are those of "
+                           f"{describe_network(shapes)}; drop --model or pass weights of {wanted.name}.")
+        if len(twins) == 1:
+            return Network(twins[0].network_g(scale), twins[0], "its tensor shapes")
+        if twins:
+            choices = " or ".join(f"--model {v.name}" for v in twins)
+            raise SSTError(f"{ckpt.path} holds {describe_network(shapes)}, which have the same tensors and differ "
+                           f"only in window sizes, and neither the file nor its name says which; pass {choices}.")
+        if "window_sizes" not in shapes:
+            raise SSTError(f"{ckpt.path} holds {describe_network(shapes)} whose window sizes are not stored in "
+                           "the file; load it from a .safetensors saved by sst, which keeps its config.")
+        return Network(shapes, None, "its tensor shapes")
+    if wanted is not None and found.variant is not wanted:
+        raise SSTError(f"--model {wanted.name} contradicts {ckpt.path}, which holds {told} (from {found.basis}); "
+                       "drop --model, or pass weights of that model.")
+    return found
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -212,7 +336,7 @@ def mismatch_summary(model: SST, sd: dict[str, Tensor], path: str) -> str | None
             more = f" and {len(items) - 3} more" if len(items) > 3 else ""
             parts.append(f"{len(items)} {label} key(s): {', '.join(items[:3])}{more}")
     try:
-        looks = f"; the file looks like {describe_network(infer_network_g(sd, path), path)}"
+        looks = f"; the file looks like {describe_network(infer_network_g(sd))}"
     except SSTError:
         looks = "; the file does not look like an SST network"
     target = describe_network(model.config)
@@ -250,9 +374,9 @@ def load_into(model: SST, ckpt: Checkpoint, resample_scale: bool = False) -> SST
 
 
 def model_from_checkpoint(ckpt: Checkpoint, scale: int | None = None, network_g: dict[str, Any] | None = None,
-                          resample_scale: bool = False) -> SST:
-    """Build the network the checkpoint describes (or ``network_g``) and load it."""
-    cfg = dict(network_g or ckpt.network_g or infer_network_g(ckpt.state_dict, ckpt.path))
+                          resample_scale: bool = False, model: str | None = None) -> SST:
+    """Build the network the checkpoint holds (see :func:`identify`; ``network_g`` overrides) and load it."""
+    cfg = dict(network_g or identify(ckpt, model).network_g)
     if scale is not None and scale != cfg["upscaling_factor"]:
         if not resample_scale:
             raise SSTError(
@@ -263,66 +387,8 @@ def model_from_checkpoint(ckpt: Checkpoint, scale: int | None = None, network_g:
     return load_into(build_model(cfg), ckpt, resample_scale=resample_scale)
 
 
-# ------------------------------------------------------------------------------------ finding files
-def user_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "sst"
-
-
-def search_dirs() -> list[Path]:
-    dirs = []
-    if os.environ.get("SST_WEIGHTS_DIR"):
-        dirs.append(Path(os.environ["SST_WEIGHTS_DIR"]))
-    dirs += [user_cache_dir(), Path.cwd() / "checkpoints"]
-    return dirs
-
-
 def bundled_path(scale: int) -> Path:
     """The bundled sst-tiny weights at ``scale``, shipped inside the package."""
     from importlib import resources
 
     return Path(str(resources.files("sst_cli.data.weights").joinpath(f"{BUNDLED}_x{scale}.safetensors")))
-
-
-def find_official(variant: Variant, scale: int) -> Path | None:
-    """The first official checkpoint file for ``variant`` x``scale`` found in the search folders."""
-    for d in search_dirs():
-        for name in variant.checkpoint_names(scale):
-            if (d / name).is_file():
-                return d / name
-    return None
-
-
-def missing_weights_message(variant: Variant, scale: int) -> str:
-    names = " or ".join(variant.checkpoint_names(scale))
-    return (f"no weights for {variant.name} x{scale} found ({names}); the authors publish them in their "
-            f"Hugging Face collection {HF_COLLECTION}: download one and pass --weights FILE or put it in "
-            f"$SST_WEIGHTS_DIR.")
-
-
-def fetch(url: str, sha256: str | None = None, cache: Path | None = None,
-          progress: Callable[[int, int | None], None] | None = None) -> Path:
-    """Download ``url`` once into the cache (atomically) and check ``sha256`` when given."""
-    cache = cache or user_cache_dir()
-    name = Path(urllib.parse.urlparse(url).path).name or "weights.pth"
-    target = cache / name
-    if not target.is_file():
-        def write(tmp: Path) -> None:
-            try:
-                with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, "wb") as out:
-                    total = int(resp.headers.get("Content-Length") or 0) or None
-                    done = 0
-                    while chunk := resp.read(1 << 20):
-                        out.write(chunk)
-                        done += len(chunk)
-                        if progress:
-                            progress(done, total)
-            except OSError as exc:
-                raise SSTError(f"could not download {url} ({exc}).") from None
-        atomic_write(target, write)
-    if sha256:
-        digest = hashlib.sha256(target.read_bytes()).hexdigest()
-        if digest.lower() != sha256.lower():
-            target.unlink()
-            raise SSTError(f"{url} has sha256 {digest}, not the expected {sha256}; the download was removed.")
-    return target

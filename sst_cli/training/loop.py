@@ -27,7 +27,7 @@ from ..io.files import atomic_write
 from ..model.attention import BackendUnavailable, resolve_backend
 from ..model.network import SST, build_model
 from ..model.registry import get_variant
-from ..model.weights import load_checkpoint, load_into, save_checkpoint
+from ..model.weights import load_checkpoint, load_into, save_basicsr, save_checkpoint
 from .config import TrainConfig, to_dict
 from .data import CounterSampler, ScanReport, SRTrainSet, scan_images
 from .run_dir import (
@@ -268,8 +268,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     out = None
     if d.main:
         out = export(exported(), run / "final.safetensors", cfg, it, best)
-        sd = exported().state_dict()
-        atomic_write(run / "final_basicsr.pth", lambda tmp: torch.save({"params_ema": sd}, tmp))
+        save_basicsr(run / "final_basicsr.pth", exported())  # params_ema + network_g (the windows)
     if tb:
         tb.close()
     if d.world > 1:

@@ -17,16 +17,8 @@ from torch import Tensor, nn
 from ..errors import SSTError
 from ..model.attention import BackendUnavailable, resolve_backend
 from ..model.bicubic import Bicubic
-from ..model.registry import BUNDLED, get_variant
-from ..model.weights import (
-    Checkpoint,
-    bundled_path,
-    fetch,
-    find_official,
-    load_checkpoint,
-    missing_weights_message,
-    model_from_checkpoint,
-)
+from ..model.registry import BUNDLED, get_variant, official_file_for
+from ..model.weights import Checkpoint, bundled_path, identify, load_checkpoint, model_from_checkpoint
 from ..runtime import resolve_device, resolve_dtype
 
 
@@ -73,25 +65,30 @@ class Upscaler:
         return max(getattr(self.model, "window_sizes", (1,)))
 
 
+def _bundled(scale: int) -> tuple[Checkpoint, str]:
+    path = bundled_path(scale)
+    if not path.is_file():
+        raise SSTError(f"the bundled model for x{scale} is missing ({path}); pass --model or --weights.")
+    return load_checkpoint(path), f"bundled {BUNDLED} x{scale}"
+
+
 def _checkpoint_for(model: str | None, weights: str | None, scale: int | None, sha256: str | None) -> tuple[Checkpoint, str]:
+    """The weights to load and where they came from: ``weights`` (path, URL, hf://, official file name),
+    else the official file of ``model`` (downloaded once), else the bundled model."""
+    from ..model import hub
+
     if weights:
-        if weights.startswith(("http://", "https://")):
-            return load_checkpoint(fetch(weights, sha256=sha256)), weights
-        return load_checkpoint(weights), weights
+        path = hub.fetch(weights, sha256=sha256)
+        return load_checkpoint(path), weights if str(path) == weights else f"{weights} ({path})"
     if model is None:
-        s = scale or 4
-        path = bundled_path(s)
-        if not path.is_file():
-            raise SSTError(f"the bundled model for x{s} is missing ({path}); pass --model or --weights.")
-        return load_checkpoint(path), f"bundled {BUNDLED} x{s}"
+        return _bundled(scale or 4)
     try:
         variant = get_variant(model)
     except KeyError as exc:
         raise SSTError(str(exc.args[0]) + ".") from None
-    s = scale or 4
-    path = find_official(variant, s)
-    if path is None:
-        raise SSTError(missing_weights_message(variant, s))
+    if variant.bundled:
+        return _bundled(scale or 4)
+    path = hub.fetch_official(official_file_for(variant, scale or 4), sha256=sha256)
     return load_checkpoint(path), str(path)
 
 
@@ -110,10 +107,16 @@ def load_upscaler(
 ) -> Upscaler:
     """Resolve, load and place a model, e.g. ``load_upscaler("sst-l+", 4)`` or ``load_upscaler(weights=FILE)``.
 
-    ``model=None`` and no weights means the bundled model; ``model="bicubic"`` the baseline;
-    ``scale=None`` the weights' own scale (4 for the bundled model); ``random_weights`` builds a
-    variant untrained (timing only), initialised from ``seed`` so two runs get the same weights (the
-    global RNG is left as it was); ``tile`` is used when the upscaler is called on numpy images.
+    ``model=None`` and no weights means the bundled model; ``model="bicubic"`` the baseline; a variant
+    name alone loads its official weights (first training set listed), from the search folders or the
+    Hugging Face cache, downloading them once (:mod:`sst_cli.model.hub`). ``weights`` is a path, URL,
+    ``hf://owner/repo/file[@rev]`` or official file name, checked against ``sha256`` when given. The network
+    is decided by the file (its stored config, else its official name) and ``model`` only where the file
+    cannot tell; a ``model`` contradicting the file is an SSTError, and ``Upscaler.name`` names what ran.
+    ``scale=None`` means the weights' own scale (4 for the bundled model or a variant name);
+    ``random_weights`` builds a variant untrained (timing only), initialised from ``seed`` so two runs get
+    the same weights (the global RNG is left as it was); ``tile`` is used when the upscaler is called on
+    numpy images.
     """
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
@@ -134,8 +137,9 @@ def load_upscaler(
         name, source = get_variant(model).name, "random weights"
     else:
         ckpt, source = _checkpoint_for(model, weights, scale, sha256)
-        net = model_from_checkpoint(ckpt, scale=scale if weights is None or scale else None)
-        name = ckpt.meta.get("name") or (model or Path(ckpt.path).stem)
+        network = identify(ckpt, model)  # the file decides; --model only where the file cannot tell
+        net = model_from_checkpoint(ckpt, scale=scale, network_g=network.network_g)
+        name = network.name or ckpt.meta.get("name") or Path(ckpt.path).stem
     try:
         with_bias = str(getattr(net, "config", {}).get("attn_type", "RIB")).lower() == "rpb"
         chosen = resolve_backend(backend, dev, dt, with_bias=with_bias)
