@@ -68,8 +68,13 @@ def find_local(name: str) -> Path | None:
 
 
 def search_dirs_text() -> str:
-    weights_dir = "" if os.environ.get("SST_WEIGHTS_DIR") else "$SST_WEIGHTS_DIR (unset), "
-    return weights_dir + ", ".join(str(d) for d in search_dirs())
+    """The search folders in words: '$SST_WEIGHTS_DIR (not set), ~/.cache/sst or ./checkpoints'."""
+    names = [str(d) for d in search_dirs()]
+    if os.environ.get("SST_WEIGHTS_DIR"):
+        names[0] += " ($SST_WEIGHTS_DIR)"
+    else:
+        names.insert(0, "$SST_WEIGHTS_DIR (not set)")
+    return ", ".join(names[:-1]) + " or " + names[-1]
 
 
 # ------------------------------------------------------------------------------------------ sources
@@ -309,8 +314,7 @@ def cached_official(file: OfficialFile) -> Path | None:
 def not_available_message(file: OfficialFile, why: str) -> str:
     """One sentence: the file, why it cannot be had now, the collection, and where a manual download goes."""
     return (f"{file.name} ({file.variant.name} x{file.scale}, trained on {file.training_set}) is not here and "
-            f"{why}; download it from {HUB_COLLECTION_URL} and put it in one of {search_dirs_text()}, or pass "
-            "--weights FILE.")
+            f"{why}; download it from {HUB_COLLECTION_URL} into {search_dirs_text()}, or pass --weights FILE.")
 
 
 def fetch_official(file: OfficialFile, sha256: str | None = None) -> Path:
