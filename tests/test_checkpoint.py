@@ -404,3 +404,69 @@ def test_resampling_to_the_same_scale_is_the_identity() -> None:
     assert resample_upsampler(sd, 2) is sd
     model = model_from_checkpoint(Checkpoint(sd, "x.pth", _tiny(2).config), scale=2, resample_scale=True)
     assert _same_tensors(model.state_dict(), sd)
+
+
+# -------------------------------------------------------------------------------- through the CLI
+@pytest.fixture
+def one_image(tmp_path: Path, monkeypatch) -> Path:
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("SST_WEIGHTS_DIR", raising=False)
+    Image.new("RGB", (10, 8), (200, 30, 90)).save(tmp_path / "in.png")
+    return tmp_path
+
+
+def _upscale(args: list[str], capsys) -> tuple[int, str]:
+    from sst_cli.cli import main
+
+    code = main(["upscale", "in.png", "out", "--device", "cpu", *args])
+    return code, " ".join(capsys.readouterr().err.split())
+
+
+def _light_file(path: Path) -> Path:
+    torch.manual_seed(0)
+    torch.save({"params_ema": create_model("sst-light", 4).state_dict()}, path)
+    return path
+
+
+def test_cli_model_contradicting_the_file_is_refused(one_image: Path, capsys) -> None:
+    plus = _light_file(one_image / "SSTlight_Plus_DIV2K_X4.pth")  # the name says sst-light+
+    code, err = _upscale(["--model", "sst-light", "--weights", str(plus)], capsys)
+    assert code == 1 and "--model sst-light contradicts" in err and "sst-light+ x4" in err
+    assert "official file name" in err and "Traceback" not in err
+    assert not (one_image / "out" / "in.png").exists()
+
+
+def test_cli_a_bare_twin_without_model_asks_for_it(one_image: Path, capsys) -> None:
+    renamed = _light_file(one_image / "renamed.pth")
+    code, err = _upscale(["--weights", str(renamed)], capsys)
+    assert code == 1 and "pass --model sst-light or --model sst-light+" in err
+    assert not (one_image / "out" / "in.png").exists()
+
+
+def test_cli_sst_tiny_by_name_and_the_label_names_what_ran(one_image: Path, capsys) -> None:
+    import json as json_module
+
+    from sst_cli.model.weights import bundled_path
+
+    code, err = _upscale(["--model", "sst-tiny", "--scale", "2", "--json", "a.json"], capsys)
+    assert code == 0, err
+    assert json_module.loads((one_image / "a.json").read_text())["model"] == "sst-tiny"
+    (one_image / "my-model.safetensors").write_bytes(bundled_path(2).read_bytes())
+    code, err = _upscale(["--weights", "my-model.safetensors", "--json", "b.json", "--overwrite"], capsys)
+    assert code == 0, err
+    assert json_module.loads((one_image / "b.json").read_text())["model"] == "sst-tiny"  # not the file's stem
+
+
+@pytest.mark.parametrize(("content", "what"), [
+    ("<!doctype html><html><head><title>404</title></head></html>", "is an HTML page titled '404'"),
+    ("version https://git-lfs.github.com/spec/v1\noid sha256:" + "0" * 64 + "\nsize 12\n", "is a Git LFS pointer"),
+    ('{"error": "Invalid username or password."}', "is a JSON file saying 'Invalid username or password.'"),
+])
+def test_cli_a_failed_download_is_named(one_image: Path, capsys, content: str, what: str) -> None:
+    (one_image / "SSTLarge_Plus_DF2K_X4.pth").write_text(content)
+    code, err = _upscale(["--weights", "SSTLarge_Plus_DF2K_X4.pth"], capsys)
+    assert code == 1 and what in err and "not a checkpoint" in err and "--model NAME" in err, err
+    assert "arbitrary code" not in err and not (one_image / "out" / "in.png").exists()

@@ -194,9 +194,16 @@ def test_missing_dataset_is_one_sentence_with_the_layout(tmp_path: Path, capsys)
         resolve_dataset("Urban100", tmp_path)
     msg = str(exc.value)
     assert "Urban100" in msg and "HR" in msg and "LR_bicubic" in msg and msg.count(". ") == 0
-    rc = main(["eval", "--model", "bicubic", "--dataset", "Set5,Manga109", "--data-root", str(tmp_path)])
-    err = capsys.readouterr().err
-    assert rc == 1 and "not found" in err and "Traceback" not in err
+    _hr_set(tmp_path / "Set14" / "HR", 1)
+    rc = main(["eval", "--model", "bicubic", "--dataset", "Set5,Set14,Manga109", "--data-root", str(tmp_path),
+               "--json", "report.json"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert rc == 1 and "Traceback" not in err
+    # Every missing dataset at once, and how to point sst at them.
+    squashed = "".join(err.split())  # a long path may be folded over lines
+    assert "".join(f"2 datasets not found under {tmp_path}: Set5, Manga109;".split()) in squashed
+    assert "--data-root" in err and "$SST_DATA_ROOT" in err and "LR_bicubic" in err
+    assert not (tmp_path / "report.json").exists()
     (tmp_path / "empty").mkdir()
     with pytest.raises(SSTError, match="no images"):
         _run(tmp_path, "empty")

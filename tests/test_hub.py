@@ -258,3 +258,42 @@ def test_a_missing_local_file_says_where_sst_looked(fake_hub: FakeHub, tmp_path:
     _one_sentence(msg)
     assert "my-weights.pth does not exist" in msg and str(tmp_path / "cache" / "sst") in msg
     assert "--model NAME" in msg and fake_hub.requests == []
+
+
+# -------------------------------------------------------------------------------- through the CLI
+def test_cli_upscale_by_name_downloads_once_and_equals_the_file(hub_with_weights: FakeHub, weights_bytes: bytes,
+                                                              tmp_path: Path) -> None:
+    from PIL import Image
+
+    from sst_cli.cli import main
+
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(tmp_path / "in.png")
+    args = ["--model", "sst-light+", "--scale", "4", "--device", "cpu"]
+    assert main(["upscale", "in.png", "first", *args, "--json", "first.json"]) == 0
+    assert len(hub_with_weights.file_requests()) == 2  # HEAD + GET, once
+    assert json.loads((tmp_path / "first.json").read_text())["model"] == "sst-light+"
+    hub_with_weights.requests.clear()
+    assert main(["upscale", "in.png", "second", *args]) == 0
+    assert hub_with_weights.requests == []  # the second run makes no HTTP request
+    (tmp_path / NAME).write_bytes(weights_bytes)
+    assert main(["upscale", "in.png", "by-file", "--weights", NAME, "--device", "cpu"]) == 0
+    first = np.array(Image.open(tmp_path / "first" / "in.png"))
+    assert first.shape == (48, 40, 3)
+    for other in ("second", "by-file"):
+        assert np.array_equal(np.array(Image.open(tmp_path / other / "in.png")), first), other
+
+
+def test_cli_interrupted_download_writes_nothing(hub_with_weights: FakeHub, tmp_path: Path, monkeypatch,
+                                                 capsys) -> None:
+    from PIL import Image
+
+    from sst_cli.cli import main
+
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    Image.new("RGB", (8, 8)).save(tmp_path / "in.png")
+    hub_with_weights.drop_after = 100
+    assert main(["upscale", "in.png", "out", "-m", "sst-light+", "-s", "4", "--device", "cpu"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert NAME in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "in.png").exists()
+    assert [p for p in _files_under(tmp_path / "hf") if ".locks" not in p.parts and p.name != "CACHEDIR.TAG"] == []

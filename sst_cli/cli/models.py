@@ -1,16 +1,27 @@
-"""`sst models`: the model zoo and the attention backends available here."""
+"""`sst models`: the model zoo, which official weights are here and where, the attention backends available
+here; `sst models download`: fetch official weights ahead of use."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import typer
 from rich import box
 from rich.table import Table
 
-from ..model.registry import SCALES, VARIANTS, create_model
+from ..model.registry import (
+    HUB_COLLECTION_URL,
+    OFFICIAL_FILES,
+    SCALES,
+    VARIANTS,
+    OfficialFile,
+    create_model,
+    official_file_for,
+)
 from ..paper import quality
 from . import app
-from ._common import console, device_option, flag, json_option
+from ._common import console, device_option, flag, json_option, parse_model, scales_option
 
 
 def _params(name: str) -> dict[int, int]:
@@ -42,57 +53,52 @@ def _millions(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n < 1e7 else f"{n / 1e6:.1f}M"
 
 
-@app.command("models")
+models_app = typer.Typer(no_args_is_help=False, add_completion=False)
+app.add_typer(models_app, name="models")
+
+
+def _official_here() -> list[tuple[OfficialFile, Path]]:
+    """Official checkpoints already on this machine (search folders or the Hugging Face cache), no network."""
+    from ..model.hub import cached_official
+
+    return [(f, p) for f in OFFICIAL_FILES.values() if (p := cached_official(f)) is not None]
+
+
+@models_app.callback(invoke_without_command=True)
 def models_cmd(
+    ctx: typer.Context,
     backends: bool = flag("--backends", help="List attention backends and whether they run here."),
     device: str = device_option("Device for --backends: auto, cpu, cuda, cuda:N or mps."),
     json_path: str | None = json_option("Write the list as JSON to FILE ('-' prints JSON instead of the table)."),
 ) -> None:
-    """List SST variants (params, windows, checkpoint files, paper Urban100 PSNR, local weights)."""
-    import torch
-
-    from ..model import attention
-    from ..model.hub import cached_official
-    from ..model.registry import official_file_for
-    from ..model.weights import bundled_path
-    from ..runtime import resolve_device
-
-    if backends:
-        dev = resolve_device(device)
-        rows = []
-        for name in attention.BACKENDS:
-            status = {}
-            for dt_name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
-                status[dt_name] = attention.unavailable_reason(name, dev, dt) or "ok"
-            rows.append({"backend": name, "description": attention.describe(name), **status})
-        if json_path and _emit_json(json_path, {"device": str(dev), "backends": rows}):
-            return
-        t = Table(title=f"Attention backends on {dev}", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-        t.add_column("backend", no_wrap=True)
-        for d in ("fp32", "bf16", "fp16"):
-            t.add_column(d, no_wrap=True)
-        t.add_column("description, or why it cannot run", overflow="fold")
-        for r in rows:
-            marks = ["[green]ok[/]" if r[d] == "ok" else "[red]no[/]" for d in ("fp32", "bf16", "fp16")]
-            why = next((r[d] for d in ("fp32", "bf16", "fp16") if r[d] != "ok"), None)
-            t.add_row(r["backend"], *marks, f"[dim]{why}[/]" if why else r["description"])
-        console.print(t)
+    """List SST variants (params, windows, official weights, paper Urban100 PSNR) and which weights are here."""
+    if ctx.invoked_subcommand is not None:
         return
+    if backends:
+        _backends(device, json_path)
+        return
+    from ..model.hub import search_dirs_text
+    from ..model.weights import bundled_path
+
+    here = _official_here()
     rows = []
     for v in VARIANTS.values():
-        found = {s: str(p) for s in SCALES if v.checkpoint_sets and (p := cached_official(official_file_for(v, s)))}
+        mine = [(f, p) for f, p in here if f.variant is v]
         urban = {s: (q["psnr_y"] if (q := quality(v.name, "Urban100", s)) else None) for s in SCALES}
         rows.append({
             "name": v.name, "official": v.official, "scales": list(SCALES),
             "params": _params(v.name), "windows": list(v.window_sizes),
             "checkpoints": {s: v.checkpoint_names(s) for s in SCALES}, "paper_urban100_psnr": urban,
-            "local_weights": found,
+            "local_weights": {s: str(next(p for f, p in mine if f.scale == s)) for s in SCALES
+                              if any(f.scale == s for f, _ in mine)},
+            "cached": {f.name: str(p) for f, p in mine},
         })
     bundled = {s: str(bundled_path(s)) for s in SCALES if bundled_path(s).is_file()}
-    if json_path and _emit_json(json_path, {"variants": rows, "bundled": bundled}):
+    if json_path and _emit_json(json_path, {"variants": rows, "bundled": bundled, "hub_cache": _hub_cache(),
+                                            "collection": HUB_COLLECTION_URL}):
         return
     # Sized for an 80-column terminal: params and Urban100 at x4 only, the official file names folded
-    # into one pattern per variant, local files listed below; --json has every scale and file name.
+    # into one pattern per variant, the files here listed below; --json has every scale and file name.
     t = Table(title="SST model zoo", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     t.add_column("name", no_wrap=True)
     t.add_column("params", justify="right", no_wrap=True)
@@ -110,12 +116,89 @@ def models_cmd(
                   f"{urban:.2f}" if urban else "[dim]-[/]")
     console.print(t)
     console.print("[dim]params and paper Urban100 PSNR at x4; files: <official weights>_X<scale>.pth[/]")
-    found = [f"{r['name']} x{s} ({path})" for r in rows for s, path in r["local_weights"].items()]
-    if found:
-        console.print("Found locally: " + "; ".join(found) + ".")
+    if here:
+        console.print("Official weights here:")
+        for f, path in here:
+            console.print(f"  {f.variant.name} x{f.scale} {f.training_set}: {path}", overflow="fold")
     else:
-        console.print("No official weights found here ($SST_WEIGHTS_DIR, user cache, checkpoints/).")
+        console.print("No official weights here yet.")
     if bundled:
-        console.print(f"Bundled model: sst-tiny at {', '.join('x' + str(s) for s in bundled)} (used when no --model is given).")
-    console.print("Official weights are published by the authors in the Hugging Face collection\n"
-                  "dslisleedh/sst; pass --weights FILE or put the files in $SST_WEIGHTS_DIR.")
+        console.print(f"Bundled: sst-tiny at {', '.join('x' + str(s) for s in bundled)} (used without --model).")
+    console.print(f"--model NAME downloads the official weights on first use (`sst models download NAME -s 4` "
+                  f"fetches ahead) from {HUB_COLLECTION_URL} into the Hugging Face cache ({_hub_cache()}); "
+                  f"files downloaded by hand go in {search_dirs_text()}.", overflow="fold")
+
+
+def _hub_cache() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def _backends(device: str, json_path: str | None) -> None:
+    import torch
+
+    from ..model import attention
+    from ..runtime import resolve_device
+
+    dev = resolve_device(device)
+    rows = []
+    for name in attention.BACKENDS:
+        status = {}
+        for dt_name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
+            status[dt_name] = attention.unavailable_reason(name, dev, dt) or "ok"
+        rows.append({"backend": name, "description": attention.describe(name), **status})
+    if json_path and _emit_json(json_path, {"device": str(dev), "backends": rows}):
+        return
+    t = Table(title=f"Attention backends on {dev}", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    t.add_column("backend", no_wrap=True)
+    for d in ("fp32", "bf16", "fp16"):
+        t.add_column(d, no_wrap=True)
+    t.add_column("description, or why it cannot run", overflow="fold")
+    for r in rows:
+        marks = ["[green]ok[/]" if r[d] == "ok" else "[red]no[/]" for d in ("fp32", "bf16", "fp16")]
+        why = next((r[d] for d in ("fp32", "bf16", "fp16") if r[d] != "ok"), None)
+        t.add_row(r["backend"], *marks, f"[dim]{why}[/]" if why else r["description"])
+    console.print(t)
+
+
+def _training_set(value: str | None) -> str | None:
+    if value is None:
+        return None
+    sets = sorted({t for v in VARIANTS.values() for t in v.checkpoint_sets})
+    match = [t for t in sets if t.lower() == value.strip().lower()]
+    if not match:
+        raise typer.BadParameter(f"'{value}' is not a training set of the official weights (choose from "
+                                 f"{', '.join(sets)}).")
+    return match[0]
+
+
+@models_app.command("download")
+def download_cmd(
+    name: str = typer.Argument(..., metavar="NAME", callback=parse_model,
+                               help="Variant: " + ", ".join(n for n, v in VARIANTS.items() if v.checkpoint_sets) + "."),
+    scales: str = scales_option("4", "Scales, comma-separated from 2, 3, 4."),
+    training_set: str | None = typer.Option(None, "--set", callback=_training_set, metavar="SET",
+                                            help="Training set of the published file, e.g. DF2K or DFLIP "
+                                                 "(default: the one the paper's tables report)."),
+) -> None:
+    """Download official weights ahead of use (into the Hugging Face cache; verified; once)."""
+    from ..errors import UsageError
+    from ..model.hub import cached_official, fetch_official
+
+    variant = VARIANTS.get(name or "")
+    if variant is None or variant.bundled:
+        what = "the bicubic baseline has no weights" if name == "bicubic" else f"{name} is bundled with sst"
+        raise UsageError(f"{what}; nothing to download (official weights: "
+                         + ", ".join(n for n, v in VARIANTS.items() if v.checkpoint_sets) + ").")
+    try:
+        files = [official_file_for(variant, s, training_set) for s in scales]  # type: ignore[union-attr]  # parsed: list[int]
+    except KeyError as exc:
+        raise UsageError(str(exc.args[0]) + ".") from None
+    for f in files:
+        before = cached_official(f)
+        path = fetch_official(f)
+        size = path.stat().st_size / 1e6
+        done = "already here" if before is not None else "downloaded"
+        console.print(f"{f.name} ({variant.name} x{f.scale}, {f.training_set}, {size:.1f} MB): {done}, {path}",
+                      overflow="fold")
