@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -151,12 +150,13 @@ def eval_cmd(
     Under torchrun every process evaluates its share of the images; rank 0 reports the same numbers as one process.
     """
     from .. import distributed
+    from ..evaluation.datasets import default_data_root
     from ..evaluation.report import EvalOptions
 
     ranks = distributed.setup()  # one process, or this rank's share of every dataset under torchrun
     options = EvalOptions(
         datasets=split_list(dataset), scales=scale,
-        data_root=data_root or os.environ.get("SST_DATA_ROOT") or "datasets",
+        data_root=data_root or str(default_data_root()),
         model=model, weights=weights, metrics=metric_list, crop_border=crop_border,
         tile=tile, overlap=tile_overlap, tta=tta, device=ranks.device(device), dtype=dtype, backend=backend,
         save_dir=save_dir, compare_paper=compare_paper, random_weights=random_weights, seed=seed,

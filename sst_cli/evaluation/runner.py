@@ -28,7 +28,18 @@ from ..distributed import Dist
 from ..errors import SSTError
 from ..model.bicubic import quantize_uint8
 from ..upscale.tiling import plan_tiles, resolve_tile, upscale_tensor
-from .datasets import Dataset, Layout, Pair, discover, generate_lr, mod_crop, read_rgb_u8, resolve_datasets, to_tensor
+from .datasets import (
+    Dataset,
+    Layout,
+    Pair,
+    default_data_root,
+    discover,
+    generate_lr,
+    mod_crop,
+    read_rgb_u8,
+    resolve_datasets,
+    to_tensor,
+)
 from .metrics import measure
 from .report import SETTINGS_TEXT, EvalOptions, EvalReport, EvalResult, ImageResult, save_png
 
@@ -297,16 +308,17 @@ def evaluate(
     model: str | None = None,
     scale: int | Iterable[int] | None = None,
     weights: str | None = None,
-    data_root: str | os.PathLike[str] = "datasets",
+    data_root: str | os.PathLike[str] | None = None,
     **options: Any,
 ) -> EvalReport:
     """Y-PSNR/SSIM of a model on benchmark sets, as ``sst eval`` reports them.
 
     ``evaluate("Set5", scale=4)`` evaluates the bundled model; ``model``/``weights`` as in
-    :func:`sst_cli.load_upscaler`; other keywords are :class:`EvalOptions` fields (``metrics``, ``tile``,
+    :func:`sst_cli.load_upscaler`; ``data_root`` defaults to $SST_DATA_ROOT, else ./datasets; other keywords are :class:`EvalOptions` fields (``metrics``, ``tile``,
     ``device``, ``dtype``, ...). Returns the report (``.results``, ``.to_dict()``).
     """
     names = [datasets] if isinstance(datasets, str) else list(datasets)
     scales = None if scale is None else ([scale] if isinstance(scale, int) else list(scale))
-    return run_eval(EvalOptions(datasets=names, scales=scales, data_root=str(data_root), model=model,
+    root = data_root if data_root is not None else default_data_root()
+    return run_eval(EvalOptions(datasets=names, scales=scales, data_root=str(root), model=model,
                                 weights=weights, **options))
