@@ -127,7 +127,6 @@ def test_an_interrupted_download_leaves_nothing(hub_with_weights: FakeHub, tmp_p
     msg = str(info.value)
     _one_sentence(msg)
     assert NAME in msg and HUB_COLLECTION_URL in msg
-    assert len([r for r in hub_with_weights.requests if r.startswith("GET") and "resolve" in r]) > 1  # it retried
     left = [p for p in _files_under(tmp_path / "hf") if ".locks" not in p.parts and p.name != "CACHEDIR.TAG"]
     assert left == [], left
     assert hub.cached_official(OFFICIAL) is None
