@@ -470,3 +470,18 @@ def test_cli_a_failed_download_is_named(one_image: Path, capsys, content: str, w
     code, err = _upscale(["--weights", "SSTLarge_Plus_DF2K_X4.pth"], capsys)
     assert code == 1 and what in err and "not a checkpoint" in err and "--model NAME" in err, err
     assert "arbitrary code" not in err and not (one_image / "out" / "in.png").exists()
+
+
+def test_cli_bicubic_takes_no_weights(one_image: Path, capsys) -> None:
+    code, err = _upscale(["--model", "bicubic", "--weights", "any.pth"], capsys)
+    assert code == 2 and "--model bicubic" in err and "takes no --weights" in err
+    assert not (one_image / "out" / "in.png").exists()
+
+
+def test_a_custom_network_never_borrows_a_registry_name(tmp_path: Path) -> None:
+    from sst_cli.upscale.upscaler import load_upscaler
+
+    path = save_checkpoint(tmp_path / "run.safetensors", _tiny(), meta={"name": "sst-light"})  # trained from a recipe
+    assert load_upscaler(weights=str(path), device="cpu").name == "custom sst-light"
+    path = save_checkpoint(tmp_path / "run2.safetensors", _tiny(), meta={"name": "my-sr"})
+    assert load_upscaler(weights=str(path), device="cpu").name == "my-sr"

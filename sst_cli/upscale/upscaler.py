@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..errors import SSTError
+from ..errors import SSTError, UsageError
 from ..model.attention import BackendUnavailable, resolve_backend
 from ..model.bicubic import Bicubic
-from ..model.registry import BUNDLED, get_variant, official_file_for
+from ..model.registry import BUNDLED, VARIANTS, get_variant, official_file_for
 from ..model.weights import Checkpoint, bundled_path, identify, load_checkpoint, model_from_checkpoint
 from ..runtime import resolve_device, resolve_dtype
 
@@ -121,6 +121,8 @@ def load_upscaler(
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     if model == "bicubic":
+        if weights:
+            raise UsageError("--model bicubic is the built-in baseline and takes no --weights; drop one of them.")
         s = scale or 4
         return Upscaler(Bicubic(s), "bicubic", s, dev, dt, "none", "built-in", tile=tile)
     if random_weights:
@@ -139,7 +141,9 @@ def load_upscaler(
         ckpt, source = _checkpoint_for(model, weights, scale, sha256)
         network = identify(ckpt, model)  # the file decides; --model only where the file cannot tell
         net = model_from_checkpoint(ckpt, scale=scale, network_g=network.network_g)
-        name = network.name or ckpt.meta.get("name") or Path(ckpt.path).stem
+        own = str(ckpt.meta.get("name") or Path(ckpt.path).stem)
+        # A custom network never borrows a registry name (its windows or shapes differ from that variant's).
+        name = network.name or (f"custom {own}" if own in VARIANTS else own)
     try:
         with_bias = str(getattr(net, "config", {}).get("attn_type", "RIB")).lower() == "rpb"
         chosen = resolve_backend(backend, dev, dt, with_bias=with_bias)
