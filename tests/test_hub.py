@@ -296,3 +296,11 @@ def test_cli_interrupted_download_writes_nothing(hub_with_weights: FakeHub, tmp_
     assert NAME in err and "Traceback" not in err
     assert not (tmp_path / "out" / "in.png").exists()
     assert [p for p in _files_under(tmp_path / "hf") if ".locks" not in p.parts and p.name != "CACHEDIR.TAG"] == []
+
+
+def test_a_given_sha256_checks_local_files_too(fake_hub: FakeHub, tmp_path: Path) -> None:  # noqa: F811
+    (tmp_path / "w.pth").write_bytes(b"weights")
+    good = hashlib.sha256(b"weights").hexdigest()
+    assert hub.fetch("w.pth", sha256=good) == Path("w.pth")
+    with pytest.raises(SSTError, match="has sha256 .* not the expected 0000"):
+        hub.fetch("w.pth", sha256="0" * 64)

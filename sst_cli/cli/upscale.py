@@ -160,7 +160,7 @@ def upscale_cmd(
                                       help="Image files, folders or globs, then the output folder."),
     model: str | None = model_option(),
     weights: str | None = weights_option(),
-    sha256: str | None = typer.Option(None, "--sha256", metavar="HEX", help="Expected SHA-256 of a --weights URL download."),
+    sha256: str | None = typer.Option(None, "--sha256", metavar="HEX", help="Expected SHA-256 of the weights (--weights file or download, or --model's official file)."),
     scale: int | None = scale_option(),
     outscale: float | None = typer.Option(None, "--outscale", min=0.01, metavar="FACTOR", help="Final scale if not the model's "
                                           "(model, then MATLAB-style bicubic)."),

@@ -147,10 +147,13 @@ def _update_json(path: Path, key: str, value: Any) -> None:
 
 def known_source(name: str) -> str | None:
     """The recorded source of official file ``name``: $SST_WEIGHTS_SOURCES first, then sources.json."""
-    user = os.environ.get("SST_WEIGHTS_SOURCES")
-    for path in ([Path(user).expanduser()] if user else []) + [sources_path()]:
-        if user and path == Path(user).expanduser() and not path.is_file():
-            raise SSTError(f"$SST_WEIGHTS_SOURCES points to {path}, which does not exist.")
+    maps = [sources_path()]
+    if os.environ.get("SST_WEIGHTS_SOURCES"):
+        mine = Path(os.environ["SST_WEIGHTS_SOURCES"]).expanduser()
+        if not mine.is_file():
+            raise SSTError(f"$SST_WEIGHTS_SOURCES points to {mine}, which does not exist.")
+        maps.insert(0, mine)
+    for path in maps:
         value = _read_json(path).get(name)
         if value is not None:
             if not isinstance(value, str):
@@ -181,6 +184,13 @@ def _check(path: Path, key: str, sha256: str | None = None, lfs_sha256: str | No
     if not isinstance(record, dict) or record.get("sha256") != digest:
         _update_json(verified_path(), key, {"sha256": digest, "size": size})
     return None
+
+
+def _verify_local(path: Path, sha256: str | None) -> Path:
+    """A file put here by hand: checked against the sha256 the user gave, if any (nothing was recorded)."""
+    if sha256 and (digest := _sha256(path)) != sha256.lower():
+        raise SSTError(f"{path} has sha256 {digest}, not the expected {sha256.lower()}.")
+    return path
 
 
 # -------------------------------------------------------------------------------------- the Hub
@@ -322,7 +332,7 @@ def fetch_official(file: OfficialFile, sha256: str | None = None) -> Path:
     from the repository the Hub lists for it."""
     local = find_local(file.name)
     if local is not None:
-        return local
+        return _verify_local(local, sha256)
     hub = official_source(file.name)
     if hub_offline() and (hub is None or cached_official(file) is None):
         raise SSTError(not_available_message(file, "HF_HUB_OFFLINE is set"))
@@ -389,11 +399,11 @@ def fetch(source: str, sha256: str | None = None) -> Path:
         return fetch_url(source, sha256)
     path = Path(source).expanduser()
     if path.is_file():
-        return path
+        return _verify_local(path, sha256)
     if len(path.parts) == 1:  # a bare name: the search folders, then an official name on the Hub
         found = find_local(path.name)
         if found is not None:
-            return found
+            return _verify_local(found, sha256)
         official = official_file(path.name)
         if official is not None and official.name == path.name:
             return fetch_official(official, sha256)
