@@ -235,8 +235,9 @@ def test_not_an_sst_file_says_so() -> None:
      ["is a Git LFS pointer for a 7,351,234-byte file", "git lfs pull", "not a checkpoint"]),
     ("e" * 40, ["is a text file", "not a checkpoint"]),  # once "KeyError: 101" (101 is 'e')
 ])
-def test_what_a_failed_download_leaves_is_named(tmp_path: Path, content: str, words: list[str]) -> None:
-    path = tmp_path / "SSTLarge_Plus_DF2K_X4.pth"
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_what_a_failed_download_leaves_is_named(tmp_path: Path, content: str, words: list[str], suffix: str) -> None:
+    path = tmp_path / f"SSTLarge_Plus_DF2K_X4{suffix}"
     path.write_text(content)
     with pytest.raises(SSTError) as info:
         load_checkpoint(path)
@@ -244,7 +245,7 @@ def test_what_a_failed_download_leaves_is_named(tmp_path: Path, content: str, wo
     _one_sentence(msg)
     for w in words:
         assert w in msg, msg
-    assert "arbitrary code" not in msg and "KeyError" not in msg
+    assert "arbitrary code" not in msg and "KeyError" not in msg and "safetensors file" not in msg
 
 
 def test_binary_files_still_go_to_the_pytorch_reader(tmp_path: Path) -> None:

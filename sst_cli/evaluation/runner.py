@@ -314,8 +314,9 @@ def evaluate(
     """Y-PSNR/SSIM of a model on benchmark sets, as ``sst eval`` reports them.
 
     ``evaluate("Set5", scale=4)`` evaluates the bundled model; ``model``/``weights`` as in
-    :func:`sst_cli.load_upscaler`; ``data_root`` defaults to $SST_DATA_ROOT, else ./datasets; other keywords are :class:`EvalOptions` fields (``metrics``, ``tile``,
-    ``device``, ``dtype``, ...). Returns the report (``.results``, ``.to_dict()``).
+    :func:`sst_cli.load_upscaler`; ``data_root`` defaults to $SST_DATA_ROOT, else ./datasets; other keywords
+    are :class:`EvalOptions` fields (``metrics``, ``tile``, ``device``, ``dtype``, ...). Returns the report
+    (``.results``, ``.to_dict()``).
     """
     names = [datasets] if isinstance(datasets, str) else list(datasets)
     scales = None if scale is None else ([scale] if isinstance(scale, int) else list(scale))

@@ -3,7 +3,8 @@
 - ``network``: the SST network (official module names, so published state dicts load strictly);
 - ``attention``: attention backends behind one signature (the network never imports a kernel);
 - ``registry``: every variant as plain data (no torch), ``sst-tiny`` included;
-- ``weights``: reading, detecting, saving and converting weights; where files are looked for;
+- ``weights``: reading, identifying (which network a file holds), saving and converting weights;
+- ``hub``: where weights come from: search folders, the Hugging Face Hub, URLs; download, verify, cache;
 - ``bicubic``: MATLAB-style bicubic resize, and the bicubic baseline as a model.
 
 Imports only ``sst_cli.errors``, ``sst_cli.runtime`` and ``sst_cli.io``. Import from the submodules; this

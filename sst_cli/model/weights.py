@@ -71,11 +71,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         head = fh.read(512)
     if not head:
         raise SSTError(f"weights file {p} is empty.")
-    if p.suffix in (".safetensors", ".sst") or _looks_like_safetensors(head):
-        return _load_safetensors(p)
-    not_weights = _not_a_checkpoint(p, head)
+    not_weights = _not_a_checkpoint(p, head)  # whatever the extension says
     if not_weights:
         raise SSTError(not_weights)
+    if p.suffix in (".safetensors", ".sst") or _looks_like_safetensors(head):
+        return _load_safetensors(p)
     try:
         with warnings.catch_warnings():
             # Old-protocol pickles make the weights-only unpickler warn; the load is still safe.
