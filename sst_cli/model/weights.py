@@ -316,7 +316,7 @@ def identify(ckpt: Checkpoint, model: str | None = None) -> Network:
         return Network(shapes, None, "its tensor shapes")
     if wanted is not None and found.variant is not wanted:
         raise SSTError(f"--model {wanted.name} contradicts {ckpt.path}, which holds {told} (from {found.basis}); "
-                       "drop --model, or pass weights of that model.")
+                       f"drop --model, or pass weights of {wanted.name}.")
     return found
 
 
