@@ -11,6 +11,7 @@ import ctypes
 import os
 import platform
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -78,6 +79,11 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if device.type == "cpu" and dtype == "fp16":
         raise SSTError("fp16 inference is not supported on CPU; use fp32 or bf16.")
     return torch_dtype(dtype)
+
+
+def default_data_root() -> Path:
+    """Where datasets are looked for unless told: $SST_DATA_ROOT, else ./datasets."""
+    return Path(os.environ.get("SST_DATA_ROOT") or "datasets").expanduser()
 
 
 # ------------------------------------------------------------------------------------------- memory

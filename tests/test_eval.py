@@ -337,6 +337,11 @@ def test_json_and_csv_schema(tmp_path: Path, capsys) -> None:
                 "quantization", "lr_generation", "data_root", "scales", "datasets"):
         assert key in settings, key
     assert settings["crop_border"] == "scale" and settings["scales"] == [2, 4]
+    # any number traces back to its weights and the sst that made it
+    from sst_cli import __version__
+
+    assert settings["sst_version"] == __version__
+    assert set(settings["weights_sha256"]) == {"2", "4"} and all(len(h) == 64 for h in settings["weights_sha256"].values())
 
     with cs.open() as fh:
         rows = list(csv.DictReader(fh))

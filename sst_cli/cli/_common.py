@@ -111,7 +111,7 @@ def flag(*names: str, help: str) -> Any:
 
 
 
-def model_option(help: str = "Default: the bundled model.") -> Any:
+def model_option(help: str = "Official weights download on first use; default: the bundled model.") -> Any:
     return typer.Option(None, "--model", "-m", callback=parse_model, metavar="NAME",
                         help=f"{', '.join(MODEL_NAMES)}. {help}")
 

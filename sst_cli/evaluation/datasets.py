@@ -29,6 +29,7 @@ import torch
 from ..errors import SSTError
 from ..io import files, images
 from ..model.bicubic import imresize, quantize_uint8
+from ..runtime import default_data_root
 
 # Canonical benchmark names and the folder names they go by in the wild (matched case-insensitively).
 DATASETS: dict[str, tuple[str, ...]] = {
@@ -90,11 +91,6 @@ def _find_child(parent: Path, names: Iterable[str]) -> Path | None:
         if (hit := children.get(_key(n))) is not None:
             return hit
     return None
-
-
-def default_data_root() -> Path:
-    """Where datasets are looked for unless told: $SST_DATA_ROOT, else ./datasets."""
-    return Path(os.environ.get("SST_DATA_ROOT") or "datasets").expanduser()
 
 
 class _Missing(Exception):

@@ -206,6 +206,7 @@ def _settings(options: EvalOptions, upscalers: dict[int, Any], tasks: list[Task]
     return {
         "model": first.name if first else options.model,
         "model_source": {str(s): u.source for s, u in upscalers.items()},
+        "weights_sha256": {str(s): u.weights_sha256 for s, u in upscalers.items()},
         "weights": options.weights,
         "random_weights": options.random_weights,
         **({"seed": options.seed} if options.random_weights else {}),
@@ -296,10 +297,13 @@ class _Info:
     dtype: Any
     backend: str
     scale: int
+    weights_sha256: str
 
     @classmethod
     def of(cls, u: Any) -> _Info:
-        return cls(u.name, u.source, u.device, u.dtype, u.backend, u.scale)
+        from ..upscale.manifest import weights_fingerprint
+
+        return cls(u.name, u.source, u.device, u.dtype, u.backend, u.scale, weights_fingerprint(u))
 
 
 

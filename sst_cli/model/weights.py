@@ -13,6 +13,7 @@ shapes, other windows), so that case is refused rather than guessed.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import math
@@ -26,7 +27,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..errors import SSTError
 from ..io.files import atomic_write
@@ -168,6 +169,18 @@ def save_checkpoint(path: str | os.PathLike[str], model: SST, meta: dict[str, An
     sd = _state_dict(model, dtype)
     metadata = {"format": FORMAT_TAG, "network_g": json.dumps(model.config), "meta": json.dumps(meta or {})}
     return atomic_write(Path(path), lambda tmp: save_file(sd, str(tmp), metadata=metadata))
+
+
+def fingerprint(model: nn.Module) -> str:
+    """sha256 of a model's parameters (names, shapes, float32 values): the same for the same weights read
+    from .pth or .safetensors, different for any other weights. Recorded in result files and manifests."""
+    h = hashlib.sha256()
+    state = model.state_dict()
+    for name in sorted(state):
+        t = state[name].detach().float().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)};".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
 
 
 def save_basicsr(path: str | os.PathLike[str], model: SST) -> Path:

@@ -84,7 +84,10 @@ def _peak_rss_mb() -> float:
     hwm = _proc_status_mb("VmHWM")
     if hwm is not None:
         return hwm
-    import resource
+    try:
+        import resource
+    except ImportError:  # Windows: neither /proc nor resource
+        return float("nan")
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / MB if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
@@ -235,7 +238,7 @@ def run_config(config: ProfileConfig, isolate: bool = True) -> dict[str, Any]:
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(RESULT_MARK):
             return json.loads(line[len(RESULT_MARK):])
-    if proc.returncode == -signal.SIGKILL:
+    if proc.returncode == -getattr(signal, "SIGKILL", 9):
         # Linux's OOM killer ends a process that overcommits memory with SIGKILL.
         return {"status": "out of memory", "detail": "the worker was killed by SIGKILL (usually the OOM killer)"}
     tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]

@@ -23,6 +23,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.dataclasses import dataclass
 
 from ..errors import SSTError
+from ..runtime import default_data_root
 from .defaults import QUICK_START
 
 
@@ -35,10 +36,6 @@ Paths = Annotated[list[str], BeforeValidator(_listify)]
 Floats = Annotated[list[float], BeforeValidator(_listify)]
 Ints = Annotated[list[int], BeforeValidator(_listify)]
 AtLeast1 = Annotated[int, Field(ge=1)]
-
-
-def default_data_root() -> str:
-    return os.environ.get("SST_DATA_ROOT") or "datasets"
 
 
 @dataclass(config=ConfigDict(extra="forbid"))
@@ -56,7 +53,7 @@ class TrainConfig:
     workers: Annotated[int, Field(ge=0)] = 2
     cache_images: bool = False  # keep decoded HR images in RAM (small data sets)
     val_sets: Paths = dataclasses.field(default_factory=list)  # names or paths, any layout `sst eval` accepts
-    val_root: str = dataclasses.field(default_factory=default_data_root)
+    val_root: str = dataclasses.field(default_factory=lambda: str(default_data_root()))
     val_every: AtLeast1 = 5000
     # optimisation (the paper's recipe by default)
     iters: AtLeast1 = 500_000

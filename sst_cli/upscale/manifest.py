@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import SSTError
 from ..io import files
+from ..model.weights import fingerprint
 
 RECORD_DIR = ".sst-manifest"
 
@@ -39,19 +40,12 @@ def record_path(dst: Path) -> Path:
 
 
 def weights_fingerprint(upscaler: Any) -> str:
-    """sha256 of the loaded parameters (names, shapes, float32 values): the same for the same weights in
-    .pth or .safetensors, different for any retrained or other weights. Computed once per upscaler."""
+    """:func:`sst_cli.model.weights.fingerprint` of the upscaler's model, computed once per upscaler."""
     info = getattr(upscaler, "info", None)
     if isinstance(info, dict) and "weights_sha256" in info:
         return str(info["weights_sha256"])
-    h = hashlib.sha256()
     model = getattr(upscaler, "model", None)
-    state = model.state_dict() if model is not None else {}
-    for name in sorted(state):
-        t = state[name].detach().float().cpu().contiguous()
-        h.update(f"{name}:{tuple(t.shape)};".encode())
-        h.update(t.numpy().tobytes())
-    digest = h.hexdigest()
+    digest = fingerprint(model) if model is not None else hashlib.sha256().hexdigest()
     if isinstance(info, dict):
         info["weights_sha256"] = digest
     return digest
