@@ -117,7 +117,7 @@ def model_option(help: str = "Official weights download on first use; default: t
 
 
 def scale_option(default: int | None = None, help: str = "Scale: 2, 3 or 4 (default: the weights' own, else 4).") -> Any:
-    return typer.Option(default, "--scale", "-s", help=help, min=min(SCALES), max=max(SCALES),
+    return typer.Option(default, "--scale", "-s", help=help, min=min(SCALES), max=max(SCALES), metavar="2|3|4",
                         show_default=default is not None)
 
 
@@ -147,7 +147,7 @@ RANK_THREADS_HELP = ("CPU threads per process (default: PyTorch's, one per core;
 
 
 def threads_option(help: str = "CPU threads (default: PyTorch's, one per core).") -> Any:
-    return typer.Option(None, "--threads", min=1, help=help)
+    return typer.Option(None, "--threads", metavar="N", min=1, help=help)
 
 
 def json_option(help: str = "Also write the results as JSON to FILE ('-' prints JSON instead of the table).") -> Any:

@@ -124,7 +124,7 @@ def eval_cmd(
     weights: str | None = weights_option(),
     data_root: str | None = typer.Option(None, "--data-root", metavar="DIR", help="Folder holding the datasets "
                                             "(default: $SST_DATA_ROOT or ./datasets)."),
-    crop_border: int | None = typer.Option(None, "--crop-border", min=0, help="Pixels cropped from each edge "
+    crop_border: int | None = typer.Option(None, "--crop-border", metavar="N", min=0, help="Pixels cropped from each edge "
                                               "before measuring (default: the scale)."),
     metric_list: Any = typer.Option("psnr_y,ssim_y", "--metrics", callback=_metrics,
                                     help="Comma list of psnr_y, ssim_y, psnr_rgb, ssim_rgb."),
@@ -142,7 +142,7 @@ def eval_cmd(
     compare_paper: bool = flag("--compare-paper", help="Add the paper's value and our delta "
                                        "(official variants)."),
     random_weights: bool = flag("--random-weights", help="Untrained --model (timing runs only)."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Initialises --random-weights, so two runs get the same weights."),
+    seed: int = typer.Option(0, "--seed", metavar="N", min=0, help="Initialises --random-weights, so two runs get the same weights."),
     threads: int | None = threads_option(RANK_THREADS_HELP),
 ) -> None:
     """Evaluate a model on SR benchmarks: Y-PSNR/SSIM exactly as BasicSR-based papers compute them.

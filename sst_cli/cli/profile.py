@@ -145,14 +145,14 @@ def profile_cmd(
     size: Any = typer.Option(None, "--size", callback=lambda v: parse_size(v) if v else None, metavar="WxH",
                              help="OUTPUT size WxH; the input is size/scale. Default: the paper's 1280x720 on a GPU, "
                                   "256x256 on a CPU so that a run takes seconds (--size 1280x720 for the paper's)."),
-    batch: int | None = typer.Option(None, "--batch", min=1, help="Batch size (default 1; 8 with --train)."),
-    warmup: int | None = typer.Option(None, "--warmup", min=0, help="Untimed passes before timing (default 3 on a GPU, "
+    batch: int | None = typer.Option(None, "--batch", metavar="N", min=1, help="Batch size (default 1; 8 with --train)."),
+    warmup: int | None = typer.Option(None, "--warmup", metavar="N", min=0, help="Untimed passes before timing (default 3 on a GPU, "
                                       "1 on a CPU)."),
-    repeat: int | None = typer.Option(None, "--repeat", min=1, help="Timed passes, median and p90 reported (default 10 "
+    repeat: int | None = typer.Option(None, "--repeat", metavar="N", min=1, help="Timed passes, median and p90 reported (default 10 "
                                       "on a GPU, 5 on a CPU)."),
     compile_: bool = flag("--compile", help="torch.compile the model (compile time stays out of the timing)."),
     train: bool = flag("--train", help="Time training steps (forward, L1, backward, AdamW) on --patch crops."),
-    patch: int = typer.Option(64, "--patch", min=1, help="LR training patch size for --train."),
+    patch: int = typer.Option(64, "--patch", metavar="N", min=1, help="LR training patch size for --train."),
     json_path: str | None = json_option("Write the results as JSON to FILE ('-' prints JSON instead of the table); "
                                         "`sst profile compare` merges such files from several machines."),
     csv_path: str | None = _csv_option(),
