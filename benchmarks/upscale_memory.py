@@ -60,7 +60,8 @@ def child(args: argparse.Namespace) -> None:
 
     from sst_cli.io.images import read_image
     from sst_cli.model.network import build_model
-    from sst_cli.upscale.batch import Settings, process_file
+    from sst_cli.upscale.batch import process_file
+    from sst_cli.upscale.jobs import Settings
     from sst_cli.upscale.tiling import plan_tiles, resolve_tile
     from sst_cli.upscale.upscaler import Upscaler, load_upscaler
 

@@ -31,7 +31,8 @@ from sst_cli.model.weights import save_checkpoint
 from sst_cli.upscale import batch as up_mod
 from sst_cli.upscale import manifest
 from sst_cli.upscale.array import upscale_array
-from sst_cli.upscale.batch import Settings, plan_jobs, run_batch
+from sst_cli.upscale.batch import run_batch
+from sst_cli.upscale.jobs import Job, Settings, plan_jobs
 from sst_cli.upscale.upscaler import Upscaler, load_upscaler
 
 REPO = Path(__file__).resolve().parents[1]
@@ -314,7 +315,7 @@ def test_out_of_memory_retry_is_reported(tmp_path: Path, monkeypatch: pytest.Mon
     retries: list[tuple[int, int]] = []
 
     class Events(up_mod.NoEvents):
-        def retry(self, job: up_mod.Job, old: int, new: int) -> None:
+        def retry(self, job: Job, old: int, new: int) -> None:
             retries.append((old, new))
 
     settings = Settings(tile=0)

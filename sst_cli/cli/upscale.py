@@ -37,7 +37,8 @@ from ._common import (
 
 if TYPE_CHECKING:
     from ..distributed import Dist
-    from ..upscale.batch import Job, Result, Settings, Summary
+    from ..upscale.batch import Result, Summary
+    from ..upscale.jobs import Job, Settings
     from ..upscale.upscaler import Upscaler
 
 MAX_ROWS = 40  # longer batches list only their failures
@@ -138,7 +139,8 @@ def summary_line(summary: Summary) -> str:
 
 def _run(paths: list[str], settings: Settings, ranks: Dist, **load: Any) -> tuple[Summary, Upscaler, list[Job]]:
     """Plan, load the model, run this process's share; rank 0 shows progress for its share."""
-    from ..upscale.batch import NoEvents, plan_jobs, run_ranks
+    from ..upscale.batch import NoEvents, run_ranks
+    from ..upscale.jobs import plan_jobs
     from ..upscale.upscaler import load_upscaler
 
     jobs = plan_jobs(paths[:-1], paths[-1], settings)
@@ -200,7 +202,8 @@ def upscale_cmd(
         raise UsageError("give at least one input and the output (a folder, or a file name for one image): "
                          "sst upscale INPUT... OUTPUT.")
     from .. import distributed
-    from ..upscale.batch import Settings, describe
+    from ..upscale.batch import describe
+    from ..upscale.jobs import Settings
 
     settings = Settings(tile=tile, overlap=tile_overlap, tile_batch=tile_batch, tta=tta, outscale=outscale, alpha=alpha,
                         format=fmt.lower(), quality=quality, suffix=suffix, overwrite=overwrite, recursive=recursive,

@@ -1,6 +1,7 @@
 """Upscaling files: one decoded image to one output file, and whole batches of files.
 
-A batch is planned first (inputs found, outputs named, collisions refused), then run image by image:
+A batch is planned first (:mod:`sst_cli.upscale.jobs`: inputs found, outputs named, collisions refused),
+then run image by image:
 one bad file is a failed row, never the end of the batch. An existing output is kept only when its
 record (:mod:`sst_cli.upscale.manifest`) says the same recipe made it from the same input. Each image's
 header is read before it is decoded, so an image over ``--max-pixels`` or one that cannot fit in memory
@@ -10,10 +11,8 @@ is refused at once. Outputs too large for memory are streamed to disk as PNG row
 
 from __future__ import annotations
 
-import glob
-import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,20 +21,17 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 import numpy as np
 import torch
 
-from ..errors import SSTError, UsageError
+from ..errors import SSTError
 from ..io import files, images
 from ..io.images import ImageData, PngWriter
 from ..runtime import free_memory, is_oom
 from . import manifest
 from .array import _target_size, _upscale_pixels
-from .limits import DEFAULT_MAX_PIXELS
+from .jobs import EXT_FORMAT, Job, Settings
 from .tiling import Progress, resolve_tile
 
 if TYPE_CHECKING:
     from ..distributed import Dist
-
-EXT_FORMAT = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".jpe": "jpg", ".webp": "webp", ".bmp": "bmp",
-              ".tif": "tiff", ".tiff": "tiff"}
 
 
 # --------------------------------------------------------------------------------- memory planning
@@ -86,24 +82,6 @@ def header_size(src: Path, max_pixels: int | None) -> tuple[int, int]:
 
 
 # ------------------------------------------------------------------------------------- one file
-@dataclass
-class Settings:
-    """Everything about how images are upscaled and written (the CLI options)."""
-
-    tile: int | str = "auto"
-    overlap: int | None = None
-    tile_batch: int = 1
-    tta: bool = False
-    outscale: float | None = None
-    alpha: str = "model"
-    format: str = "same"
-    quality: int = 95
-    suffix: str = ""
-    overwrite: bool = False
-    recursive: bool = False
-    max_pixels: int | None = DEFAULT_MAX_PIXELS  # refuse larger images before decoding; None: no limit
-
-
 def check_before_decode(src: Path, dst: Path, upscaler: Any, settings: Settings,
                         size: tuple[int, int] | None = None) -> tuple[int, int]:
     """Refuse, from the header alone, an image over the pixel limit or one that cannot fit in memory
@@ -180,121 +158,6 @@ def process_file(
     fitted, more = images.prepare_for(out, fmt)
     files.write_or_explain(dst, lambda fh: images.encode(fh, fitted, fmt, settings.quality))
     return notes + more
-
-
-# ------------------------------------------------------------------------------------ batch planning
-@dataclass
-class Job:
-    src: Path
-    dst: Path
-    rel: Path  # source path relative to the input it was found under (shown to users)
-    redo: str = ""  # why an existing output is made again (set by :func:`triage`)
-
-
-def _is_glob(text: str) -> bool:
-    return any(ch in text for ch in "*?[")
-
-
-def discover(inputs: Iterable[str], recursive: bool = False) -> list[tuple[Path, Path]]:
-    """(file, relative path) for every input: files as given, image files in folders, glob matches.
-
-    A folder contributes files with an image extension (hidden files skipped); subfolders only with
-    ``recursive``. Inputs that match nothing are a usage error.
-    """
-    found: list[tuple[Path, Path]] = []
-    for text in inputs:
-        if _is_glob(text):
-            matches = sorted(glob.glob(text, recursive=True))
-            if not matches:
-                raise UsageError(f"no file matches {text}.")
-            root = _glob_root(text)
-            for m in matches:
-                p = Path(m)
-                if p.is_file() and not files.is_temp(p):
-                    found.append((p, _relative(p, root)))
-            continue
-        p = Path(text)
-        if p.is_dir():
-            found += [(f, f.relative_to(p)) for f in files.list_images(p, recursive)]
-        elif p.exists() or p.is_symlink():
-            found.append((p, Path(p.name)))
-        else:
-            raise UsageError(f"input {text} does not exist.")
-    return found
-
-
-def _glob_root(pattern: str) -> Path:
-    """The folder part of a glob before its first wildcard: outputs keep paths relative to it."""
-    parts = Path(pattern).parts
-    fixed = [p for p in parts[: next(i for i, p in enumerate(parts) if _is_glob(p))]]
-    return Path(*fixed) if fixed else Path(".")
-
-
-def _relative(p: Path, root: Path) -> Path:
-    try:
-        return p.relative_to(root)
-    except ValueError:
-        return Path(p.name)
-
-
-def output_path(rel: Path, src: Path, out_dir: Path, settings: Settings) -> Path:
-    fmt = images.output_format(settings.format, EXT_FORMAT.get(src.suffix.lower(), "png"))
-    ext = src.suffix if settings.format == "same" and src.suffix.lower() in EXT_FORMAT else images.OUTPUT_FORMATS[fmt]
-    return out_dir / rel.parent / f"{rel.stem}{settings.suffix}{ext}"
-
-
-def names_a_file(out: str | os.PathLike[str]) -> bool:
-    """Whether an output names one image file (an image extension, and not an existing folder)."""
-    p = Path(out)
-    return p.suffix.lower() in (*EXT_FORMAT, *files.IMAGE_EXTENSIONS) and not p.is_dir()
-
-
-def _single_output(found: list[tuple[Path, Path]], out: Path, settings: Settings) -> list[Job]:
-    """The one job of ``sst upscale photo.png big.png``: the output is that file, in its extension's format."""
-    if len(found) != 1:
-        raise UsageError(f"{len(found)} input images but the output {out} names one file; give an output folder.")
-    fmt = EXT_FORMAT.get(out.suffix.lower())
-    if fmt is None:
-        writable = ", ".join(sorted(set(EXT_FORMAT)))
-        raise UsageError(f"sst cannot write {out.suffix} images; name the output with one of {writable}.")
-    if settings.format != "same" and images.output_format(settings.format, fmt) != fmt:
-        raise UsageError(f"--format {settings.format} contradicts the output name {out.name}; drop one of them.")
-    src, rel = found[0]
-    if out.resolve() == src.resolve():
-        raise UsageError(f"the output {out} is the input; choose another name.")
-    return [Job(src, out, rel)]
-
-
-def plan_jobs(inputs: Iterable[str], out: str | os.PathLike[str], settings: Settings) -> list[Job]:
-    """Jobs for every input file; refuses outputs that would overwrite an input or collide.
-
-    ``out`` is a folder, or, for a single input image, a file name with an image extension.
-    """
-    out_root = Path(out)
-    images.output_format(settings.format, "png")  # validate early
-    single = names_a_file(out_root)
-    if not single and out_root.exists() and not out_root.is_dir():
-        raise UsageError(f"output {out_root} is a file, not a folder.")
-    found = discover(inputs, settings.recursive)
-    if not found:
-        raise UsageError("no input images found" + ("" if settings.recursive else " (folders are read without "
-                                                    "subfolders; add --recursive)") + ".")
-    if single:
-        return _single_output(found, out_root, settings)
-    sources = {p.resolve() for p, _ in found}
-    jobs: list[Job] = []
-    taken: dict[Path, Path] = {}
-    for src, rel in found:
-        dst = output_path(rel, src, out_root, settings)
-        key = dst.resolve()
-        if key in sources:
-            raise UsageError(f"the output for {src} would overwrite an input; choose another output folder or "
-                             "a --suffix.")
-        if key in taken:
-            raise UsageError(f"{src} and {taken[key]} would both be written to {dst}; use --suffix or separate runs.")
-        taken[key] = src
-        jobs.append(Job(src, dst, rel))
-    return jobs
 
 
 # --------------------------------------------------------------------------------------- the batch
