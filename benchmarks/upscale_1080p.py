@@ -85,8 +85,10 @@ def child(args: argparse.Namespace) -> None:
         hwm = next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmHWM"))
     import torch
 
+    import sst_cli
+
     print(json.dumps({"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": hwm, "rc": code,
-                      "threads": torch.get_num_threads()}))
+                      "threads": torch.get_num_threads(), "sst_cli": sst_cli.__file__}))
 
 
 def _run_cli(argv: list[str]) -> int:
@@ -107,6 +109,8 @@ def run(args: argparse.Namespace, code: Path, src: Path, out: Path, profile: boo
     if res.returncode != 0 or not res.stdout.strip():
         sys.exit(f"run in {code} failed:\n{res.stderr[-3000:]}")
     row = json.loads(res.stdout.strip().splitlines()[-1])
+    if not profile and not row["sst_cli"].startswith(str(code)):
+        sys.exit(f"the run imported {row['sst_cli']}, not the tree {code}")
     if row["rc"] != 0:
         sys.exit(f"sst upscale exited {row['rc']} in {code}:\n{res.stderr[-3000:]}")
     if profile:
