@@ -309,8 +309,13 @@ def iter_bands(
         if band is not None:
             # rows above this tile row's start are final: hand them out and keep the overlap
             ready = top - band_top
-            yield band_top, band[:, :, :ready]
-            band = torch.cat([band[:, :, ready:], band.new_zeros(band.shape[0], band.shape[1], ready, w * s)], 2)
+            yield band_top, band[:, :, :ready]  # the consumer is done with it when we resume
+            # Shift the kept rows up in place (no second band alive) and clear the rest; a clone only
+            # where source and destination overlap (an overlap of more than half the tile).
+            keep = band.shape[2] - ready
+            rest = band[:, :, ready:]
+            band[:, :, :keep].copy_(rest.clone() if keep > ready else rest)
+            band[:, :, keep:].zero_()
             band_top = top
         for first in range(0, len(plan.xs), max(1, batch)):
             xs = plan.xs[first : first + max(1, batch)]
@@ -323,7 +328,7 @@ def iter_bands(
             for j, x0 in enumerate(xs):
                 # upscaler outputs are inference tensors: weight them out of place
                 weight = wy[iy].view(1, 1, -1, 1) * wx[first + j].view(1, 1, 1, -1)
-                band[:, :, :, x0 * s : x0 * s + tw * s] += ys[j : j + 1] * weight
+                band[:, :, :, x0 * s : x0 * s + tw * s].addcmul_(ys[j : j + 1], weight)
             del ys
             done += len(xs)
             if progress is not None:
