@@ -235,6 +235,18 @@ def test_window_partition_is_row_major_windows_and_reverses(channels_last: bool)
     assert torch.equal(back, x) and back.is_contiguous(memory_format=torch.channels_last)
 
 
+def test_fused_cpu_inference_equals_separate_ops(monkeypatch) -> None:
+    """oneDNN's conv+GELU/sigmoid/residual kernels compute what the separate ops compute."""
+    model = _tiny(scale=4, upsampler_type="pixelshuffle_direct").eval()
+    x = torch.rand(1, 3, 16, 24)  # no padding: the gated reverse runs as one strided multiplication
+    with torch.inference_mode():
+        assert model_module.fused(x) or not torch.backends.mkldnn.is_available()
+        fused = model(x)
+        monkeypatch.setattr(model_module, "fused", lambda t: False)
+        separate = model(x)
+    assert (fused - separate).abs().max().item() < 1e-5
+
+
 def test_output_is_plain_nchw_whatever_the_input_layout() -> None:
     model = _tiny().eval()
     x = torch.rand(1, 3, 12, 10)
