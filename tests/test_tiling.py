@@ -67,6 +67,25 @@ def test_axis_weights_are_a_partition_of_unity(length: int, tile: int, overlap: 
     assert weights[0][-1] < 1e-6 and weights[-1][0] < 1e-6
 
 
+def test_every_tile_starts_on_the_window_grid() -> None:
+    """The last tile ends at the border and still starts on the grid: its extent, not its start, gives."""
+    up = random_sst([8, 16])
+    plan = plan_tiles(up, 1080, 1920, 304)
+    assert plan.th % 16 == 1080 % 16 and plan.tw % 16 == 1920 % 16 and max(plan.th, plan.tw) <= 304
+    assert all(y % 16 == 0 for y in plan.ys) and all(x % 16 == 0 for x in plan.xs)
+    assert plan.ys[-1] + plan.th == 1080 and plan.xs[-1] + plan.tw == 1920
+
+
+def test_sst_tiles_of_any_image_size_match_the_whole_image() -> None:
+    """Tiles see the whole image's windows, so away from seams (hidden by the overlap) they agree."""
+    up = random_sst([8, 16], scale=2, seed=3)
+    x = smooth_image(75, 106, seed=4)  # no side a multiple of the windows
+    whole = upscale_tensor(up, x)
+    tiled = upscale_tensor(up, x, tile=48, overlap=16)
+    assert plan_tiles(up, 75, 106, 48, 16).count > 4
+    assert psnr(tiled, whole) >= 80  # 88 dB; a last tile pushed off the grid gave 70 dB
+
+
 def test_plan_whole_image_when_tile_covers_it(bicubic: Upscaler) -> None:
     assert plan_tiles(bicubic, 50, 60, 0).count == 1
     assert plan_tiles(bicubic, 50, 60, 64).count == 1
@@ -124,9 +143,10 @@ def test_batched_tiles_equal_one_at_a_time(tta: bool) -> None:
     counting = _CountingBatches(up)
     batched = upscale_tensor(counting, x, tile=48, tta=tta, batch=3)
     plan = plan_tiles(up, 70, 150, 48)
-    assert len(plan.ys) == 2 and len(plan.xs) == 5  # each tile row: a batch of 3, then one of 2
-    per_row = [3] * 8 + [2] * 8 if tta else [3, 2]  # TTA: eight transforms of each batch
-    assert counting.sizes == per_row * 2
+    n = len(plan.xs)
+    assert len(plan.ys) > 1 and n % 3  # each tile row: batches of 3, then a smaller one
+    per_row = [b for b in [3] * (n // 3) + [n % 3] for _ in range(8 if tta else 1)]  # TTA: eight transforms
+    assert counting.sizes == per_row * len(plan.ys)
     # Same tiles, same weights; batching only changes float rounding (more windows per attention call).
     assert (batched - one).abs().max().item() < 1e-5
 
@@ -239,6 +259,51 @@ def test_auto_tile_follows_free_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     assert tiling.resolve_tile(up, 64, 300, 400) == 64 and tiling.resolve_tile(up, "0", 300, 400) == 0
     # four tiles run together share the memory one tile had
     assert tiling.resolve_tile(up, "auto", 3000, 4000, batch=4) < larger
+
+
+def test_auto_tile_on_cpu_is_sized_for_speed_not_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    up = random_sst([16, 32], scale=4)
+    monkeypatch.setattr(tiling, "free_memory", lambda device: 64 << 30)
+    h, w = 1080, 1920
+    tile = tiling.resolve_tile(up, "auto", h, w)
+    assert 0 < tile < h and tile % 32 == 0  # tiled although the whole image fits in memory
+    assert tile * tile * tiling.widest_activation(up) <= tiling.CPU_ACTIVATION_BYTES
+    largest = int(math.sqrt(tiling.CPU_ACTIVATION_BYTES / tiling.widest_activation(up))) // 32 * 32
+
+    def area(t: int) -> int:
+        plan = plan_tiles(up, h, w, t)
+        return plan.count * plan.th * plan.tw
+
+    # of the aligned sizes from half the largest up, none computes fewer pixels
+    assert area(tile) == min(area(t) for t in range(largest, largest // 2 - 1, -32))
+    # evaluation keeps whole images wherever they fit; so does a small image, and a GPU
+    assert tiling.resolve_tile(up, "auto", h, w, whole_if_fits=True) == 0
+    assert tiling.resolve_tile(up, "auto", 200, 300) == 0
+    monkeypatch.setattr(up, "device", torch.device("cuda"))
+    assert tiling.resolve_tile(up, "auto", h, w) == 0
+    # tight memory still wins over the speed choice
+    monkeypatch.setattr(up, "device", torch.device("cpu"))
+    monkeypatch.setattr(tiling, "free_memory", lambda device: 100 << 20)
+    assert tiling.resolve_tile(up, "auto", h, w) < tile
+
+
+def test_widest_activation_bounds_the_real_tensors() -> None:
+    """The estimate behind cpu_tile: no activation of a forward is wider than it says."""
+    up = random_sst([8, 16], scale=4)
+    x = torch.rand(1, 3, 32, 32)
+    widest = 0
+
+    def hook(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
+        nonlocal widest
+        if isinstance(out, torch.Tensor) and module is not up.model:
+            widest = max(widest, out.numel() * out.element_size())
+
+    handles = [m.register_forward_hook(hook) for m in up.model.modules()]
+    with torch.inference_mode():
+        up.model(x)
+    for h in handles:
+        h.remove()
+    assert widest <= tiling.widest_activation(up) * 32 * 32
 
 
 def test_free_memory_is_positive() -> None:

@@ -184,7 +184,7 @@ def _evaluate_image(upscaler: Any, pair: Pair, s: int, cb: int, min_side: int, o
     elif lr.shape[:2] != (hr.shape[0] // s, hr.shape[1] // s):
         raise _Skip(f"LR {lr.shape[1]}x{lr.shape[0]} is not HR {hr.shape[1]}x{hr.shape[0]} / {s}")
     x = to_tensor(lr)
-    tile = resolve_tile(upscaler, options.tile, x.shape[2], x.shape[3])
+    tile = resolve_tile(upscaler, options.tile, x.shape[2], x.shape[3], whole_if_fits=True)
     tiles = plan_tiles(upscaler, x.shape[2], x.shape[3], tile, options.overlap).count
     t0 = time.perf_counter()
     sr = upscale_tensor(upscaler, x, tile=tile, overlap=options.overlap, tta=options.tta)

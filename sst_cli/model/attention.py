@@ -97,8 +97,10 @@ def _sdpa_rib_as_mask(q: Tensor, k: Tensor, v: Tensor, scale: float, pos_q: Tens
     b, h, n, _ = q.shape
     if b < _MASK_MIN_WINDOWS:
         return None
-    rows = min(n, max(_MASK_MIN_ROWS, _MASK_BLOCK_BYTES // (4 * n)))
     kt = pos_k.transpose(-2, -1)  # (H, r, N)
+    if h * n * n * 4 <= _MASK_BLOCK_BYTES:  # small windows: every head's mask at once, one kernel call
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=torch.bmm(pos_q, kt)[None], scale=scale)
+    rows = min(n, max(_MASK_MIN_ROWS, _MASK_BLOCK_BYTES // (4 * n)))
     out = q.new_empty(b, n, h, v.shape[-1]).transpose(1, 2)  # (B, H, N, Dv) in (B, N, H, Dv) memory
     block = q.new_empty(rows * n)  # one mask block, reused: never two alive, no fresh pages per block
     for i in range(h):

@@ -6,6 +6,7 @@ state-dict layout exactly, so published BasicSR checkpoints load with ``strict=T
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -44,6 +45,63 @@ def _mirror_pad(x: Tensor, pad: int, dim: int) -> Tensor:
         x = F.pad(x, (0, step, 0, 0) if dim == -1 else (0, 0, 0, step), mode=mode)
         pad -= step
     return x
+
+
+# ------------------------------------------------------------------------------- fused CPU inference
+# At inference on the CPU, oneDNN runs a convolution together with the GELU or sigmoid after it, or the
+# residual add after it, in one pass over the activation (PyTorch's own CPU fusion ops, which
+# torch.compile emits; callable eagerly). Each separate elementwise pass costs about as much as the
+# small-channel convolution itself, so this halves the time of the FFN and gate (benchmarks/RESULTS.md).
+# Anywhere else (gradients, GPUs, other dtypes, builds without oneDNN) the same arithmetic runs as
+# separate ops.
+_ALGORITHM = {"gelu": "none", "sigmoid": "", "none": ""}  # oneDNN's name for exact (erf) GELU is "none"
+
+
+@functools.cache
+def _fusion_works(dtype: torch.dtype) -> bool:
+    """Whether this PyTorch build runs the oneDNN fusion ops for ``dtype`` (tried once on tiny tensors)."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        x = torch.ones(1, 2, 3, 3, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        w = torch.ones(2, 2, 1, 1, dtype=dtype)
+        with torch.no_grad():
+            y = torch.ops.mkldnn._convolution_pointwise(x, w, None, [0, 0], [1, 1], [1, 1], 1, "gelu", [], "none")
+            z = torch.ops.mkldnn._convolution_pointwise.binary(x, x, w, None, [0, 0], [1, 1], [1, 1], 1, "add", 1.0,
+                                                               None, [], None)
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+    return bool(torch.allclose(y.float(), F.gelu(torch.full_like(y, 2.0, dtype=torch.float32)))
+                and torch.allclose(z.float(), torch.full_like(z, 3.0, dtype=torch.float32)))
+
+
+def fused(x: Tensor) -> bool:
+    """True where :func:`conv` runs as a single oneDNN kernel for ``x``."""
+    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) and not torch.is_grad_enabled()
+            and torch.backends.mkldnn.enabled and _fusion_works(x.dtype))
+
+
+def conv(x: Tensor, m: nn.Conv2d, act: str = "none", add: Tensor | None = None) -> Tensor:
+    """``m(x)`` followed by ``act`` ("gelu", "sigmoid" or "none"), or plus ``add``: one kernel where fused."""
+    if fused(x):
+        if add is not None:
+            return torch.ops.mkldnn._convolution_pointwise.binary(
+                x, add, m.weight, m.bias, list(m.padding), list(m.stride), list(m.dilation), m.groups, "add", 1.0,
+                None, [], None)
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, m.weight, m.bias, list(m.padding), list(m.stride), list(m.dilation), m.groups, act, [], _ALGORITHM[act])
+    y = m(x)
+    if act == "gelu":
+        y = F.gelu(y)
+    elif act == "sigmoid":
+        y = torch.sigmoid(y)
+    return y if add is None else add + y
+
+
+def linear(tokens: Tensor, m: nn.Conv2d, start: int = 0, stop: int | None = None) -> Tensor:
+    """Output channels ``start:stop`` of the 1x1 convolution ``m`` applied to (..., C) tokens. A plain
+    matrix product: oneDNN's was ~25% faster here but held ~20 MB more peak RSS (sst-light, 256x256)."""
+    return F.linear(tokens, m.weight.flatten(1)[start:stop], None if m.bias is None else m.bias[start:stop])
 
 
 def rib_features(window: int, n_freqs: int, device: torch.device | None = None) -> Tensor:
@@ -90,11 +148,13 @@ class ConvFFN(nn.Module):
         self.dwc = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
         self.agg = nn.Conv2d(hidden, dim, 1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = F.gelu(self.proj(x))
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        """The FFN of ``x``, plus ``residual`` when given (added inside the last convolution)."""
+        h = conv(x, self.proj, "gelu")
+        del x  # as in WindowAttention.forward: the normalised input is dead from here
         # In place when no gradient is wanted: one fewer hidden-size (1.5-2x C) activation alive.
-        h = h + F.gelu(self.dwc(h)) if torch.is_grad_enabled() else h.add_(F.gelu(self.dwc(h)))
-        return self.agg(h)
+        h = h + conv(h, self.dwc, "gelu") if torch.is_grad_enabled() else h.add_(conv(h, self.dwc, "gelu"))
+        return conv(h, self.agg, add=residual)
 
 
 # ------------------------------------------------------------------------------------------ attention
@@ -130,13 +190,16 @@ class WindowAttention(nn.Module):
         self._cache: dict[tuple, Tensor | tuple[Tensor, Tensor]] = {}
 
     # RIB vectors are cached on accelerators (they save several small kernel launches per layer). On
-    # CPU recomputing all of sst-light's takes ~20 ms a pass while keeping them costs ~15 MB of peak
-    # RSS (benchmarks/RESULTS.md), so by default they are not kept there.
+    # CPU only small ones are kept: recomputing one layer's costs ~0.5 ms, which matters for the many
+    # small tiles of a large image, while keeping all of sst-light's (w=64 included) costs ~15 MB of
+    # peak RSS (benchmarks/RESULTS.md). ``cache_on_cpu`` keeps every size.
     cache_on_cpu = False
+    cpu_cache_bytes = 1 << 20  # pos_q and pos_k together, float32
 
     # -- positional terms -------------------------------------------------------------------------
     def _cacheable(self) -> bool:
-        if self.to_hidden.device.type == "cpu" and not self.cache_on_cpu:
+        small = 2 * self.heads * self.window**2 * self.rank * 4 <= self.cpu_cache_bytes
+        if self.to_hidden.device.type == "cpu" and not (self.cache_on_cpu or small):
             return False
         # Cached tensors carry no gradient, so only reuse them when no gradient is wanted.
         return not (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters(recurse=False)))
@@ -168,26 +231,27 @@ class WindowAttention(nn.Module):
         return self.rpb_table[index].permute(2, 0, 1).to(dtype)
 
     # -- forward ----------------------------------------------------------------------------------
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        """Attention of ``x`` (B, C, H, W), plus ``residual`` when given (added inside ``to_out``)."""
         b, c, h, w = x.shape
-        g = torch.sigmoid(self.gate(x))  # CLA gate on the unpadded input
+        g = conv(conv(x, self.gate[0]), self.gate[1], "sigmoid")  # CLA gate on the unpadded input
         x = pad_to_multiple(x, self.window)
+        hp, wp = x.shape[-2:]
         ws, nh, d = self.window, self.heads, self.head_dim
-        # q, k and v each: a 1x1 conv with a third of to_qkv, then one gather into window tokens, viewed
-        # as heads (fused kernels take the strides). Three C-channel tensors rather than one of 3C keep
-        # every activation a third the size, below glibc's 32 MB mmap ceiling up to 256x256 inputs, so
-        # freed memory is reused rather than unmapped and faulted in again on the next layer.
-        weight, bias_qkv = self.to_qkv.weight, self.to_qkv.bias
-        q, k, v = (
-            window_partition(F.conv2d(x, weight[i * c : (i + 1) * c], bias_qkv[i * c : (i + 1) * c]), ws)
-            .unflatten(-1, (nh, d)).transpose(1, 2)  # (B*nW, nh, N, d)
-            for i in range(3)
-        )
-        rib = self.rib_vectors(x.dtype) if self.bias == "rib" else None  # (nh, N, r) each
-        bias = self.rpb_bias(x.dtype) if self.bias == "rpb" else None  # (nh, N, N)
+        # One gather into window tokens, then q, k and v by matrix products on the tokens (a 1x1
+        # convolution commutes with the gather): one copy of C channels instead of three. Three C-channel
+        # products rather than one of 3C keep every activation a third the size, below glibc's 32 MB
+        # mmap ceiling (sst-light up to 256x256 inputs), so freed memory is reused rather than unmapped
+        # and faulted in again on the next layer. Viewed as heads: the kernels take the strides.
+        tokens = window_partition(x, ws)  # (B*nW, N, C)
+        del x  # the caller keeps no reference to its normalised input: free it now (one C-sized tensor)
+        q, k, v = (linear(tokens, self.to_qkv, i * c, (i + 1) * c).unflatten(-1, (nh, d)).transpose(1, 2)
+                   for i in range(3))  # each (B*nW, nh, N, d)
+        del tokens
+        rib = self.rib_vectors(q.dtype) if self.bias == "rib" else None  # (nh, N, r) each
+        bias = self.rpb_bias(q.dtype) if self.bias == "rpb" else None  # (nh, N, N)
         out = attend(q, k, v, backend=self.backend, scale=d**-0.5, rib=rib, bias=bias)  # (B*nW, nh, N, d)
-        out = window_reverse(out.transpose(1, 2).flatten(2), ws, x.shape[-2], x.shape[-1])  # (B, C, Hp, Wp)
-        return self.to_out(out[:, :, :h, :w] * g)
+        return conv(gated_window_reverse(out, g, ws, hp, wp), self.to_out, add=residual)
 
 
 def window_partition(x: Tensor, window: int) -> Tensor:
@@ -206,6 +270,25 @@ def window_reverse(tokens: Tensor, window: int, h: int, w: int) -> Tensor:
     return x.reshape(-1, h, w, c).permute(0, 3, 1, 2)
 
 
+def gated_window_reverse(out: Tensor, gate: Tensor, window: int, hp: int, wp: int) -> Tensor:
+    """Attention output (B*nW, heads, N, d) back to the image, cropped to the gate's size and times the
+    gate: (B, C, H, W) channels-last.
+
+    Without padding or gradients the reverse is a strided read inside the multiplication, so the output
+    is gathered back into the image in the same pass that gates it, whatever the kernel's layout.
+    """
+    b, c, h, w = gate.shape
+    if (hp, wp) != (h, w) or torch.is_grad_enabled() or not gate.is_contiguous(memory_format=torch.channels_last):
+        return window_reverse(out.transpose(1, 2).flatten(2), window, hp, wp)[:, :, :h, :w] * gate
+    nh, d = out.shape[1], out.shape[3]
+    grid = (b, h // window, window, w // window, window, nh, d)
+    src = out.unflatten(2, (window, window)).unflatten(0, (b, h // window, w // window))  # (b, Y, X, nh, y, x, d)
+    result = torch.empty_like(gate, memory_format=torch.channels_last)
+    torch.mul(src.permute(0, 1, 4, 2, 5, 3, 6), gate.permute(0, 2, 3, 1).view(grid),
+              out=result.permute(0, 2, 3, 1).view(grid))
+    return result
+
+
 class TransformerLayer(nn.Module):
     def __init__(self, dim: int, window: int, heads: int, rank: int, exp_ratio: float, **attn_kw: Any) -> None:
         super().__init__()
@@ -215,15 +298,20 @@ class TransformerLayer(nn.Module):
         self.ffn = ConvFFN(dim, exp_ratio)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.norm_attn(x))
-        return x + self.ffn(self.norm_ffn(x))
+        x = self.attn(self.norm_attn(x), residual=x)  # x + attn(norm(x))
+        return self.ffn(self.norm_ffn(x), residual=x)
 
 
 class ResidualSequential(nn.Sequential):
-    """x + Sequential(x): keeps the children's official names (``0``, ``1``, ...)."""
+    """x + Sequential(x): keeps the children's official names (``0``, ``1``, ...). The last child is a
+    convolution, which adds the residual itself."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + super().forward(x)
+        *first, last = self
+        h = x
+        for m in first:
+            h = m(h)
+        return conv(h, last, add=x) if isinstance(last, nn.Conv2d) else x + last(h)
 
 
 # ---------------------------------------------------------------------------------------- upsamplers
@@ -240,7 +328,7 @@ class PixelShuffleDirect(nn.Module):
         self.up_conv = nn.Conv2d(dim, 3 * scale * scale, 3, padding=1)
 
     def forward(self, feat: Tensor, x: Tensor) -> Tensor:
-        return F.pixel_shuffle(self.up_conv(feat) + x.repeat_interleave(self.scale**2, dim=1), self.scale)
+        return F.pixel_shuffle(conv(feat, self.up_conv, add=x.repeat_interleave(self.scale**2, dim=1)), self.scale)
 
 
 class PixelShuffleUpsampler(nn.Module):

@@ -97,10 +97,28 @@ class TilePlan:
     overlap: int
     ys: list[int]
     xs: list[int]
+    th: int = 0  # tile extent along each axis (see aligned_extent); 0: min(tile, side)
+    tw: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "th", self.th or min(self.tile, self.height))
+        object.__setattr__(self, "tw", self.tw or min(self.tile, self.width))
 
     @property
     def count(self) -> int:
         return len(self.ys) * len(self.xs)
+
+
+def aligned_extent(length: int, tile: int, align: int) -> int:
+    """The tile extent along an axis of ``length``: at most ``tile`` and congruent to ``length`` modulo
+    ``align``, so that the last tile, which ends at the border, also starts on the window grid. Every
+    tile then sees the windows of the whole image, and the last one pads the border as the whole
+    image does; an extent that is not a multiple of the windows is padded inside the model like any
+    image. Falls back to ``tile`` where that would leave less than half of it."""
+    if tile >= length or align <= 1:
+        return min(tile, length)
+    extent = tile - (tile - length) % align
+    return extent if extent >= max(8, tile // 2) else tile
 
 
 def plan_tiles(upscaler: Any, height: int, width: int, tile: int, overlap: int | None = None) -> TilePlan:
@@ -112,10 +130,10 @@ def plan_tiles(upscaler: Any, height: int, width: int, tile: int, overlap: int |
         tile = max(tile, 8)
         overlap = default_overlap(upscaler, tile) if overlap is None else max(0, min(overlap, tile // 2))
     align = window_align(upscaler) if ALIGN else 1
-    th, tw = min(tile, height), min(tile, width)
+    th, tw = aligned_extent(height, tile, align), aligned_extent(width, tile, align)
     ys = axis_starts(height, th, overlap, align)
     xs = axis_starts(width, tw, overlap, align)
-    return TilePlan(height, width, tile, overlap, ys, xs)
+    return TilePlan(height, width, tile, overlap, ys, xs, th, tw)
 
 
 def window_align(upscaler: Any) -> int:
@@ -168,12 +186,60 @@ def auto_tile(upscaler: Any, height: int, width: int, fraction: float = 0.5, cha
     return max(side, MIN_TILE)
 
 
-def resolve_tile(upscaler: Any, tile: int | str, height: int, width: int, batch: int = 1) -> int:
-    """``"auto"`` -> a size from free memory (shared by ``batch`` tiles run together); ints pass through
-    (0 = whole image)."""
+# A CPU runs fastest on tiles whose every activation stays below glibc's 32 MB mmap ceiling: larger
+# blocks are unmapped when freed and faulted in afresh on the next pass (with keep_freed_memory the
+# smaller ones are reused). sst-tiny x4 ran 2x slower per pixel on 512x512 tiles than on 96-384
+# (benchmarks/RESULTS.md); below that the time per pixel hardly depends on the tile.
+CPU_ACTIVATION_BYTES = 32 << 20
+
+
+def widest_activation(upscaler: Any) -> int:
+    """Bytes per input pixel of the model's widest activation (one channel-wide tensor of a tile)."""
+    model = getattr(upscaler, "model", upscaler)
+    cfg = getattr(model, "config", {}) or {}
+    elem = torch.finfo(getattr(upscaler, "dtype", torch.float32)).bits // 8
+    s = int(getattr(upscaler, "scale", 4))
+    dim = int(cfg.get("dim", 0) or 0)
+    hidden = int(dim * float(cfg.get("exp_ratio", 2)))
+    up = int(cfg.get("intermediate_dim", 0) or 0) * s * s if cfg.get("upsampler_type") == "pixelshuffle" else 3 * s * s
+    return max(dim, hidden, up, 3 * s * s) * elem
+
+
+def cpu_tile(upscaler: Any, height: int, width: int, batch: int = 1) -> int:
+    """A tile for speed on the CPU: window-aligned, every activation of ``batch`` tiles under
+    ``CPU_ACTIVATION_BYTES``, and of the sizes from half that large up, the one that computes the
+    fewest pixels (tiles x area) for this image with the default overlap. 0 (whole image) when the
+    image itself is within the limit."""
+    per_pixel = widest_activation(upscaler) * max(1, batch)
+    if height * width * per_pixel <= CPU_ACTIVATION_BYTES:
+        return 0
+    align = window_align(upscaler)
+    largest = int(math.sqrt(CPU_ACTIVATION_BYTES / per_pixel))
+    largest = max(largest - largest % align, align, MIN_TILE)
+    best, best_area = largest, math.inf
+    for tile in range(largest, max(largest // 2, MIN_TILE) - 1, -align):
+        plan = plan_tiles(upscaler, height, width, tile)
+        area = plan.count * plan.th * plan.tw
+        if area < best_area:
+            best, best_area = tile, area
+    return best
+
+
+def resolve_tile(upscaler: Any, tile: int | str, height: int, width: int, batch: int = 1,
+                 whole_if_fits: bool = False) -> int:
+    """``"auto"`` -> a tile size; ints pass through (0 = whole image).
+
+    On the CPU "auto" picks :func:`cpu_tile` (sized for speed), unless ``whole_if_fits`` (evaluation:
+    whole images wherever memory allows); on accelerators, and always as a ceiling, the largest tile
+    that fits half the free memory (shared by ``batch`` tiles run together)."""
     if isinstance(tile, str):
         if tile.strip().lower() == "auto":
-            return auto_tile(upscaler, height, width, fraction=0.5 / max(1, batch))
+            fits = auto_tile(upscaler, height, width, fraction=0.5 / max(1, batch))
+            device = getattr(upscaler, "device", torch.device("cpu"))
+            if whole_if_fits or device.type != "cpu":
+                return fits
+            fast = cpu_tile(upscaler, height, width, batch)
+            return fits if fast == 0 or (fits and fits < fast) else fast
         tile = int(tile)
     return max(0, int(tile))
 
@@ -233,7 +299,7 @@ def iter_bands(
     the model together (all tiles of a plan have one size), which keeps a GPU busy with small tiles.
     """
     s, h, w = scale, plan.height, plan.width
-    th, tw = min(plan.tile, h), min(plan.tile, w)
+    th, tw = plan.th, plan.tw
     wy = axis_weights(plan.ys, th, h, s)
     wx = axis_weights(plan.xs, tw, w, s)
     band: Tensor | None = None  # output rows [band_top, band_top + th * s)
@@ -243,8 +309,13 @@ def iter_bands(
         if band is not None:
             # rows above this tile row's start are final: hand them out and keep the overlap
             ready = top - band_top
-            yield band_top, band[:, :, :ready]
-            band = torch.cat([band[:, :, ready:], band.new_zeros(band.shape[0], band.shape[1], ready, w * s)], 2)
+            yield band_top, band[:, :, :ready]  # the consumer is done with it when we resume
+            # Shift the kept rows up in place (no second band alive) and clear the rest; a clone only
+            # where source and destination overlap (an overlap of more than half the tile).
+            keep = band.shape[2] - ready
+            rest = band[:, :, ready:]
+            band[:, :, :keep].copy_(rest.clone() if keep > ready else rest)
+            band[:, :, keep:].zero_()
             band_top = top
         for first in range(0, len(plan.xs), max(1, batch)):
             xs = plan.xs[first : first + max(1, batch)]
@@ -257,7 +328,7 @@ def iter_bands(
             for j, x0 in enumerate(xs):
                 # upscaler outputs are inference tensors: weight them out of place
                 weight = wy[iy].view(1, 1, -1, 1) * wx[first + j].view(1, 1, 1, -1)
-                band[:, :, :, x0 * s : x0 * s + tw * s] += ys[j : j + 1] * weight
+                band[:, :, :, x0 * s : x0 * s + tw * s].addcmul_(ys[j : j + 1], weight)
             del ys
             done += len(xs)
             if progress is not None:
