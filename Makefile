@@ -17,7 +17,7 @@ venv: $(VENV)/.installed
 
 demo: venv
 	$(BIN)/sst upscale examples demo-output --overwrite
-	@echo "Upscaled images are in $(CURDIR)/demo-output (inputs: examples/, model: checkpoints/sst-tiny_x4)."
+	@echo "Upscaled images are in $(CURDIR)/demo-output (inputs: examples/, model: the bundled sst-tiny x4 in sst_cli/data/weights/)."
 
 test: venv
 	$(BIN)/python -m pytest -q

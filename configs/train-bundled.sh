@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the bundled weights: x4 from scratch, then x3 and x2 fine-tuned from x4, then export to
-# checkpoints/ in fp16. Run from the repository root with ../shared/data present (about 1.5 h on 2 CPU cores).
+# sst_cli/data/weights/ in fp16. Run from the repository root with ../shared/data present (about 1.5 h on 2 CPU cores).
 set -euo pipefail
 export PYTHONUNBUFFERED=1
 # One thread per process: on a shared 2-core machine, OpenMP threads that wait on a busy core stall every op.
@@ -14,6 +14,6 @@ from sst_cli.model.weights import load_checkpoint, model_from_checkpoint, save_c
 import torch
 for s in (2, 3, 4):
     ck = load_checkpoint(f"runs/sst-tiny_x{s}/final.safetensors")
-    save_checkpoint(f"checkpoints/sst-tiny_x{s}.safetensors", model_from_checkpoint(ck), ck.meta, dtype=torch.float16)
+    save_checkpoint(f"sst_cli/data/weights/sst-tiny_x{s}.safetensors", model_from_checkpoint(ck), ck.meta, dtype=torch.float16)
     print("exported", s)
 PY

@@ -2,7 +2,7 @@
 
 How the figures are taken (so they can be trusted):
 
-* Every configuration runs in a fresh worker process (``python -m sst_cli.profiling_worker``), so one
+* Every configuration runs in a fresh worker process (``python -m sst_cli.profiling.worker``), so one
   configuration's memory never leaks into another's. Peak memory covers the timed passes (the peak is
   reset after the warm-up, so one-off first-pass costs stay out): on CPU it is the worker's peak RSS,
   Python and PyTorch included (``base_mem_mb`` is the RSS with the model and input loaded, before any

@@ -124,7 +124,7 @@ def upscale_array(
     uint8 in gives uint8 out, uint16 gives uint16 (processed in float, never through 8 bits), float in
     [0, 1] gives float32 clipped to [0, 1]. The output is ``scale`` times larger, or ``outscale`` times
     (the model, then MATLAB-style bicubic to the final size). ``tile``/``overlap``/``tta`` as in
-    :func:`sst_cli.tiling.upscale_tensor`, whose ``batch`` is ``tile_batch``.
+    :func:`sst_cli.upscale.tiling.upscale_tensor`, whose ``batch`` is ``tile_batch``.
     """
     _check_alpha(alpha)
     squeeze = image.ndim == 2
