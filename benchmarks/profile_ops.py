@@ -1,11 +1,12 @@
 """Where the CPU time of one forward goes: torch.profiler per-op time, grouped, with FLOP rates.
 
 One fresh process per side (ours, and the official network when its code is found, as in
-vs_official.py: same random official-layout weights, same input), one warm-up forward, then one
-profiled forward. Ops are grouped into attention kernel, convolutions (1x1, depthwise, 3x3, fused
-oneDNN), the q/k/v product, the RIB mask/vector products, copies, LayerNorm, GELU and elementwise
-work. FLOPs come from the profiler (convolutions, matrix products); the attention kernel's are counted
-analytically at head dim d for q.k and p.v (what the model needs; the official kernel runs d + r).
+vs_official.py; random weights, the same input), one warm-up forward, then one profiled forward. Ops
+are grouped into attention kernel, convolutions (1x1, depthwise, 3x3, fused oneDNN), matrix products
+(q/k/v, RIB masks and vectors), copies, LayerNorm, GELU and elementwise work. FLOPs come from the
+profiler (plain convolutions and matrix products; it does not count the fused oneDNN kernels); the
+attention kernel's are counted analytically at head dim d for q.k and p.v (what the model needs; the
+official kernel runs d + r).
 
     python benchmarks/profile_ops.py --cases sst-light:4:128,sst-light:4:256 --threads 1
 """
@@ -32,10 +33,8 @@ def group(name: str, shapes: list) -> str:
     if "convolution" in name and len(shapes) > 1 and len(shapes[1]) == 4:
         w = shapes[1]
         return "conv depthwise" if w[1] == 1 and w[2] > 1 else "conv 1x1" if w[2] == 1 else "conv 3x3"
-    if "_linear_pointwise" in name:
-        return "q/k/v product"
-    if name in ("aten::mm", "aten::bmm", "aten::baddbmm", "aten::addmm", "aten::einsum"):
-        return "RIB mask/vectors (mm)"
+    if name in ("aten::mm", "aten::bmm", "aten::baddbmm", "aten::addmm", "aten::einsum", "aten::matmul"):
+        return "matrix products (q/k/v, RIB)"
     if name in ("aten::copy_", "aten::clone", "aten::cat", "aten::constant_pad_nd", "aten::reflection_pad2d",
                 "aten::fill_", "aten::zero_", "aten::pixel_shuffle", "aten::_to_copy"):
         return "copies/pad/cat"
