@@ -113,7 +113,7 @@ def time_side(args: argparse.Namespace) -> dict:
         from sst_cli.runtime import keep_freed_memory
 
         keep_freed_memory()  # as every `sst` command does
-        up = sst_cli.load_upscaler(weights=args.weights, device="cpu", dtype="fp32")
+        up = sst_cli.load_upscaler(args.model, weights=args.weights, device="cpu", dtype="fp32")
         forward = up  # Upscaler on a tensor: one whole-input forward, float32 out
 
     t0 = time.perf_counter()

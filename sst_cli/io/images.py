@@ -219,8 +219,10 @@ def to_float(pixels: np.ndarray) -> np.ndarray:
 
 def from_float(x: np.ndarray, bits: int) -> np.ndarray:
     """float in [0, 1] -> uint8/uint16 with clipping and round-half-to-even."""
-    top = 65535.0 if bits == 16 else 255.0
-    out = np.clip(np.round(np.asarray(x, dtype=np.float32) * np.float32(top)), 0, top)
+    top = np.float32(65535.0 if bits == 16 else 255.0)
+    out = np.multiply(x, top, dtype=np.float32)  # the one temporary; rounding and clipping happen in place
+    np.rint(out, out=out)
+    np.clip(out, 0, top, out=out)
     return out.astype(np.uint16 if bits == 16 else np.uint8)
 
 

@@ -206,18 +206,19 @@ def widest_activation(upscaler: Any) -> int:
 
 
 def cpu_tile(upscaler: Any, height: int, width: int, batch: int = 1) -> int:
-    """A tile for speed on the CPU: window-aligned, every activation of ``batch`` tiles under
+    """A tile for speed on the CPU: every activation of ``batch`` tiles under
     ``CPU_ACTIVATION_BYTES``, and of the sizes from half that large up, the one that computes the
     fewest pixels (tiles x area) for this image with the default overlap. 0 (whole image) when the
     image itself is within the limit."""
     per_pixel = widest_activation(upscaler) * max(1, batch)
     if height * width * per_pixel <= CPU_ACTIVATION_BYTES:
         return 0
-    align = window_align(upscaler)
-    largest = int(math.sqrt(CPU_ACTIVATION_BYTES / per_pixel))
-    largest = max(largest - largest % align, align, MIN_TILE)
+    largest = max(int(math.sqrt(CPU_ACTIVATION_BYTES / per_pixel)), MIN_TILE)
     best, best_area = largest, math.inf
-    for tile in range(largest, max(largest // 2, MIN_TILE) - 1, -align):
+    # Every size, not only multiples of the windows: the extents along each axis are aligned by the
+    # plan itself, so sizes in between give other grids (1080p at x4 with sst-tiny: 28 tiles of
+    # 312x304 instead of 312x320, 5% fewer pixels computed). Ties go to the larger tile.
+    for tile in range(largest, max(largest // 2, MIN_TILE) - 1, -1):
         plan = plan_tiles(upscaler, height, width, tile)
         area = plan.count * plan.th * plan.tw
         if area < best_area:
