@@ -15,7 +15,7 @@ from sst_cli.model.weights import bundled_path, load_checkpoint
 from sst_cli.upscale.upscaler import load_upscaler
 
 REPO = Path(__file__).resolve().parents[1]
-EXPECTED = {"dim": 32, "window_sizes": [8, 16, 8, 16], "num_heads": [2, 2, 2, 2], "ranks": [8, 8, 8, 8],
+EXPECTED = {"dim": 32, "window_sizes": [8, 16], "num_heads": [2, 2], "ranks": [8, 8],
             "n_blocks": 2, "exp_ratio": 2, "upsampler_type": "pixelshuffle_direct", "attn_type": "RIB"}
 
 
