@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the bundled weights: x4 from scratch, then x3 and x2 fine-tuned from x4, then export to
-# sst_cli/data/weights/ in fp16. Run from the repository root with ../shared/data present (about 1.5 h on 2 CPU cores).
+# sst_cli/data/weights/ in fp16. Run from the repository root with ../shared/data present (about 1 h 15 min: x4 about an hour, x3 and x2 about 8 minutes each).
 set -euo pipefail
 export PYTHONUNBUFFERED=1
 # One thread per process: on a shared 2-core machine, OpenMP threads that wait on a busy core stall every op.
