@@ -3,10 +3,10 @@
 Both networks run as their users run them: the official one as published (its attention casts q/k/v to
 bfloat16 even on CPU, under ``torch.no_grad`` as BasicSR tests it), ours through the public API in
 fp32 (``sst_cli.load_upscaler(weights=...)``, then a tensor forward, as ``sst upscale`` does; like every
-``sst`` command the process first calls ``sst_cli.runtime.keep_freed_memory``). The weights are random
-ones in the official layout: a preparation process builds the official network, saves its state dict
-(ours loads it strictly) and computes the reference output of the official network with float32
-attention (its ``arch_utils`` run with ``torch.bfloat16`` standing for ``torch.float32``, patched in
+``sst`` command, the process calls ``sst_cli.runtime.keep_freed_memory`` before torch loads). The
+weights are random ones in the official layout: a preparation process builds the official network,
+saves its state dict (ours loads it strictly) and computes the reference output of the official network
+with float32 attention (its ``arch_utils`` run with ``torch.bfloat16`` standing for ``torch.float32``, patched in
 that process only; see shared/reference/README.md).
 
 Every run is a fresh process, one side at a time, alternating official/ours (the order flips every
@@ -94,6 +94,10 @@ def prepare(args: argparse.Namespace) -> dict:
 
 def time_side(args: argparse.Namespace) -> dict:
     """One process of one side: build, load, warm up, time; returns times, CPU times and VmHWM."""
+    if args.side == "ours":
+        from sst_cli.runtime import keep_freed_memory
+
+        keep_freed_memory()  # as every `sst` command does, before torch loads
     import torch
 
     torch.set_num_threads(args.threads)
@@ -110,9 +114,7 @@ def time_side(args: argparse.Namespace) -> dict:
                 return net(t)
     else:
         import sst_cli
-        from sst_cli.runtime import keep_freed_memory
 
-        keep_freed_memory()  # as every `sst` command does
         up = sst_cli.load_upscaler(args.model, weights=args.weights, device="cpu", dtype="fp32")
         forward = up  # Upscaler on a tensor: one whole-input forward, float32 out
 

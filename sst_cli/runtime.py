@@ -8,6 +8,7 @@ without paying for torch.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 import sys
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
 
 DTYPE_NAMES = ("fp32", "bf16", "fp16")
@@ -135,9 +138,15 @@ def keep_freed_memory(retain_mb: int = 256) -> bool:
     same pass takes a few thousand (numbers in benchmarks/RESULTS.md). Only glibc has these knobs:
     elsewhere, or with ``SST_DEFAULT_MALLOC=1`` in the environment, nothing changes. Returns whether
     the setting was applied.
+
+    It also asks MKL not to pool its work buffers (see :func:`release_blas_buffers`): MKL reads that
+    once, when torch loads, so it takes effect only where torch is not imported yet, as in ``sst``
+    commands; an explicit ``MKL_DISABLE_FAST_MM`` in the environment wins.
     """
     if os.environ.get("SST_DEFAULT_MALLOC") == "1":
         return False
+    if "torch" not in sys.modules:
+        os.environ.setdefault("MKL_DISABLE_FAST_MM", "1")
     if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
         return False
     try:
@@ -146,3 +155,42 @@ def keep_freed_memory(retain_mb: int = 256) -> bool:
         return ok and libc.mallopt(_M_TRIM_THRESHOLD, retain_mb << 20) == 1
     except (OSError, AttributeError):
         return False
+
+
+@functools.cache
+def _mkl_free_buffers() -> Callable[[], None] | None:
+    """MKL's ``mkl_free_buffers``, where this PyTorch carries MKL and exports it; else None."""
+    import torch
+
+    if not torch.backends.mkl.is_available():
+        return None
+    lib = Path(torch.__file__).parent / "lib"
+    # Linked statically into libtorch_cpu by the PyPI wheels (as mkl_serv_free_buffers); a torch built
+    # against a shared MKL has it in the process under its public name.
+    candidates = [(None, "mkl_free_buffers")] + [(lib / name, "mkl_serv_free_buffers") for name in
+                                                 ("libtorch_cpu.so", "libtorch_cpu.dylib", "torch_cpu.dll")]
+    for path, symbol in candidates:
+        if path is not None and not path.is_file():
+            continue
+        try:
+            fn = getattr(ctypes.CDLL(str(path) if path else None), symbol)
+        except (OSError, AttributeError, TypeError):
+            continue
+        fn.restype, fn.argtypes = None, []
+        return fn
+    return None
+
+
+def release_blas_buffers() -> None:
+    """Hand MKL's pooled work buffers back to malloc.
+
+    MKL keeps the packing buffers of its matrix products per thread and per shape, for reuse. PyTorch's
+    CPU attention kernel calls it on blocks whose shapes change with the window size and head dim, so
+    each new shape left ~4 MB per thread held for the life of the process: 25 MB after one sst-light
+    forward at 64x64 (benchmarks/RESULTS.md). Released after each attention call, the next call's
+    buffers come from memory malloc already holds. A no-op without MKL, or with its pool switched off
+    (:func:`keep_freed_memory`).
+    """
+    fn = _mkl_free_buffers()
+    if fn is not None:
+        fn()

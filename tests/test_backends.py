@@ -7,6 +7,7 @@ Tolerances against ``naive`` (run on the same inputs): fp32 max |diff| <= 1e-5; 
 
 from __future__ import annotations
 
+import platform
 import sys
 import types
 import warnings
@@ -230,6 +231,7 @@ class _SdpaSpy:
 
 def test_sdpa_runs_rib_as_a_blocked_shared_mask_on_cpu(monkeypatch) -> None:
     # Blocks of 24 query rows over 64 tokens: three blocks per head, the last one ragged (16 rows).
+    monkeypatch.setattr(attention, "_MASK_ALL_HEADS_BYTES", 0)
     monkeypatch.setattr(attention, "_MASK_BLOCK_BYTES", 24 * 64 * 4)
     monkeypatch.setattr(attention, "_MASK_MIN_ROWS", 1)
     spy = _SdpaSpy(monkeypatch)
@@ -239,6 +241,54 @@ def test_sdpa_runs_rib_as_a_blocked_shared_mask_on_cpu(monkeypatch) -> None:
     assert [c[0] for c in spy.calls] == [8] * 9
     assert [c[1] for c in spy.calls] == [(1, 1, 24, 64), (1, 1, 24, 64), (1, 1, 16, 64)] * 3
     assert (out.double() - _rib_reference(q, k, v, 0.35, pos_q, pos_k)).abs().max().item() < 1e-5
+
+
+def test_small_masks_go_in_one_call_larger_ones_a_head_at_a_time(monkeypatch) -> None:
+    q, k, v, pos_q, pos_k = _rib_case(windows=4)
+    reference = _rib_reference(q, k, v, 0.35, pos_q, pos_k)
+    spy = _SdpaSpy(monkeypatch)
+    out = attend(q, k, v, backend="sdpa", scale=0.35, rib=(pos_q, pos_k))  # 3 x 64 x 64 floats: 48 KB
+    assert spy.calls == [(8, (1, 3, 64, 64))]
+    assert (out.double() - reference).abs().max().item() < 1e-5
+    # Above the bound (w=32 with 3 heads is 12 MB at once, 4 MB a head): one whole-head mask per call.
+    monkeypatch.setattr(attention, "_MASK_ALL_HEADS_BYTES", 3 * 64 * 64 * 4 - 1)
+    spy.calls.clear()
+    out = attend(q, k, v, backend="sdpa", scale=0.35, rib=(pos_q, pos_k))
+    assert spy.calls == [(8, (1, 1, 64, 64))] * 3
+    assert (out.double() - reference).abs().max().item() < 1e-5
+
+
+def _heap_in_use() -> int:
+    """Bytes glibc's malloc has handed out and not taken back (heap and mmapped)."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    info = libc.mallinfo2()
+    return info.uordblks + info.hblkhd
+
+
+@pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+                         and torch.backends.mkl.is_available()), reason="needs glibc's mallinfo2 and MKL")
+def test_cpu_attention_leaves_no_blas_buffers_behind() -> None:
+    """MKL pools ~4 MB per thread for every new matrix-product shape; PyTorch's CPU attention kernel
+    makes new shapes for every window size and head dim. They must not pile up across layers."""
+    def run(n: int, d: int, windows: int) -> None:
+        g = torch.Generator().manual_seed(n + d)
+        q, k, v = (torch.randn(windows, 3, n, d, generator=g) for _ in range(3))
+        pos_q, pos_k = (torch.randn(3, n, 16, generator=g) for _ in range(2))
+        with torch.no_grad():
+            attend(q, k, v, backend="sdpa", scale=d**-0.5, rib=(pos_q, pos_k))
+
+    run(64, 16, 8)  # the first call's one-off allocations (thread pools, kernel set-up) do not count
+    before = _heap_in_use()
+    for n, d, windows in ((256, 16, 4), (1024, 16, 4), (1024, 24, 1), (256, 32, 4)):
+        run(n, d, windows)
+    assert _heap_in_use() - before < 2 << 20  # four new shapes pooled would hold 16-32 MB
 
 
 def test_sdpa_concatenates_rib_where_the_mask_does_not_pay_or_apply(monkeypatch) -> None:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..runtime import release_blas_buffers
 from .registry import BACKENDS  # the names live with the other plain data, so the CLI needs no torch
 
 # Order in which ``auto`` tries backends on CUDA (fastest first); CPU always uses ``sdpa``.
@@ -80,6 +81,10 @@ _MASK_MIN_ROWS = 768
 # Building the mask costs about as much as attending over 2-3 windows with the concatenated head dim,
 # so the mask only pays from this many windows on (measured: benchmarks/RESULTS.md).
 _MASK_MIN_WINDOWS = 4
+# Every head's mask in one kernel call only while that is small (w <= 16 for 3 heads: 0.8 MB); larger
+# masks go a head at a time, equally fast (w=32, 4-64 windows), so a w=32 layer holds 4 MB of mask
+# rather than 12.6 MB: on a 64x64 input that is 16x its q.
+_MASK_ALL_HEADS_BYTES = 2 << 20
 
 
 def _sdpa_rib_as_mask(q: Tensor, k: Tensor, v: Tensor, scale: float, pos_q: Tensor, pos_k: Tensor) -> Tensor | None:
@@ -98,7 +103,7 @@ def _sdpa_rib_as_mask(q: Tensor, k: Tensor, v: Tensor, scale: float, pos_q: Tens
     if b < _MASK_MIN_WINDOWS:
         return None
     kt = pos_k.transpose(-2, -1)  # (H, r, N)
-    if h * n * n * 4 <= _MASK_BLOCK_BYTES:  # small windows: every head's mask at once, one kernel call
+    if h * n * n * 4 <= _MASK_ALL_HEADS_BYTES:  # small windows: every head's mask at once, one kernel call
         return F.scaled_dot_product_attention(q, k, v, attn_mask=torch.bmm(pos_q, kt)[None], scale=scale)
     rows = min(n, max(_MASK_MIN_ROWS, _MASK_BLOCK_BYTES // (4 * n)))
     out = q.new_empty(b, n, h, v.shape[-1]).transpose(1, 2)  # (B, H, N, Dv) in (B, N, H, Dv) memory
@@ -294,12 +299,16 @@ def attend(
     batch, or None; bias: (H, N, N) or None -> (B, H, N, Dv).
     """
     impl = _REGISTRY[backend]
+    out = None
     if rib is not None:
         if impl.run_rib is not None and bias is None:
             out = impl.run_rib(q, k, v, scale, *rib)
-            if out is not None:
-                return out
-        q, k = _concat_rib(q, k, scale, *rib)
+        if out is None:
+            q, k = _concat_rib(q, k, scale, *rib)
     elif scale != 1.0:
         q = q * scale
-    return impl.run(q, k, v, bias)
+    if out is None:
+        out = impl.run(q, k, v, bias)
+    if out.device.type == "cpu":
+        release_blas_buffers()  # the CPU kernels' per-shape MKL buffers would otherwise stay for good
+    return out
