@@ -258,6 +258,18 @@ def test_small_masks_go_in_one_call_larger_ones_a_head_at_a_time(monkeypatch) ->
     assert (out.double() - reference).abs().max().item() < 1e-5
 
 
+def test_a_scratch_q_takes_the_output_of_the_blocked_mask_path(monkeypatch) -> None:
+    monkeypatch.setattr(attention, "_MASK_ALL_HEADS_BYTES", 0)
+    q, k, v, pos_q, pos_k = _rib_case(windows=4)
+    reference = _rib_reference(q, k, v, 0.35, pos_q, pos_k)
+    kept = q.clone()
+    out = attend(q, k, v, backend="sdpa", scale=0.35, rib=(pos_q, pos_k))
+    assert torch.equal(q, kept) and out.data_ptr() != q.data_ptr()  # q is the caller's unless it says so
+    out = attend(q, k, v, backend="sdpa", scale=0.35, rib=(pos_q, pos_k), q_is_scratch=True)
+    assert out.data_ptr() == q.data_ptr()
+    assert (out.double() - reference).abs().max().item() < 1e-5
+
+
 def _heap_in_use() -> int:
     """Bytes glibc's malloc has handed out and not taken back (heap and mmapped)."""
     import ctypes

@@ -87,7 +87,9 @@ _MASK_MIN_WINDOWS = 4
 _MASK_ALL_HEADS_BYTES = 2 << 20
 
 
-def _sdpa_rib_as_mask(q: Tensor, k: Tensor, v: Tensor, scale: float, pos_q: Tensor, pos_k: Tensor) -> Tensor | None:
+def _sdpa_rib_as_mask(
+    q: Tensor, k: Tensor, v: Tensor, scale: float, pos_q: Tensor, pos_k: Tensor, q_is_scratch: bool = False,
+) -> Tensor | None:
     """RIB on CPU as an additive mask: pos_q pos_k^T is the same for every window, so build it once
     per call, a block at a time, and give SDPA head dim d instead of d + r.
 
@@ -95,6 +97,8 @@ def _sdpa_rib_as_mask(q: Tensor, k: Tensor, v: Tensor, scale: float, pos_q: Tens
     w=64 layers (d=16, r=24) concatenation runs q.k and p.v at 40 channels, the mask at 16. Same
     numbers up to float32 rounding. Returns None where this does not apply (not CPU float32, gradients
     wanted, unequal head dims, too few windows to pay for the mask); the caller then concatenates.
+    With ``q_is_scratch`` the blocked path writes the output over q: each block's rows of q are read
+    only by that block's call (one q-sized buffer less at the layer's memory peak).
     """
     wants_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, pos_q, pos_k))
     if q.device.type != "cpu" or q.dtype != torch.float32 or wants_grad or v.shape[-1] != q.shape[-1]:
@@ -106,7 +110,7 @@ def _sdpa_rib_as_mask(q: Tensor, k: Tensor, v: Tensor, scale: float, pos_q: Tens
     if h * n * n * 4 <= _MASK_ALL_HEADS_BYTES:  # small windows: every head's mask at once, one kernel call
         return F.scaled_dot_product_attention(q, k, v, attn_mask=torch.bmm(pos_q, kt)[None], scale=scale)
     rows = min(n, max(_MASK_MIN_ROWS, _MASK_BLOCK_BYTES // (4 * n)))
-    out = q.new_empty(b, n, h, v.shape[-1]).transpose(1, 2)  # (B, H, N, Dv) in (B, N, H, Dv) memory
+    out = q if q_is_scratch else q.new_empty(b, n, h, v.shape[-1]).transpose(1, 2)  # (B, H, N, Dv) in (B, N, H, Dv) memory
     block = q.new_empty(rows * n)  # one mask block, reused: never two alive, no fresh pages per block
     for i in range(h):
         for s in range(0, n, rows):
@@ -185,7 +189,7 @@ class Backend:
     name: str
     run: Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor]
     # Optional own handling of RIB vectors; returns None where it does not apply.
-    run_rib: Callable[[Tensor, Tensor, Tensor, float, Tensor, Tensor], Tensor | None] | None = None
+    run_rib: Callable[..., Tensor | None] | None = None  # (q, k, v, scale, pos_q, pos_k, q_is_scratch)
     module: str | None = None  # optional package that must import
     cuda_only: bool = False
     half_only: bool = False  # fp16/bf16 only
@@ -291,18 +295,19 @@ def describe(name: str) -> str:
 
 def attend(
     q: Tensor, k: Tensor, v: Tensor, backend: str = "sdpa", *, scale: float = 1.0,
-    rib: tuple[Tensor, Tensor] | None = None, bias: Tensor | None = None,
+    rib: tuple[Tensor, Tensor] | None = None, bias: Tensor | None = None, q_is_scratch: bool = False,
 ) -> Tensor:
     """softmax(scale * q k^T + pos_q pos_k^T + bias) v.
 
     q, k: (B, H, N, Dqk); v: (B, H, N, Dv); rib: (pos_q, pos_k), each (H, N, r) and shared by the
-    batch, or None; bias: (H, N, N) or None -> (B, H, N, Dv).
+    batch, or None; bias: (H, N, N) or None -> (B, H, N, Dv). ``q_is_scratch``: the caller has no
+    further use for q, so a backend may write the output into its memory (the result may alias q).
     """
     impl = _REGISTRY[backend]
     out = None
     if rib is not None:
         if impl.run_rib is not None and bias is None:
-            out = impl.run_rib(q, k, v, scale, *rib)
+            out = impl.run_rib(q, k, v, scale, *rib, q_is_scratch=q_is_scratch)
         if out is None:
             q, k = _concat_rib(q, k, scale, *rib)
     elif scale != 1.0:

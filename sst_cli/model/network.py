@@ -255,7 +255,8 @@ class WindowAttention(nn.Module):
         del tokens
         rib = self.rib_vectors(q.dtype) if self.bias == "rib" else None  # (nh, N, r) each
         bias = self.rpb_bias(q.dtype) if self.bias == "rpb" else None  # (nh, N, N)
-        out = attend(q, k, v, backend=self.backend, scale=d**-0.5, rib=rib, bias=bias)  # (B*nW, nh, N, d)
+        out = attend(q, k, v, backend=self.backend, scale=d**-0.5, rib=rib, bias=bias,
+                     q_is_scratch=not torch.is_grad_enabled())  # (B*nW, nh, N, d), may live in q's memory
         del q, k, v  # three C-channel tensors that would otherwise live on through the reverse and to_out
         y = gated_window_reverse(out, g, ws, hp, wp)
         del out, g
