@@ -185,7 +185,7 @@ def measure(args: argparse.Namespace, model: str, scale: int, size: int, tmp: Pa
 
 def table(rows: list[dict]) -> str:
     out = ["| model | input | official s (min-max) | ours s (min-max) | official / ours (pairs min-max) | "
-           "CPU s official / ours | peak RSS MB official / ours | first call s official / ours | "
+           "CPU s official / ours | peak RSS MB official / ours (min-max) | first call s official / ours | "
            "max abs diff vs fp32 official: ours (official default) |",
            "|---|---:|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -194,11 +194,14 @@ def table(rows: list[dict]) -> str:
         def s(d: dict) -> str:
             return f"{d['median']:.2f} ({d['min']:.2f}-{d['max']:.2f})"
 
+        def rss(d: dict) -> str:
+            return f"{d['median']:.0f} ({d['min']:.0f}-{d['max']:.0f})"
+
         out.append(
             f"| {r['model']} x{r['scale']} | {r['input']} | {s(o['wall_s'])} | {s(u['wall_s'])} | "
             f"**{r['ratio']:.2f}** ({r['pair_ratios']['min']:.2f}-{r['pair_ratios']['max']:.2f}) | "
             f"{o['cpu_s']['median']:.2f} / {u['cpu_s']['median']:.2f} | "
-            f"{o['peak_rss_mb']['median']:.0f} / {u['peak_rss_mb']['median']:.0f} | "
+            f"{rss(o['peak_rss_mb'])} / {rss(u['peak_rss_mb'])} | "
             f"{o['first_s']['median']:.2f} / {u['first_s']['median']:.2f} | "
             f"{u['max_abs_diff_vs_fp32_reference']:.1e} ({o['max_abs_diff_vs_fp32_reference']:.1e}) |")
     return "\n".join(out)
