@@ -270,6 +270,15 @@ def test_a_scratch_q_takes_the_output_of_the_blocked_mask_path(monkeypatch) -> N
     assert (out.double() - reference).abs().max().item() < 1e-5
 
 
+def test_few_windows_with_a_scratch_q_concatenate_a_head_at_a_time(monkeypatch) -> None:
+    spy = _SdpaSpy(monkeypatch)
+    q, k, v, pos_q, pos_k = _rib_case(windows=1)
+    reference = _rib_reference(q, k, v, 0.35, pos_q, pos_k)
+    out = attend(q, k, v, backend="sdpa", scale=0.35, rib=(pos_q, pos_k), q_is_scratch=True)
+    assert spy.calls == [(20, None)] * 3 and out.data_ptr() == q.data_ptr()
+    assert (out.double() - reference).abs().max().item() < 1e-5
+
+
 def _heap_in_use() -> int:
     """Bytes glibc's malloc has handed out and not taken back (heap and mmapped)."""
     import ctypes

@@ -3,7 +3,7 @@
 :func:`attend` computes ``softmax(scale * q k^T + pos_q pos_k^T + bias) v`` in the (B, H, N, D) layout.
 ``pos_q``/``pos_k`` are RIB's low-rank position vectors, shared by every batch entry (window). By
 default they are concatenated to q and k, the form every fused kernel runs (the paper's point); a
-backend may instead supply a ``run_rib`` that handles them its own way (see ``_sdpa_rib_as_mask``).
+backend may instead supply a ``run_rib`` that handles them its own way (see ``_sdpa_rib_cpu``).
 Backends' ``run`` functions see scale 1 (q pre-scaled) and may get a ``v`` narrower than q/k.
 
 The model calls :func:`attend` and never imports a kernel package itself.
@@ -95,17 +95,11 @@ def _sdpa_rib_as_mask(
 
     PyTorch's CPU flash kernel is compute bound and its cost grows with the head dim: for sst-light's
     w=64 layers (d=16, r=24) concatenation runs q.k and p.v at 40 channels, the mask at 16. Same
-    numbers up to float32 rounding. Returns None where this does not apply (not CPU float32, gradients
-    wanted, unequal head dims, too few windows to pay for the mask); the caller then concatenates.
-    With ``q_is_scratch`` the blocked path writes the output over q: each block's rows of q are read
+    numbers up to float32 rounding. For CPU float32 inference with equal head dims (see
+    :func:`_sdpa_rib_cpu`). With ``q_is_scratch`` the blocked path writes the output over q: each block's rows of q are read
     only by that block's call (one q-sized buffer less at the layer's memory peak).
     """
-    wants_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, pos_q, pos_k))
-    if q.device.type != "cpu" or q.dtype != torch.float32 or wants_grad or v.shape[-1] != q.shape[-1]:
-        return None
     b, h, n, _ = q.shape
-    if b < _MASK_MIN_WINDOWS:
-        return None
     kt = pos_k.transpose(-2, -1)  # (H, r, N)
     if h * n * n * 4 <= _MASK_ALL_HEADS_BYTES:  # small windows: every head's mask at once, one kernel call
         return F.scaled_dot_product_attention(q, k, v, attn_mask=torch.bmm(pos_q, kt)[None], scale=scale)
@@ -120,6 +114,30 @@ def _sdpa_rib_as_mask(
             # The (1, 1, rows, N) mask broadcasts over the windows; it is never copied.
             out[:, i : i + 1, s:e] = F.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask[None, None], scale=scale)
     return out
+
+
+def _sdpa_rib_cpu(
+    q: Tensor, k: Tensor, v: Tensor, scale: float, pos_q: Tensor, pos_k: Tensor, q_is_scratch: bool = False,
+) -> Tensor | None:
+    """How ``sdpa`` runs RIB in CPU float32 inference: as a shared mask from 4 windows on; with fewer
+    windows and a scratch q, the concatenated form a head at a time, written over q, so the
+    concatenated q and k and the zero-padded v exist for one head rather than all (a 64-window layer on
+    a 64x64 input: 2.6 MB instead of 8 MB). None elsewhere (gradients wanted, other devices or dtypes,
+    unequal head dims): the caller concatenates every head at once.
+    """
+    wants_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, pos_q, pos_k))
+    if q.device.type != "cpu" or q.dtype != torch.float32 or wants_grad or v.shape[-1] != q.shape[-1]:
+        return None
+    if q.shape[0] >= _MASK_MIN_WINDOWS:
+        return _sdpa_rib_as_mask(q, k, v, scale, pos_q, pos_k, q_is_scratch)
+    if not q_is_scratch:
+        return None
+    run = _REGISTRY["sdpa"].run
+    for i in range(q.shape[1]):
+        qc, kc = _concat_rib(q[:, i : i + 1], k[:, i : i + 1], scale, pos_q[i : i + 1], pos_k[i : i + 1])
+        q[:, i : i + 1] = run(qc, kc, v[:, i : i + 1], None)
+        del qc, kc
+    return q
 
 
 def _concat_rib(q: Tensor, k: Tensor, scale: float, pos_q: Tensor, pos_k: Tensor) -> tuple[Tensor, Tensor]:
@@ -199,7 +217,7 @@ class Backend:
 _REGISTRY: dict[str, Backend] = {
     "naive": Backend("naive", _naive, describe="float32 logits materialised; the reference"),
     "sdpa": Backend(
-        "sdpa", _sdpa_with(None), run_rib=_sdpa_rib_as_mask,
+        "sdpa", _sdpa_with(None), run_rib=_sdpa_rib_cpu,
         describe="PyTorch SDPA, PyTorch picks the kernel (on CPU, RIB runs as a shared mask)",
     ),
     "sdpa-math": Backend("sdpa-math", _sdpa_with("MATH"), describe="PyTorch SDPA, math kernel"),
