@@ -165,6 +165,49 @@ def test_an_unreachable_hub_says_so(fake_hub: FakeHub, monkeypatch) -> None:  # 
     assert NAME in msg and HUB_COLLECTION_URL in msg and "could not be reached" in msg
 
 
+def _no_network(monkeypatch) -> None:
+    """A machine without network: the Hub's name does not resolve, no proxy; a retry would fail the test."""
+    import socket
+
+    import huggingface_hub.constants as hf_constants
+
+    def no_dns(*args: object, **kwargs: object) -> None:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    for name in hub._PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(hf_constants, "ENDPOINT", "https://hub.example")
+    monkeypatch.setattr(hub.socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(time, "sleep", lambda s: pytest.fail("retried a Hub call that cannot succeed"))
+
+
+def test_no_network_fails_at_once(fake_hub: FakeHub, monkeypatch) -> None:  # noqa: F811
+    _no_network(monkeypatch)
+    for source in (lambda: hub.fetch_official(OFFICIAL), lambda: hub.fetch(f"hf://{REPO}/{IN_REPO}")):
+        with pytest.raises(SSTError) as info:
+            source()
+        _one_sentence(str(info.value))
+        assert "https://hub.example could not be reached: the name hub.example does not resolve" in str(info.value)
+    assert fake_hub.requests == []
+
+
+def test_no_network_uses_a_cached_copy(hub_with_weights: FakeHub, monkeypatch) -> None:
+    official = hub.fetch_official(OFFICIAL)  # pinned to the listed commit
+    branch = hub.fetch(f"hf://{REPO}/{IN_REPO}")  # main, whatever it points to
+    _no_network(monkeypatch)
+    hub_with_weights.requests.clear()
+    assert hub.fetch_official(OFFICIAL) == official
+    assert hub.fetch(f"hf://{REPO}/{IN_REPO}") == branch
+    assert hub_with_weights.requests == []
+
+
+def test_a_proxy_may_resolve_what_we_cannot(monkeypatch) -> None:
+    _no_network(monkeypatch)
+    assert hub._endpoint_unresolvable() is not None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert hub._endpoint_unresolvable() is None
+
+
 def test_a_file_no_repository_holds(hub_with_weights: FakeHub) -> None:
     missing = official_file_for(get_variant("sst-xl+"), 2)
     with pytest.raises(SSTError) as info:

@@ -31,6 +31,7 @@ import http.client
 import json
 import os
 import re
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -231,6 +232,25 @@ def _hub_failure(exc: BaseException, what: str) -> HubError:
     return HubError(what, why)
 
 
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+def _endpoint_unresolvable() -> str | None:
+    """Why the Hub cannot be reached, found at once: its host name does not resolve (no network) and no
+    proxy resolves it for us. None when a request may succeed. Without this check huggingface_hub retries
+    a failed call five times over ~23 s, printing a warning each time, before failing the same way."""
+    from huggingface_hub import constants
+
+    host = urllib.parse.urlsplit(constants.ENDPOINT).hostname
+    if not host or any(os.environ.get(v) for v in _PROXY_VARIABLES):
+        return None
+    try:
+        socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError):
+        return f"{constants.ENDPOINT} could not be reached: the name {host} does not resolve"
+    return None
+
+
 def _blob_sha256(path: str) -> str | None:
     """The Hub stores LFS files under their sha256 (the cache's blob name); None when not visible."""
     name = Path(os.path.realpath(path)).name
@@ -258,8 +278,16 @@ def fetch_hub(hub: HubFile, sha256: str | None = None) -> Path:
     cached makes no HTTP request); verified, and downloaded again when the cached copy is damaged."""
     from huggingface_hub import try_to_load_from_cache
 
-    hit = try_to_load_from_cache(hub.repo_id, hub.filename, revision=hub.revision) if hub.revision else None
-    path = hit if isinstance(hit, str) and _HEX40.fullmatch(hub.revision or "") else _download_hub(hub)
+    hit = try_to_load_from_cache(hub.repo_id, hub.filename, revision=hub.revision)
+    cached = hit if isinstance(hit, str) else None
+    if cached and _HEX40.fullmatch(hub.revision or ""):
+        path = cached
+    elif not hub_offline() and (why := _endpoint_unresolvable()):
+        if cached is None:
+            raise HubError(str(hub), why)
+        path = cached  # the branch's last known copy, as huggingface_hub falls back to when offline
+    else:
+        path = _download_hub(hub)
     key = str(hub.at(_commit_of(path, hub) or hub.revision or "main"))
     problem = _check(Path(path), key, sha256, _blob_sha256(path))
     if problem is None:
@@ -279,6 +307,8 @@ def discover(name: str) -> HubFile:
     record it, pinned to the commit listed, in sources.json."""
     from huggingface_hub import HfApi
 
+    if not hub_offline() and (why := _endpoint_unresolvable()):
+        raise HubError(f"the list of {HUB_AUTHOR}'s models", why)
     try:
         models = list(HfApi().list_models(author=HUB_AUTHOR, expand=["siblings", "sha"]))
     except Exception as exc:  # noqa: BLE001
