@@ -323,7 +323,9 @@ def test_tables_fit_80_columns():
 
 def test_cli_user_error_is_one_sentence(capsys):
     assert main(["profile", "--model", "sst-huge", "--device", "cpu"]) == 2  # a usage error, found at parse time
-    assert "not a model" in capsys.readouterr().err
+    assert "'sst-huge' is not a model" in capsys.readouterr().err
+    assert main(["profile", "--backend", "sdpa,nope", "--device", "cpu"]) == 2
+    assert "'nope' is not an attention backend" in " ".join(capsys.readouterr().err.split())
 
 
 # ------------------------------------------------------------------------- result files and compare

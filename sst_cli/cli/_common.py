@@ -34,7 +34,7 @@ def split_list(value: str | None) -> list[str]:
 def _choices(values: list[str], allowed: tuple[str, ...], what: str) -> list[str]:
     bad = [v for v in values if v not in allowed]
     if bad:
-        raise typer.BadParameter(f"'{bad[0]}' is not a {what} (choose from {', '.join(allowed)}).")
+        raise typer.BadParameter(f"'{bad[0]}' is not {what} (choose from {', '.join(allowed)}).")
     return values
 
 
@@ -43,14 +43,14 @@ def parse_model(value: str | None) -> str | None:
     if value is None:
         return None
     name = value.strip().lower()
-    return _choices([name], MODEL_NAMES, "model")[0]
+    return _choices([name], MODEL_NAMES, "a model")[0]
 
 
 def parse_models(value: str) -> list[str]:
     names = [v.lower() for v in split_list(value)]
     if not names:
         raise typer.BadParameter("give at least one model name.")
-    return _choices(names, tuple(VARIANTS), "model")
+    return _choices(names, tuple(VARIANTS), "a model")
 
 
 def parse_scales(value: str | None) -> list[int] | None:
@@ -79,7 +79,7 @@ def parse_device(value: str) -> str:
 
 
 def parse_backends(value: str) -> list[str]:
-    return _choices(split_list(value), ("auto", *BACKENDS), "attention backend")
+    return _choices(split_list(value), ("auto", *BACKENDS), "an attention backend")
 
 
 def parse_tile(value: str) -> int | str:
