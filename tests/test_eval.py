@@ -214,12 +214,13 @@ def test_bad_images_are_reported_and_the_batch_continues(tmp_path: Path) -> None
     hrs = _hr_set(root / "HR")
     (root / "HR" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     _save(_image(10, 10, 9), root / "LR_bicubic" / "X2" / "im1x2.png")  # wrong size for im1
-    _save(_image(8, 8, 5), root / "HR" / "tiny.png")  # smaller than SSIM's window after the border crop
+    _save(_image(9, 8, 5), root / "HR" / "tiny.png")  # smaller than SSIM's window after the border crop
     res = _run(tmp_path, "Set")[0]
     assert [im.name for im in res.images] == ["im0"]
     reasons = {s["name"]: s["reason"] for s in res.skipped}
     assert set(reasons) == {"broken", "im1", "tiny"}
     assert "unreadable" in reasons["broken"] and "LR" in reasons["im1"] and "too small" in reasons["tiny"]
+    assert "(8x9)" in reasons["tiny"]  # the size read, not the size after the mod-crop (8x8)
     assert res.images[0].metrics == _bicubic_metrics(generate_lr(mod_crop(hrs[0], 2), 2), hrs[0], 2)
 
 

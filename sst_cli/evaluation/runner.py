@@ -169,6 +169,7 @@ def _evaluate_image(upscaler: Any, pair: Pair, s: int, cb: int, min_side: int, o
                     dataset: str) -> ImageResult:
     try:
         hr, gray = read_rgb_u8(pair.hr)
+        read_size = f"{hr.shape[1]}x{hr.shape[0]}"
         hr = mod_crop(hr, s)
         if pair.lr is not None:
             lr, _ = read_rgb_u8(pair.lr)
@@ -178,7 +179,7 @@ def _evaluate_image(upscaler: Any, pair: Pair, s: int, cb: int, min_side: int, o
     except SSTError as exc:
         raise _Skip(f"unreadable image ({exc})") from None
     if min(hr.shape[:2]) < max(min_side, s):
-        raise _Skip(f"too small ({hr.shape[1]}x{hr.shape[0]}) for x{s} with crop border {cb}")
+        raise _Skip(f"too small ({read_size}) for x{s} with crop border {cb}")
     if lr is None:
         lr = generate_lr(hr, s)
     elif lr.shape[:2] != (hr.shape[0] // s, hr.shape[1] // s):
