@@ -198,6 +198,21 @@ def test_naming_formats_and_recursion(tmp_path: Path) -> None:
     assert [str(j.dst.relative_to(tmp_path / "out")) for j in jobs] == ["sub/inner.webp"]
 
 
+def test_an_output_folder_inside_the_input_is_not_read_back(tmp_path: Path) -> None:
+    make_inputs(tmp_path / "in")
+    for pattern in ([str(tmp_path / "in")], [str(tmp_path / "in" / "**" / "*.*")]):
+        first = plan_jobs(pattern, tmp_path / "in" / "up", Settings(recursive=True))
+        for job in first:  # as if the first run had written them
+            job.dst.parent.mkdir(parents=True, exist_ok=True)
+            job.dst.write_bytes(job.src.read_bytes())
+        again = plan_jobs(pattern, tmp_path / "in" / "up", Settings(recursive=True))
+        assert [(j.src, j.dst) for j in again] == [(j.src, j.dst) for j in first]
+        assert not any("up" in j.src.relative_to(tmp_path / "in").parts for j in again)
+    # a file in the output folder named on its own is still an input, and may not be overwritten
+    with pytest.raises(UsageError, match="overwrite an input"):
+        plan_jobs([str(tmp_path / "in" / "up" / "rgb.png")], tmp_path / "in" / "up", Settings())
+
+
 def test_usage_errors(tmp_path: Path) -> None:
     make_inputs(tmp_path / "in")
     with pytest.raises(UsageError, match="overwrite an input"):

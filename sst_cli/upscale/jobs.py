@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,11 +52,14 @@ def _is_glob(text: str) -> bool:
     return any(ch in text for ch in "*?[")
 
 
-def discover(inputs: Iterable[str], recursive: bool = False) -> list[tuple[Path, Path]]:
+def discover(inputs: Iterable[str], recursive: bool = False,
+             exclude: Path | None = None) -> list[tuple[Path, Path]]:
     """(file, relative path) for every input: files as given, image files in folders, glob matches.
 
     A folder contributes files with an image extension (hidden files skipped); subfolders only with
-    ``recursive``. Inputs that match nothing are a usage error.
+    ``recursive``. Folders and globs skip what lies under ``exclude`` (the output folder, when it is inside
+    an input folder: a second run must not take the first run's outputs as inputs). Inputs that match
+    nothing are a usage error.
     """
     found: list[tuple[Path, Path]] = []
     for text in inputs:
@@ -65,19 +68,30 @@ def discover(inputs: Iterable[str], recursive: bool = False) -> list[tuple[Path,
             if not matches:
                 raise UsageError(f"no file matches {text}.")
             root = _glob_root(text)
+            outside = _outside(exclude, root)
             for m in matches:
                 p = Path(m)
-                if p.is_file() and not files.is_temp(p):
+                if p.is_file() and not files.is_temp(p) and outside(p):
                     found.append((p, _relative(p, root)))
             continue
         p = Path(text)
         if p.is_dir():
-            found += [(f, f.relative_to(p)) for f in files.list_images(p, recursive)]
+            outside = _outside(exclude, p)
+            found += [(f, f.relative_to(p)) for f in files.list_images(p, recursive) if outside(f)]
         elif p.exists() or p.is_symlink():
             found.append((p, Path(p.name)))
         else:
             raise UsageError(f"input {text} does not exist.")
     return found
+
+
+def _outside(folder: Path | None, searched: Path) -> Callable[[Path], bool]:
+    """A test for "not under ``folder``", for files found in ``searched``; always true when ``folder`` is
+    None or is ``searched`` itself (outputs written over their inputs are refused later, by name)."""
+    root = folder.resolve() if folder is not None else None
+    if root is None or root == searched.resolve():
+        return lambda p: True
+    return lambda p: not p.resolve().is_relative_to(root)
 
 
 def _glob_root(pattern: str) -> Path:
@@ -132,7 +146,7 @@ def plan_jobs(inputs: Iterable[str], out: str | os.PathLike[str], settings: Sett
     single = names_a_file(out_root)
     if not single and out_root.exists() and not out_root.is_dir():
         raise UsageError(f"output {out_root} is a file, not a folder.")
-    found = discover(inputs, settings.recursive)
+    found = discover(inputs, settings.recursive, exclude=None if single else out_root)
     if not found:
         raise UsageError("no input images found" + ("" if settings.recursive else " (folders are read without "
                                                     "subfolders; add --recursive)") + ".")
