@@ -185,6 +185,10 @@ def test_init_from_other_scale_resamples_upsampler(crops: Path, tmp_path: Path) 
 def test_config_errors_are_one_sentence(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SSTError, match="unknown config key"):
         load_config(TINY, ["learning_rate=1"])
+    with pytest.raises(SSTError, match=r"itres \(did you mean iters\?\)"):
+        load_config(TINY, ["itres=5"])
+    with pytest.raises(SSTError, match=r"total_iter \(BasicSR's name; here: iters\)"):
+        load_config(TINY, ["total_iter=5"])
     with pytest.raises(SSTError, match="'batch' must be an integer"):
         load_config(TINY, ["batch=big"])
     with pytest.raises(SSTError, match="'scheduler' must be"):

@@ -14,6 +14,7 @@ directory, as on any command line. ``val_root`` defaults to ``$SST_DATA_ROOT``, 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -105,11 +106,27 @@ def _sentence(err: dict[str, Any]) -> str:
     return f"config key '{key}' {what} (got {err['input']!r})."
 
 
+# BasicSR's names for what our keys mean, so a BasicSR user's habit gets a pointer rather than a list.
+_BASICSR_NAMES = {"total_iter": "iters", "niter": "iters", "batch_size_per_gpu": "batch", "batch_size": "batch",
+                  "gt_size": "patch (in LR pixels: gt_size / scale)", "num_worker_per_gpu": "workers",
+                  "manual_seed": "seed", "ema_decay": "ema", "save_checkpoint_freq": "ckpt_every",
+                  "val_freq": "val_every", "print_freq": "log_every", "pretrain_network_g": "init_from",
+                  "network_g": "network", "dataroot_gt": "train_hr", "dataroot_lq": "train_lr"}
+
+
+def _did_you_mean(key: str, known: list[str]) -> str:
+    if key in _BASICSR_NAMES:
+        return f"{key} (BasicSR's name; here: {_BASICSR_NAMES[key]})"
+    close = difflib.get_close_matches(key, known, n=1)
+    return f"{key} (did you mean {close[0]}?)" if close else key
+
+
 def from_dict(data: dict[str, Any]) -> TrainConfig:
     known = [f.name for f in dataclasses.fields(TrainConfig)]
     unknown = sorted(set(data) - set(known))
     if unknown:
-        raise SSTError(f"unknown config key(s): {', '.join(unknown)} (known: {', '.join(sorted(known))}).")
+        named = ", ".join(_did_you_mean(k, known) for k in unknown)
+        raise SSTError(f"unknown config key(s): {named}; the keys are {', '.join(sorted(known))}.")
     try:
         cfg = TrainConfig(**data)
     except ValidationError as exc:
