@@ -105,6 +105,24 @@ def test_grey_2d_and_float_inputs(bicubic: Upscaler) -> None:
     assert outf.dtype == np.float32 and outf.min() >= 0 and outf.max() <= 1
 
 
+def test_pil_images_in_pil_images_out(tiny: Upscaler) -> None:
+    from PIL import Image
+
+    rgba = image(9, 11, 4, seed=6)
+    for mode in ("RGB", "L", "LA", "RGBA", "P", "1", "CMYK"):
+        im = Image.fromarray(rgba).convert(mode)
+        out = tiny(im)
+        want = {"P": "RGB", "1": "L", "CMYK": "RGB"}.get(mode, mode)
+        assert out.mode == want and out.size == (22, 18), (mode, out.mode, out.size)
+    rgb = image(9, 11, 3, seed=7)
+    assert np.array_equal(np.asarray(tiny(Image.fromarray(rgb))), tiny(rgb))  # same pixels as numpy
+    deep = image(9, 11, 1, 16, seed=8)[..., 0]
+    out16 = tiny(Image.fromarray(deep))
+    assert out16.mode == "I;16" and np.array_equal(np.asarray(out16), tiny(deep))
+    with pytest.raises(TypeError, match="numpy array, a PIL image or a torch tensor, not list"):
+        tiny([[0, 1]])
+
+
 def test_alpha_is_aligned_with_colour(tiny: Upscaler) -> None:
     """A shape drawn in colour and in alpha comes out in the same place, by model and by bicubic."""
     mask = np.zeros((24, 30), np.uint8)

@@ -12,6 +12,7 @@ from typing import Any, overload
 
 import numpy as np
 import torch
+from PIL.Image import Image as PILImage
 from torch import Tensor, nn
 
 from ..errors import SSTError, UsageError
@@ -27,7 +28,8 @@ class Upscaler:
     """A loaded model on its device.
 
     Called on a numpy image (H, W) or (H, W, C), uint8/uint16/float, RGB order, it returns the same kind
-    ``scale`` times larger, tiled by ``tile`` (see :func:`sst_cli.upscale.array.upscale_array`). Called
+    ``scale`` times larger, tiled by ``tile`` (see :func:`sst_cli.upscale.array.upscale_array`); a PIL
+    image gives a PIL image (L, LA, RGB, RGBA or I;16; other modes as a file of that mode is read). Called
     on a float tensor (B, 3, H, W) in [0, 1] it runs one whole-input forward and returns float32
     (B, 3, sH, sW) on the CPU, not clamped.
     """
@@ -46,13 +48,21 @@ class Upscaler:
     def __call__(self, x: Tensor) -> Tensor: ...
     @overload
     def __call__(self, x: np.ndarray) -> np.ndarray: ...
+    @overload
+    def __call__(self, x: PILImage) -> PILImage: ...
 
-    def __call__(self, x: Tensor | np.ndarray) -> Tensor | np.ndarray:
+    def __call__(self, x: Tensor | np.ndarray | PILImage) -> Tensor | np.ndarray | PILImage:
+        from .array import upscale_array
+
         if isinstance(x, np.ndarray):
-            from .array import upscale_array
-
             return upscale_array(x, self, tile=self.tile)
-        return self.forward(x)
+        if isinstance(x, Tensor):
+            return self.forward(x)
+        if isinstance(x, PILImage):
+            from ..io.pillow import array_of, image_of
+
+            return image_of(upscale_array(array_of(x), self, tile=self.tile))
+        raise TypeError(f"an Upscaler takes a numpy array, a PIL image or a torch tensor, not {type(x).__name__}.")
 
     @torch.inference_mode()
     def forward(self, x: Tensor) -> Tensor:
