@@ -19,14 +19,12 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(1 << 40))
 import cv2  # noqa: E402 - after the environment above
 import numpy as np  # noqa: E402
 
+from . import png  # noqa: E402
+
 if "OPENCV_LOG_LEVEL" not in os.environ:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 VERSION = cv2.__version__
-# zlib level, with libpng's adaptive row filters: the level Pillow and our PngWriter use. On the 200 BSD200
-# photos this writes 3 % fewer bytes than Pillow at that level, with 1.2-1.4x less CPU; level 1 would be
-# faster again for a little more (benchmarks/RESULTS.md), but next to minutes of upscaling bytes last longer.
-PNG_LEVEL = 6
 _EXT = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif", "bmp": ".bmp"}
 # cv2 carries an ICC profile into these (imencodeWithMetadata, opencv >= 4.13); TIFF gets it from containers
 ICC_FORMATS = ("png", "jpg", "webp")
@@ -60,7 +58,7 @@ def decode(data: bytes) -> np.ndarray | None:
 
 def _params(fmt: str, quality: int, dpi: tuple[float, float] | None) -> list[int]:
     if fmt == "png":
-        return [cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL]
+        return [cv2.IMWRITE_PNG_COMPRESSION, png.LEVEL]  # libpng's adaptive row filters
     if fmt == "jpg":
         chroma = cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444 if quality >= 90 else cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420
         return [cv2.IMWRITE_JPEG_QUALITY, quality, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, chroma,

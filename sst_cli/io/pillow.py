@@ -108,6 +108,9 @@ def _pixels(im: Image.Image, notes: list[str]) -> np.ndarray:
     return a[..., None] if a.ndim == 2 else a
 
 
+PillowImage = Image.Image  # for the API's type hints: the rest of sst imports no Pillow
+
+
 def array_of(im: Image.Image) -> np.ndarray:
     """A PIL image (any mode) as the (H, W) or (H, W, C) uint8/uint16 array sst upscales, as a file of that
     mode would be read (palettes expanded, CMYK to RGB, 32-bit and float as 16-bit)."""

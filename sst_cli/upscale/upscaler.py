@@ -12,10 +12,10 @@ from typing import Any, overload
 
 import numpy as np
 import torch
-from PIL.Image import Image as PILImage
 from torch import Tensor, nn
 
 from ..errors import SSTError, UsageError
+from ..io.pillow import PillowImage, array_of, image_of
 from ..model.attention import BackendUnavailable, resolve_backend
 from ..model.bicubic import Bicubic
 from ..model.registry import BUNDLED, VARIANTS, get_variant, official_file_for
@@ -49,18 +49,16 @@ class Upscaler:
     @overload
     def __call__(self, x: np.ndarray) -> np.ndarray: ...
     @overload
-    def __call__(self, x: PILImage) -> PILImage: ...
+    def __call__(self, x: PillowImage) -> PillowImage: ...
 
-    def __call__(self, x: Tensor | np.ndarray | PILImage) -> Tensor | np.ndarray | PILImage:
+    def __call__(self, x: Tensor | np.ndarray | PillowImage) -> Tensor | np.ndarray | PillowImage:
         from .array import upscale_array
 
         if isinstance(x, np.ndarray):
             return upscale_array(x, self, tile=self.tile)
         if isinstance(x, Tensor):
             return self.forward(x)
-        if isinstance(x, PILImage):
-            from ..io.pillow import array_of, image_of
-
+        if isinstance(x, PillowImage):
             return image_of(upscale_array(array_of(x), self, tile=self.tile))
         raise TypeError(f"an Upscaler takes a numpy array, a PIL image or a torch tensor, not {type(x).__name__}.")
 
