@@ -241,6 +241,8 @@ def test_usage_errors(tmp_path: Path) -> None:
         plan_jobs([str(tmp_path / "in")], tmp_path / "out", Settings(format="png"))
     with pytest.raises(UsageError, match="does not exist"):
         plan_jobs([str(tmp_path / "nope")], tmp_path / "out", Settings())
+    with pytest.raises(UsageError, match="path separator"):  # would write outside the output folder
+        plan_jobs([str(tmp_path / "in")], tmp_path / "out", Settings(suffix="/../../x"))
     with pytest.raises(UsageError, match="no file matches"):
         plan_jobs([str(tmp_path / "*.xyz")], tmp_path / "out", Settings())
     assert UsageError("x").exit_code == 2

@@ -143,6 +143,8 @@ def plan_jobs(inputs: Iterable[str], out: str | os.PathLike[str], settings: Sett
     """
     out_root = Path(out)
     images.output_format(settings.format, "png")  # validate early
+    if any(sep and sep in settings.suffix for sep in (os.sep, os.altsep, "/")):
+        raise UsageError(f"--suffix {settings.suffix} holds a path separator; it is added to file names only.")
     single = names_a_file(out_root)
     if not single and out_root.exists() and not out_root.is_dir():
         raise UsageError(f"output {out_root} is a file, not a folder.")
