@@ -75,6 +75,14 @@ def test_help_lists_choices(capsys) -> None:
     assert "--tile-overlap" in text and "--json" in text
 
 
+@pytest.mark.parametrize("cmd", [[], ["upscale"], ["eval"], ["profile"], ["profile", "compare"], ["train"],
+                                 ["env"], ["models"], ["models", "download"]])
+def test_help_shows_no_type_beside_flags(cmd: list[str], capsys) -> None:
+    assert main([*cmd, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--help" in text and "<bool>" not in text and "BOOLEAN" not in text
+
+
 def test_same_vocabulary_in_every_command(capsys) -> None:
     """-m/--model, -s/--scale, --device, --dtype, --backend, --json FILE: one spelling everywhere."""
     helps = {}

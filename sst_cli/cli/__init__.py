@@ -14,10 +14,11 @@ from rich.markup import escape
 from .. import __version__
 from ..errors import SSTError
 from ..runtime import keep_freed_memory
-from ._common import console, err_console
+from ._common import Group, console, err_console
 
 app = typer.Typer(
     name="sst",
+    cls=Group,
     help="SST super-resolution: upscale images, evaluate, profile and train SST models.",
     no_args_is_help=True,
     add_completion=False,

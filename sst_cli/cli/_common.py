@@ -13,12 +13,31 @@ from typing import Any, Literal
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand, TyperGroup
 
 from ..model.registry import BACKENDS, SCALES, VARIANTS
 from ..runtime import DTYPE_NAMES
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
+
+
+class _PlainHelp:
+    """--help is a flag: show no value type beside it (recent Typer prints "<bool>" there)."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)  # type: ignore[misc]
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class Command(_PlainHelp, TyperCommand):
+    """The class of every sst command (``@app.command(..., cls=Command)``)."""
+
+
+class Group(_PlainHelp, TyperGroup):
+    """The class of every sst command group (``typer.Typer(cls=Group)``)."""
 
 MODEL_NAMES = (*VARIANTS, "bicubic")
 # Single-choice options are Literal types: Typer checks them at parse time and lists them in --help.

@@ -6,7 +6,7 @@ import importlib.metadata
 import platform
 
 from . import app
-from ._common import console, json_option
+from ._common import Command, console, json_option
 
 PACKAGES = ("torch", "numpy", "opencv-python-headless", "pillow", "safetensors", "huggingface_hub", "flash-attn",
             "flash_attn_3", "triton", "matplotlib")
@@ -33,7 +33,7 @@ def collect() -> dict[str, object]:
     }
 
 
-@app.command("env")
+@app.command("env", cls=Command)
 def env_cmd(json_path: str | None = json_option("Write the facts as JSON to FILE ('-' prints JSON).")) -> None:
     """Print sst, Python, torch, CUDA, GPU and kernel-package versions."""
     import json

@@ -15,6 +15,7 @@ from . import app
 from ._common import (
     RANK_THREADS_HELP,
     BackendName,
+    Command,
     DtypeName,
     backend_option,
     console,
@@ -114,7 +115,7 @@ def _notes(report: EvalReport, options: EvalOptions) -> list[str]:
     return notes
 
 
-@app.command("eval")
+@app.command("eval", cls=Command)
 def eval_cmd(
     dataset: str = typer.Option(..., "--dataset", "-d", metavar="NAMES", help="Comma list: Set5,Set14,B100,Urban100,Manga109,"
                                 "DIV2K-val,LSDIR-val, folder names under --data-root, or paths."),

@@ -21,7 +21,7 @@ from ..model.registry import (
 )
 from ..paper import quality
 from . import app
-from ._common import console, device_option, flag, json_option, parse_model, scales_option
+from ._common import Command, Group, console, device_option, flag, json_option, parse_model, scales_option
 
 
 def _params(name: str) -> dict[int, int]:
@@ -53,7 +53,7 @@ def _millions(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n < 1e7 else f"{n / 1e6:.1f}M"
 
 
-models_app = typer.Typer(no_args_is_help=False, add_completion=False)
+models_app = typer.Typer(cls=Group, no_args_is_help=False, add_completion=False)
 app.add_typer(models_app, name="models")
 
 
@@ -173,7 +173,7 @@ def _training_set(value: str | None) -> str | None:
     return match[0]
 
 
-@models_app.command("download")
+@models_app.command("download", cls=Command)
 def download_cmd(
     name: str = typer.Argument(..., metavar="NAME", callback=parse_model,
                                help="Variant: " + ", ".join(n for n, v in VARIANTS.items() if v.checkpoint_sets) + "."),

@@ -18,6 +18,8 @@ from ..io.files import atomic_write
 from ..runtime import DTYPE_NAMES
 from . import app
 from ._common import (
+    Command,
+    Group,
     console,
     err_console,
     flag,
@@ -123,7 +125,7 @@ def _outputs(json_path: str | None, csv_path: str | None, plot_path: str | None,
             console.print(f"wrote {path}")
 
 
-profile_app = typer.Typer(no_args_is_help=False, add_completion=False, pretty_exceptions_enable=False)
+profile_app = typer.Typer(cls=Group, no_args_is_help=False, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(profile_app, name="profile")
 
 
@@ -205,7 +207,7 @@ def profile_cmd(
         raise SSTError("nothing could be measured: no configuration runs here (the reasons are listed above).")
 
 
-@profile_app.command("compare")
+@profile_app.command("compare", cls=Command)
 def compare_cmd(
     files: list[Path] = typer.Argument(..., metavar="RESULT.json", show_default=False,
                                        help="Result files of `sst profile --json`, e.g. from several machines."),

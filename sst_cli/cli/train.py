@@ -12,10 +12,10 @@ from rich.table import Table
 from ..errors import UsageError
 from ..training.defaults import QUICK_START, summary
 from . import app
-from ._common import console, err_console, flag, parse_device
+from ._common import Command, console, err_console, flag, parse_device
 
 
-@app.command("train", help=(
+@app.command("train", cls=Command, help=(
     "Train or fine-tune SST. Multi-GPU: torchrun --nproc-per-node N -m sst_cli train --config ...\n\n"
     f"With no --config, `sst train --data DIR` trains a small model on the HR images in DIR ({summary()}); "
     "the full settings are printed at start, and --set KEY=VALUE changes any of them.\n\n"

@@ -19,6 +19,7 @@ from . import app
 from ._common import (
     RANK_THREADS_HELP,
     BackendName,
+    Command,
     DtypeName,
     backend_option,
     console,
@@ -156,7 +157,7 @@ def _run(paths: list[str], settings: Settings, ranks: Dist, **load: Any) -> tupl
         return run_ranks(jobs, up, settings, ranks, events), up, jobs
 
 
-@app.command("upscale")
+@app.command("upscale", cls=Command)
 def upscale_cmd(
     paths: list[str] = typer.Argument(..., metavar="INPUT... OUTPUT",
                                       help="Image files, folders or globs, then the output folder."),
