@@ -174,8 +174,11 @@ def _no_network(monkeypatch) -> None:
     def no_dns(*args: object, **kwargs: object) -> None:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
-    for name in hub._PROXY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+    monkeypatch.setattr(hub.urllib.request, "getproxies", lambda: {k[:-6].lower(): v for k, v in os.environ.items()
+                                                                    if k.lower().endswith("_proxy") and v})
     monkeypatch.setattr(hf_constants, "ENDPOINT", "https://hub.example")
     monkeypatch.setattr(hub.socket, "getaddrinfo", no_dns)
     monkeypatch.setattr(time, "sleep", lambda s: pytest.fail("retried a Hub call that cannot succeed"))
@@ -202,10 +205,14 @@ def test_no_network_uses_a_cached_copy(hub_with_weights: FakeHub, monkeypatch) -
 
 
 def test_a_proxy_may_resolve_what_we_cannot(monkeypatch) -> None:
-    _no_network(monkeypatch)
+    _no_network(monkeypatch)  # the endpoint is https://hub.example
+    assert hub._endpoint_unresolvable() is not None
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")  # for http:// only
     assert hub._endpoint_unresolvable() is not None
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     assert hub._endpoint_unresolvable() is None
+    monkeypatch.setenv("NO_PROXY", "hub.example")  # bypassed: we resolve the name ourselves again
+    assert hub._endpoint_unresolvable() is not None
 
 
 def test_a_file_no_repository_holds(hub_with_weights: FakeHub) -> None:

@@ -123,6 +123,21 @@ def test_pil_images_in_pil_images_out(tiny: Upscaler) -> None:
         tiny([[0, 1]])
 
 
+def test_pil_images_are_read_as_their_files(tiny: Upscaler, tmp_path: Path) -> None:
+    """EXIF orientation applied and the ICC profile carried, as `sst upscale` does for the same file."""
+    from PIL import Image, ImageCms
+
+    rgb = image(10, 16, 3, seed=9)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: turn 90 degrees clockwise to show
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(rgb).save(tmp_path / "rot.png", exif=exif, icc_profile=icc)
+    with Image.open(tmp_path / "rot.png") as im:
+        out = tiny(im)
+    assert out.size == (20, 32) and out.info["icc_profile"] == icc
+    assert np.array_equal(np.asarray(out), tiny(np.ascontiguousarray(np.rot90(rgb, -1))))
+
+
 def test_alpha_is_aligned_with_colour(tiny: Upscaler) -> None:
     """A shape drawn in colour and in alpha comes out in the same place, by model and by bicubic."""
     mask = np.zeros((24, 30), np.uint8)
@@ -226,6 +241,9 @@ def test_an_output_folder_inside_the_input_is_not_read_back(tmp_path: Path) -> N
         again = plan_jobs(pattern, tmp_path / "in" / "up", Settings(recursive=True))
         assert [(j.src, j.dst) for j in again] == [(j.src, j.dst) for j in first]
         assert not any("up" in j.src.relative_to(tmp_path / "in").parts for j in again)
+    # an output folder above the input folder hides nothing
+    assert len(plan_jobs([str(tmp_path / "in")], tmp_path, Settings())) == 5
+    assert len(plan_jobs([str(tmp_path / "in" / "*.png")], tmp_path, Settings())) == 3
     # a file in the output folder named on its own is still an input, and may not be overwritten
     with pytest.raises(UsageError, match="overwrite an input"):
         plan_jobs([str(tmp_path / "in" / "up" / "rgb.png")], tmp_path / "in" / "up", Settings())

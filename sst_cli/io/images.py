@@ -32,8 +32,8 @@ from .files import write_or_explain
 from .png import PngWriter
 
 __all__ = ["EIGHT_BIT_ONLY", "MAX_SIDE", "OUTPUT_FORMATS", "ImageData", "PngWriter", "apply_orientation", "encode",
-           "from_float", "output_format", "prepare_for", "probe", "read_image", "save_array", "to_float",
-           "write_image"]
+           "PillowImage", "from_float", "from_pil", "output_format", "prepare_for", "probe", "read_image", "save_array",
+           "to_float", "to_pil", "write_image"]
 
 OUTPUT_FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif", "bmp": ".bmp"}
 _PIL_TO_FORMAT = {"PNG": "png", "JPEG": "jpg", "MPO": "jpg", "WEBP": "webp", "TIFF": "tiff", "BMP": "bmp"}
@@ -208,6 +208,35 @@ def read_image(path: str | os.PathLike[str]) -> ImageData:
         notes.append(f"EXIF orientation {orient} applied")
     dpi_pair = tuple(float(v) for v in dpi[:2]) if isinstance(dpi, tuple) and len(dpi) >= 2 else None
     return ImageData(np.ascontiguousarray(pixels), fmt, icc if isinstance(icc, bytes) else None, dpi_pair, notes)
+
+
+# ------------------------------------------------------------------------------ PIL images (the API)
+PillowImage = Image.Image  # for isinstance checks and type hints outside io, which imports no Pillow
+
+
+def from_pil(im: Image.Image) -> ImageData:
+    """A PIL image as :func:`read_image` reads a file of it: turned upright by its EXIF orientation, palettes
+    expanded (grey ones to grey), modes other than L, LA, RGB and RGBA converted as for a file; with its
+    ICC profile."""
+    notes: list[str] = []
+    orient = pillow.orientation(im)  # before decoding: Pillow may turn a TIFF upright itself and drop the tag
+    pixels, upright = pillow.decode(im, notes)
+    if im.mode in ("P", "PA"):
+        pixels = _fold_palette(pixels, notes)
+    if orient != 1 and not upright:
+        pixels = apply_orientation(pixels, orient)
+    icc = im.info.get("icc_profile")
+    return ImageData(np.ascontiguousarray(pixels), (im.format or "").lower(), icc if isinstance(icc, bytes) else None,
+                     None, notes)
+
+
+def to_pil(pixels: np.ndarray, icc_profile: bytes | None = None) -> Image.Image:
+    """(H, W[, C]) uint8/uint16 pixels as a PIL image (L, LA, RGB, RGBA, or I;16 for 16-bit grey), carrying
+    the ICC profile in ``info`` where Pillow's encoders look for it."""
+    im = Image.fromarray(np.ascontiguousarray(pixels[..., 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels))
+    if icc_profile:
+        im.info["icc_profile"] = icc_profile
+    return im
 
 
 # -------------------------------------------------------------------------------- float conversion

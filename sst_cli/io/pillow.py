@@ -108,21 +108,6 @@ def _pixels(im: Image.Image, notes: list[str]) -> np.ndarray:
     return a[..., None] if a.ndim == 2 else a
 
 
-PillowImage = Image.Image  # for the API's type hints: the rest of sst imports no Pillow
-
-
-def array_of(im: Image.Image) -> np.ndarray:
-    """A PIL image (any mode) as the (H, W) or (H, W, C) uint8/uint16 array sst upscales, as a file of that
-    mode would be read (palettes expanded, CMYK to RGB, 32-bit and float as 16-bit)."""
-    a = _pixels(im, [])
-    return a[..., 0] if a.shape[2] == 1 else a
-
-
-def image_of(a: np.ndarray) -> Image.Image:
-    """The inverse of :func:`array_of` for sst's outputs: L, LA, RGB, RGBA or (16-bit grey) I;16."""
-    return Image.fromarray(np.ascontiguousarray(a[..., 0] if a.ndim == 3 and a.shape[2] == 1 else a))
-
-
 def write_tiff(fh: BinaryIO, pixels: np.ndarray, icc_profile: bytes | None,
                dpi: tuple[float, float] | None) -> None:
     """8-bit (H, W, C) pixels as a Deflate TIFF (used for grey + alpha, which cv2 cannot write)."""

@@ -232,7 +232,12 @@ def _hub_failure(exc: BaseException, what: str) -> HubError:
     return HubError(what, why)
 
 
-_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+def _behind_proxy(scheme: str, host: str) -> bool:
+    """Whether requests to ``host`` go through a proxy, which resolves the name for us: the environment's
+    proxy variables, or the system's settings on Windows and macOS, as httpx (huggingface_hub's client)
+    reads them through urllib."""
+    proxies = urllib.request.getproxies()
+    return bool(proxies.get(scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(host)
 
 
 def _endpoint_unresolvable() -> str | None:
@@ -241,8 +246,9 @@ def _endpoint_unresolvable() -> str | None:
     a failed call five times over ~23 s, printing a warning each time, before failing the same way."""
     from huggingface_hub import constants
 
-    host = urllib.parse.urlsplit(constants.ENDPOINT).hostname
-    if not host or any(os.environ.get(v) for v in _PROXY_VARIABLES):
+    url = urllib.parse.urlsplit(constants.ENDPOINT)
+    host = url.hostname
+    if not host or _behind_proxy(url.scheme, host):
         return None
     try:
         socket.getaddrinfo(host, None)
@@ -295,6 +301,8 @@ def fetch_hub(hub: HubFile, sha256: str | None = None) -> Path:
     if hub_offline():
         raise SSTError(f"the cached copy of {hub} at {path} is damaged ({problem}) and HF_HUB_OFFLINE is set; "
                        "unset it to download the file again.")
+    if why := _endpoint_unresolvable():
+        raise SSTError(f"the cached copy of {hub} at {path} is damaged ({problem}) and {why}.")
     path = _download_hub(hub.at(key.rsplit("@", 1)[1]), force=True)
     problem = _check(Path(path), key, sha256, _blob_sha256(path))
     if problem:

@@ -86,10 +86,11 @@ def discover(inputs: Iterable[str], recursive: bool = False,
 
 
 def _outside(folder: Path | None, searched: Path) -> Callable[[Path], bool]:
-    """A test for "not under ``folder``", for files found in ``searched``; always true when ``folder`` is
-    None or is ``searched`` itself (outputs written over their inputs are refused later, by name)."""
-    root = folder.resolve() if folder is not None else None
-    if root is None or root == searched.resolve():
+    """A test for "not under ``folder``", for files found in ``searched``; always true unless ``folder`` lies
+    strictly inside ``searched`` (an output folder that is the input folder or above it hides nothing;
+    outputs written over their inputs are refused later, by name)."""
+    root, top = (folder.resolve(), searched.resolve()) if folder is not None else (None, None)
+    if root is None or root == top or not root.is_relative_to(top):
         return lambda p: True
     return lambda p: not p.resolve().is_relative_to(root)
 

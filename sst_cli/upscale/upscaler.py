@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import SSTError, UsageError
-from ..io.pillow import PillowImage, array_of, image_of
+from ..io.images import PillowImage, from_pil, to_pil
 from ..model.attention import BackendUnavailable, resolve_backend
 from ..model.bicubic import Bicubic
 from ..model.registry import BUNDLED, VARIANTS, get_variant, official_file_for
@@ -29,7 +29,8 @@ class Upscaler:
 
     Called on a numpy image (H, W) or (H, W, C), uint8/uint16/float, RGB order, it returns the same kind
     ``scale`` times larger, tiled by ``tile`` (see :func:`sst_cli.upscale.array.upscale_array`); a PIL
-    image gives a PIL image (L, LA, RGB, RGBA or I;16; other modes as a file of that mode is read). Called
+    image gives a PIL image, read as a file of it would be (:func:`sst_cli.io.images.from_pil`: upright by
+    EXIF orientation; L, LA, RGB, RGBA and 16-bit grey kept, other modes converted), ICC profile kept. Called
     on a float tensor (B, 3, H, W) in [0, 1] it runs one whole-input forward and returns float32
     (B, 3, sH, sW) on the CPU, not clamped.
     """
@@ -59,7 +60,9 @@ class Upscaler:
         if isinstance(x, Tensor):
             return self.forward(x)
         if isinstance(x, PillowImage):
-            return image_of(upscale_array(array_of(x), self, tile=self.tile))
+            img = from_pil(x)
+            pixels = img.pixels[..., 0] if img.pixels.shape[2] == 1 else img.pixels
+            return to_pil(upscale_array(pixels, self, tile=self.tile), img.icc_profile)
         raise TypeError(f"an Upscaler takes a numpy array, a PIL image or a torch tensor, not {type(x).__name__}.")
 
     @torch.inference_mode()
