@@ -220,7 +220,7 @@ def test_bad_images_are_reported_and_the_batch_continues(tmp_path: Path) -> None
     reasons = {s["name"]: s["reason"] for s in res.skipped}
     assert set(reasons) == {"broken", "im1", "tiny"}
     assert "unreadable" in reasons["broken"] and "LR" in reasons["im1"] and "too small" in reasons["tiny"]
-    assert "(8x9)" in reasons["tiny"]  # the size read, not the size after the mod-crop (8x8)
+    assert "8x9, 8x8 after the crop to a multiple of 2, needs at least 15 a side" in reasons["tiny"]
     assert res.images[0].metrics == _bicubic_metrics(generate_lr(mod_crop(hrs[0], 2), 2), hrs[0], 2)
 
 

@@ -189,6 +189,14 @@ def test_config_errors_are_one_sentence(tmp_path: Path, capsys: pytest.CaptureFi
         load_config(TINY, ["itres=5"])
     with pytest.raises(SSTError, match=r"total_iter \(BasicSR's name; here: iters\)"):
         load_config(TINY, ["total_iter=5"])
+    with pytest.raises(SSTError, match=r"ITERS \(did you mean iters\?\)"):
+        load_config(TINY, ["ITERS=5"])
+    basicsr = tmp_path / "basicsr.yml"
+    basicsr.write_text("name: x\nmodel_type: SRModel\nnetwork_g: {type: SST, dim: 48}\n"
+                       "datasets: {train: {dataroot_gt: hr, gt_size: 64}}\ntrain: {total_iter: 5}\n")
+    with pytest.raises(SSTError, match=r"BasicSR options file \(sections datasets, network_g, train\).*"
+                                       r"total_iter -> iters.*gt_size -> patch \(in LR pixels"):
+        load_config(basicsr)
     with pytest.raises(SSTError, match="'batch' must be an integer"):
         load_config(TINY, ["batch=big"])
     with pytest.raises(SSTError, match="'scheduler' must be"):

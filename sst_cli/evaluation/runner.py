@@ -179,7 +179,8 @@ def _evaluate_image(upscaler: Any, pair: Pair, s: int, cb: int, min_side: int, o
     except SSTError as exc:
         raise _Skip(f"unreadable image ({exc})") from None
     if min(hr.shape[:2]) < max(min_side, s):
-        raise _Skip(f"too small ({read_size}) for x{s} with crop border {cb}")
+        raise _Skip(f"too small for x{s} with crop border {cb}: {read_size}, {hr.shape[1]}x{hr.shape[0]} after the "
+                    f"crop to a multiple of {s}, needs at least {max(min_side, s)} a side")
     if lr is None:
         lr = generate_lr(hr, s)
     elif lr.shape[:2] != (hr.shape[0] // s, hr.shape[1] // s):

@@ -114,16 +114,25 @@ _BASICSR_NAMES = {"total_iter": "iters", "niter": "iters", "batch_size_per_gpu":
                   "network_g": "network", "dataroot_gt": "train_hr", "dataroot_lq": "train_lr"}
 
 
+# Top-level sections of a BasicSR options file; sst's config is one flat mapping.
+_BASICSR_SECTIONS = {"datasets", "train", "path", "val", "logger", "dist_params", "network_g"}
+
+
 def _did_you_mean(key: str, known: list[str]) -> str:
     if key in _BASICSR_NAMES:
         return f"{key} (BasicSR's name; here: {_BASICSR_NAMES[key]})"
-    close = difflib.get_close_matches(key, known, n=1)
+    close = difflib.get_close_matches(key.lower(), known, n=1)
     return f"{key} (did you mean {close[0]}?)" if close else key
 
 
 def from_dict(data: dict[str, Any]) -> TrainConfig:
     known = [f.name for f in dataclasses.fields(TrainConfig)]
     unknown = sorted(set(data) - set(known))
+    nested = sorted(k for k in unknown if k in _BASICSR_SECTIONS and isinstance(data[k], dict))
+    if len(nested) >= 2:
+        mapping = ", ".join(f"{k} -> {v}" for k, v in _BASICSR_NAMES.items() if k not in ("niter", "batch_size"))
+        raise SSTError(f"this looks like a BasicSR options file (sections {', '.join(nested)}); sst's config is "
+                       f"one flat mapping (see configs/), with BasicSR's keys named {mapping}.")
     if unknown:
         named = ", ".join(_did_you_mean(k, known) for k in unknown)
         raise SSTError(f"unknown config key(s): {named}; the keys are {', '.join(sorted(known))}.")
