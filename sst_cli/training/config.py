@@ -26,11 +26,23 @@ from pydantic.dataclasses import dataclass
 from ..errors import SSTError
 from ..runtime import default_data_root
 from .defaults import QUICK_START
+from .degrade import DegradationMix
 
 
 def _listify(value: Any) -> Any:
     """A single value where a list is expected (``--set train_hr=DIR``) is a list of one."""
     return [value] if isinstance(value, (str, int, float)) else value
+
+
+def _mix(value: Any) -> Any:
+    """``degradation: mixed`` is the documented mix; ``none``/``bicubic`` is MATLAB bicubic alone."""
+    if isinstance(value, str):
+        if value.lower() == "mixed":
+            return DegradationMix()
+        if value.lower() in ("none", "bicubic", "matlab"):
+            return None
+        raise ValueError("must be 'mixed', 'bicubic' or a mapping of the mix's settings (README: Degradations)")
+    return value
 
 
 Paths = Annotated[list[str], BeforeValidator(_listify)]
@@ -53,6 +65,8 @@ class TrainConfig:
     batch: AtLeast1 = 16  # per process
     workers: Annotated[int, Field(ge=0)] = 2
     cache_images: bool = False  # keep decoded HR images in RAM (small data sets)
+    # how LR is made from HR: None = MATLAB bicubic (the benchmarks' and the paper's); 'mixed' = degrade.py's mix
+    degradation: Annotated[DegradationMix | None, BeforeValidator(_mix)] = None
     val_sets: Paths = dataclasses.field(default_factory=list)  # names or paths, any layout `sst eval` accepts
     val_root: str = dataclasses.field(default_factory=lambda: str(default_data_root()))
     val_every: AtLeast1 = 5000
@@ -92,17 +106,20 @@ _PHRASES = {  # pydantic error type -> what the key must be
 
 def _sentence(err: dict[str, Any]) -> str:
     """One pydantic error -> "config key 'batch' must be an integer (got 'big')."."""
-    key = str(err["loc"][0]) if err["loc"] else "?"
+    key = ".".join(str(part) for part in err["loc"] if part != "[key]") if err["loc"] else "?"
     ctx = err.get("ctx") or {}
     kind = err["type"]
     if kind in _PHRASES:
         what = f"must be {_PHRASES[kind]}"
     elif kind == "literal_error":
         what = f"must be {ctx['expected']}"
-    elif kind in ("greater_than_equal", "greater_than", "less_than"):
+    elif kind == "unexpected_keyword_argument":
+        what = "is not a setting there"
+    elif kind in ("greater_than_equal", "greater_than", "less_than", "less_than_equal"):
         what = err["msg"].replace("Input should be", "must be")
     else:
-        what = err["msg"][0].lower() + err["msg"][1:]
+        msg = err["msg"].removeprefix("Value error, ")  # pydantic's framing, not ours
+        what = msg[0].lower() + msg[1:]
     return f"config key '{key}' {what} (got {err['input']!r})."
 
 
@@ -140,6 +157,8 @@ def from_dict(data: dict[str, Any]) -> TrainConfig:
         cfg = TrainConfig(**data)
     except ValidationError as exc:
         raise SSTError(_sentence(exc.errors()[0])) from None
+    if cfg.degradation is not None and cfg.train_lr:
+        raise SSTError("'degradation' makes LR from HR; it cannot be combined with paired LR folders (train_lr).")
     if cfg.model is None and cfg.network is None:
         raise SSTError("the config needs 'model' (a variant name) or 'network' (official keywords).")
     return cfg

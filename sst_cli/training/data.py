@@ -1,4 +1,4 @@
-"""Training data: random HR crops with flips/rotations, LR made on the fly by MATLAB-style bicubic.
+"""Training data: random HR crops with flips/rotations, LR made on the fly (MATLAB bicubic, or the mix of degrade.py).
 
 Every sample is a pure function of (seed, sample counter): the counter picks the image (through a
 per-epoch permutation) and seeds the crop and augmentation. Data order therefore depends only on the
@@ -19,6 +19,7 @@ from torch.utils.data import Dataset, Sampler
 from ..errors import SSTError
 from ..io.images import read_image, to_float
 from ..model.bicubic import imresize
+from .degrade import DegradationMix, degrade
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -88,8 +89,9 @@ class SRTrainSet(Dataset):
     """Index = global sample counter; returns (lr (3, p, p), hr (3, p*s, p*s)) float32 in [0, 1]."""
 
     def __init__(self, hr_files: list[Path], scale: int, patch: int, seed: int = 0,
-                 lr_files: list[Path] | None = None, cache: bool = False) -> None:
-        self.hr_files, self.lr_files = hr_files, lr_files
+                 lr_files: list[Path] | None = None, cache: bool = False,
+                 degradation: DegradationMix | None = None) -> None:
+        self.hr_files, self.lr_files, self.degradation = hr_files, lr_files, degradation
         self.scale, self.patch, self.seed = scale, patch, seed
         self._cache: dict[int, np.ndarray] | None = {} if cache else None
         self._perms: dict[int, np.ndarray] = {}
@@ -131,6 +133,9 @@ class SRTrainSet(Dataset):
         y, x = rng.integers(0, hr.shape[0] - p * s + 1), rng.integers(0, hr.shape[1] - p * s + 1)
         crop = augment(hr[y:y + p * s, x:x + p * s], rng)
         hr_t = torch.from_numpy(crop).permute(2, 0, 1).contiguous()
+        if self.degradation is not None:
+            lr = degrade(crop, s, self.degradation, rng)
+            return torch.from_numpy(lr).permute(2, 0, 1).contiguous(), hr_t
         lr_t = imresize(hr_t, 1 / s)
         lr_t = (lr_t.clamp(0, 1) * 255).round() / 255  # test-time LR images are 8-bit
         return lr_t, hr_t

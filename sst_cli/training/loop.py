@@ -180,7 +180,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     if d.main and report.n_skipped:
         reasons = ", ".join(f"{len(v)} {k}" for k, v in report.skipped.items())
         log(f"[yellow]skipped {report.n_skipped} training file(s): {reasons}[/]")
-    dataset = SRTrainSet(hr_files, cfg.scale, cfg.patch, cfg.seed, lr_files, cache=cfg.cache_images)
+    dataset = SRTrainSet(hr_files, cfg.scale, cfg.patch, cfg.seed, lr_files, cache=cfg.cache_images,
+                          degradation=cfg.degradation)
     per_step = cfg.batch * cfg.accum * d.world
     sampler = CounterSampler(start * per_step, d.rank, d.world)
     loader = DataLoader(dataset, batch_size=cfg.batch, sampler=sampler, num_workers=cfg.workers,
