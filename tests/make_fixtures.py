@@ -62,6 +62,24 @@ FIXTURES: dict[str, tuple[dict, int, tuple[int, int]]] = {
          "rib_n_freqs": 10, "upscaling_factor": 2, "upsampler_type": "pixelshuffle_direct", "gate_type": "DWC"},
         4, (50, 61)),
 }
+# ESC-RIB (type ESCRIB): name -> (network_g without "type", seed, input (H, W), batch). Batch 2 runs the
+# official network in training mode (its inference path only takes batch 1; the arithmetic is the same).
+ESC_FIXTURES: dict[str, tuple[dict, int, tuple[int, int], int]] = {
+    # Two blocks of two conv blocks, windows 16 (20x27 pads to 32x32), x2, pixelshuffle_direct, batch 1.
+    "fixture_escrib_w16_X2_20x27": (
+        {"dim": 16, "pdim": 8, "kernel_size": 7, "n_blocks": 2, "conv_blocks": 2, "window_size": 16,
+         "num_heads": 2, "upscaling_factor": 2, "exp_ratio": 1.25, "attn_type": "RIB", "rank": 8,
+         "rib_hidden_dim": 16, "rib_n_freqs": 10, "gate_type": "DWC", "upsampler_type": "pixelshuffle_direct"},
+        5, (20, 27), 1),
+    # The released window (64) and kernel (13), pixelshuffle x3 (intermediate 8), batch 2, LayerNorms in
+    # the conv blocks (use_ln); 40x36 pads to 64x64.
+    "fixture_escrib_w64_pixelshuffle_X3_40x36_b2": (
+        {"dim": 16, "pdim": 8, "kernel_size": 13, "n_blocks": 1, "conv_blocks": 2, "window_size": 64,
+         "num_heads": 2, "upscaling_factor": 3, "exp_ratio": 1.25, "attn_type": "RIB", "rank": 8,
+         "rib_hidden_dim": 16, "rib_n_freqs": 10, "gate_type": "DWC", "upsampler_type": "pixelshuffle",
+         "intermediate_dim": 8, "use_ln": True},
+        6, (40, 36), 2),
+}
 NOTE = "official SST forward; output = fp32 attention; output_bf16attn = official default bf16 attention"
 
 
@@ -123,6 +141,8 @@ def redraw_weights(model: nn.Module, seed: int) -> None:
                 new = normal(p.shape, 0.5)
             elif leaf in ("to_q", "to_k"):
                 new = normal(p.shape, 0.6)
+            elif leaf == "plk_filter":  # ESC-RIB's large kernel (P, P, k, k), not a Conv2d's
+                new = normal(p.shape, 1 / math.sqrt(p.shape[1] * p.shape[2] * p.shape[3]))
             elif leaf == "hidden_b" or leaf == "bias":
                 new = uniform(p.shape, 0.1)
             elif isinstance(owner, nn.Conv2d):
@@ -177,6 +197,57 @@ def make_fixture(arch, arch_utils, name: str, network_g: dict, seed: int, hw: tu
     return path
 
 
+def make_esc_fixture(name: str, network_g: dict, seed: int, hw: tuple[int, int], batch: int, commit: str) -> Path:
+    esc = importlib.import_module("sst.archs.esc_rib_arch")
+    arch_utils = importlib.import_module("sst.archs.arch_utils")
+    torch.manual_seed(seed)
+    model = esc.ESCRIB(**network_g)
+    redraw_weights(model, seed)
+    model.train(batch > 1)  # the official inference path only takes batch 1; training mode, same arithmetic
+    x = torch.rand((batch, 3, *hw), generator=torch.Generator().manual_seed(seed + 1000))
+    with torch.no_grad():
+        out_bf16 = model(x)
+        with float32_attention(arch_utils):
+            out = model(x)
+    scale = network_g["upscaling_factor"]
+    assert out.shape == (batch, 3, hw[0] * scale, hw[1] * scale), out.shape
+    meta = {"network_g": {"type": "ESCRIB", **network_g}, "seed": seed, "input_shape": list(x.shape),
+            "note": NOTE.replace("SST", "ESCRIB") + ("; training-mode forward (batch > 1)" if batch > 1 else ""),
+            "bf16_vs_fp32_max_abs_diff": (out_bf16 - out).abs().max().item(), "official_commit": commit,
+            "torch": torch.__version__, "generator": "tests/make_fixtures.py"}
+    arrays = {"input": x.numpy(), "output": out.numpy(), "output_bf16attn": out_bf16.numpy(),
+              "meta_json": np.array(json.dumps(meta))}
+    arrays.update({f"state_dict/{k}": v.numpy() for k, v in model.state_dict().items()})
+    path = DATA / "fixtures" / f"{name}.npz"
+    np.savez_compressed(path, **arrays)
+    print(f"{path.relative_to(REPO)}: output {tuple(out.shape)} range [{out.min():.3f}, {out.max():.3f}], "
+          f"bf16 vs fp32 {meta['bf16_vs_fp32_max_abs_diff']:.2g}")
+    return path
+
+
+def escrib_manifests(shared: Path) -> Path:
+    """Key/shape manifests of the official ESCRIB_X{2,3,4} networks (as shared/reference/manifests has for SST),
+    built from the official code and the network_g of options/test/ESCRIB_X*.yaml."""
+    import yaml
+
+    esc = importlib.import_module("sst.archs.esc_rib_arch")
+    packed = {}
+    for s in (2, 3, 4):
+        opts = yaml.safe_load((shared / "reference" / "official" / "options" / "test" / f"ESCRIB_X{s}.yaml").read_text())
+        g = dict(opts["network_g"])
+        model = esc.ESCRIB(**{k: v for k, v in g.items() if k != "type"})
+        sd = model.state_dict()
+        packed[f"ESCRIB_X{s}.json"] = {
+            "network_g": g, "params": sum(p.numel() for p in model.parameters()),
+            "weights": opts["path"]["pretrain_network_g"].rsplit("/", 1)[-1],
+            "state_dict": [[k, list(v.shape)] for k, v in sd.items()]}
+    path = DATA / "manifests_escrib.json.gz"
+    with open(path, "wb") as raw, gzip.GzipFile("manifests_escrib.json", "wb", 9, raw, mtime=0) as gz:
+        gz.write(json.dumps(packed, separators=(",", ":"), sort_keys=True).encode())
+    print(f"{path.relative_to(REPO)}: {len(packed)} manifests, {path.stat().st_size} bytes")
+    return path
+
+
 def pack_manifests(shared: Path) -> Path:
     """All reference manifests in one gzipped JSON object, file name -> manifest (content unchanged)."""
     files = sorted((shared / "reference" / "manifests").glob("*.json"))
@@ -194,9 +265,9 @@ def pack_manifests(shared: Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared", help="the reference folder")
-    parser.add_argument("--only", nargs="*", choices=[*FIXTURES, "manifests"], help="regenerate only these")
+    parser.add_argument("--only", nargs="*", choices=[*FIXTURES, *ESC_FIXTURES, "manifests"], help="regenerate only these")
     args = parser.parse_args(argv)
-    wanted = set(args.only or [*FIXTURES, "manifests"])
+    wanted = set(args.only or [*FIXTURES, *ESC_FIXTURES, "manifests"])
     torch.set_num_threads(1)  # deterministic reductions, whatever the core count
     if "manifests" in wanted:
         pack_manifests(args.shared)
@@ -207,6 +278,15 @@ def main(argv: list[str] | None = None) -> None:
         for name in names:
             network_g, seed, hw = FIXTURES[name]
             make_fixture(arch, arch_utils, name, network_g, seed, hw, commit)
+    esc_names = [n for n in ESC_FIXTURES if n in wanted]
+    if esc_names:
+        load_official(args.shared)
+        commit = (args.shared / "reference" / "official" / "COMMIT").read_text().strip()
+        for name in esc_names:
+            make_esc_fixture(name, *ESC_FIXTURES[name], commit)
+    if "manifests" in wanted:
+        load_official(args.shared)
+        escrib_manifests(args.shared)
 
 
 if __name__ == "__main__":

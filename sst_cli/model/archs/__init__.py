@@ -1,0 +1,1 @@
+"""One folder per network architecture: its modules, its config dataclass (the only home of its keywords)."""
