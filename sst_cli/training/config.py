@@ -106,7 +106,8 @@ _PHRASES = {  # pydantic error type -> what the key must be
 
 def _sentence(err: dict[str, Any]) -> str:
     """One pydantic error -> "config key 'batch' must be an integer (got 'big')."."""
-    key = ".".join(str(part) for part in err["loc"] if part != "[key]") if err["loc"] else "?"
+    # Nested keys joined with dots; list positions and pydantic's "[key]" marker left out.
+    key = ".".join(part for part in err["loc"] if isinstance(part, str) and part != "[key]") or "?"
     ctx = err.get("ctx") or {}
     kind = err["type"]
     if kind in _PHRASES:
