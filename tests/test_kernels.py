@@ -1,0 +1,166 @@
+"""The strict kernel stand-ins (tests/kernels.py): they refuse what the real kernels refuse, with the real
+messages, and sst's backends run through them, wrapper and whole commands alike."""
+
+from __future__ import annotations
+
+import importlib
+
+import kernels
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from sst_cli.model import attention
+from sst_cli.model.attention import attend, resolve_backend, unavailable_reason
+
+
+def _bnhd(d: int = 32, dv: int | None = None, dtype: torch.dtype = torch.bfloat16, n: int = 16, h: int = 2):
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(2, n, h, d, generator=g).to(dtype) for _ in range(2))
+    return q, k, torch.randn(2, n, h, dv or d, generator=g).to(dtype)
+
+
+FLASH = {
+    "fa2": lambda: importlib.import_module("flash_attn").flash_attn_func,
+    "fa3": lambda: importlib.import_module("flash_attn_interface").flash_attn_func,
+    "fa4": lambda: importlib.import_module("flash_attn.cute").flash_attn_func,
+}
+FP32 = {"fa2": "FlashAttention only support fp16 and bf16 data type",
+        "fa3": "FlashAttention only supports fp16, bf16, and fp8_e4m3 data type",
+        "fa4": "inputs must be float16 or bfloat16"}
+OVER_256 = {"fa2": "FlashAttention forward only supports head dimension at most 256",
+            "fa3": "FlashAttention forward only supports head dimension at most 256",
+            "fa4": "head_dim must be less than or equal to 256"}
+
+
+@pytest.mark.parametrize("name", FLASH)
+def test_flash_doubles_refuse_fp32_with_the_real_message(strict_kernels, name) -> None:
+    with pytest.raises((RuntimeError, AssertionError), match=FP32[name]):
+        FLASH[name]()(*_bnhd(dtype=torch.float32), softmax_scale=1.0)
+
+
+@pytest.mark.parametrize("name", FLASH)
+def test_flash_doubles_refuse_a_head_dim_over_256(strict_kernels, name) -> None:
+    with pytest.raises((RuntimeError, AssertionError), match=OVER_256[name]):
+        FLASH[name]()(*_bnhd(d=264), softmax_scale=1.0)
+
+
+def test_head_dims_not_a_multiple_of_8_where_the_real_kernels_refuse_them(strict_kernels) -> None:
+    # flash-attn 2's Python wrapper pads q, k and v to a multiple of 8 itself: accepted.
+    out = FLASH["fa2"]()(*_bnhd(d=20), softmax_scale=1.0)
+    assert out.shape == (2, 16, 2, 20)
+    with pytest.raises(RuntimeError, match="head_size should be a multiple of 8"):
+        FLASH["fa3"]()(*_bnhd(d=20), softmax_scale=1.0)
+    with pytest.raises(AssertionError, match="head_dim must be divisible by 8"):
+        FLASH["fa4"]()(*_bnhd(d=20), softmax_scale=1.0)
+    # v narrower than q/k: FA3 and FA4 take it (a multiple of 8), FA2 wants one head size
+    assert FLASH["fa3"]()(*_bnhd(d=24, dv=16), softmax_scale=1.0).shape == (2, 16, 2, 16)
+    assert FLASH["fa4"]()(*_bnhd(d=24, dv=16), softmax_scale=1.0)[0].shape == (2, 16, 2, 16)
+    with pytest.raises(RuntimeError, match=r"v must have shape \(batch_size, seqlen_k, num_heads_k, head_size\)"):
+        FLASH["fa2"]()(*_bnhd(d=24, dv=16), softmax_scale=1.0)
+
+
+@pytest.mark.parametrize("name", ["fa2", "fa3"])
+def test_flash_doubles_refuse_a_wrong_layout(strict_kernels, name) -> None:
+    q, k, v = _bnhd(n=16, h=2)
+    # k in SDPA's (B, H, N, D) layout beside a (B, N, H, D) q: heads 16 vs 2
+    with pytest.raises(RuntimeError, match="Number of heads in key/value must divide number of heads in query"):
+        FLASH[name]()(q, k.transpose(1, 2), v.transpose(1, 2), softmax_scale=1.0)
+    with pytest.raises(RuntimeError, match=r"v must have shape"):
+        FLASH[name]()(q, k, v.transpose(1, 2).contiguous(), softmax_scale=1.0)
+
+
+def test_fa4_double_refuses_a_wrong_layout(strict_kernels) -> None:
+    q, k, v = _bnhd(n=16, h=2)
+    with pytest.raises(AssertionError, match="num_head must be divisible by num_head_kv"):
+        FLASH["fa4"]()(q, k.transpose(1, 2), v.transpose(1, 2), softmax_scale=1.0)
+
+
+def test_doubles_need_cuda_without_the_switch(monkeypatch) -> None:
+    kernels.install(monkeypatch, on_cpu=False)
+    with pytest.raises(RuntimeError, match="q must be on CUDA"):
+        FLASH["fa2"]()(*_bnhd(), softmax_scale=1.0)
+    with pytest.raises(AssertionError, match="inputs must be on CUDA device"):
+        FLASH["fa4"]()(*_bnhd(), softmax_scale=1.0)
+    attention._probe.cache_clear()
+
+
+def test_flash_doubles_compute_attention_in_their_layout(strict_kernels) -> None:
+    q, k, v = _bnhd(d=32)
+    ref = attend(*(t.transpose(1, 2) for t in (q, k, v)), backend="naive").transpose(1, 2)
+    for name in FLASH:
+        out = FLASH[name]()(q, k, v, softmax_scale=1.0)
+        out = out[0] if isinstance(out, tuple) else out
+        assert (out.float() - ref.float()).abs().max() < 2e-2, name
+
+
+# ------------------------------------------------------------------------------------------ SDPA
+def _sdpa_case(d: int = 32, dtype: torch.dtype = torch.float32):
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(2, 2, 16, d, generator=g).to(dtype) for _ in range(3)]
+
+
+@pytest.mark.parametrize("kernel", [SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION])
+def test_sdpa_half_kernels_refuse_fp32_like_cuda(strict_kernels, kernel) -> None:
+    with sdpa_kernel([kernel]), pytest.warns(UserWarning, match="Expected query, key and value to all be of dtype"):
+        with pytest.raises(RuntimeError, match="No available kernel. Aborting execution."):
+            torch.nn.functional.scaled_dot_product_attention(*_sdpa_case())
+
+
+def test_sdpa_flash_refuses_masks_big_heads_and_strided_last_dims(strict_kernels) -> None:
+    q, k, v = _sdpa_case(dtype=torch.bfloat16)
+    cases = [
+        ((q, k, v), {"attn_mask": torch.zeros(16, 16, dtype=torch.bfloat16)}, "does not support non-null attn_mask"),
+        (_sdpa_case(d=264, dtype=torch.bfloat16), {}, "less than or equal to 256"),
+        ((q, k, v[..., ::2].repeat(1, 1, 1, 2)[..., ::2]), {}, "same last dimension"),
+        ((q.transpose(-1, -2).contiguous().transpose(-1, -2), k, v), {}, "last dimension of the input to have stride 1"),
+    ]
+    for args, kw, reason in cases:
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]), pytest.warns(UserWarning, match=reason):
+            with pytest.raises(RuntimeError, match="No available kernel"):
+                torch.nn.functional.scaled_dot_product_attention(*args, **kw)
+
+
+def test_sdpa_efficient_takes_fp32_and_masks_but_not_unaligned_heads(strict_kernels) -> None:
+    q, k, v = _sdpa_case()
+    with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]):
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=torch.zeros(16, 16))
+        assert out.shape == q.shape
+        with pytest.warns(UserWarning, match="divisible by 4"), pytest.raises(RuntimeError, match="No available kernel"):
+            torch.nn.functional.scaled_dot_product_attention(*_sdpa_case(d=10))
+
+
+# ----------------------------------------------------------------------- sst's backends through them
+HALF_ONLY = ["fa2", "fa3", "fa4", "sdpa-flash", "sdpa-cudnn"]
+
+
+@pytest.mark.parametrize("name", HALF_ONLY)
+def test_half_only_backends_are_reported_unavailable_in_fp32(strict_kernels, name) -> None:
+    reason = unavailable_reason(name, "cpu", torch.float32)
+    assert reason is not None and reason.endswith(".") and "\n" not in reason
+
+
+@pytest.mark.parametrize("fa3_lse", [False, True], ids=["fa3-out", "fa3-out-lse"])
+@pytest.mark.parametrize("name", HALF_ONLY)
+def test_half_only_backends_run_bf16_through_the_doubles(monkeypatch, name, fa3_lse) -> None:
+    if fa3_lse and name != "fa3":
+        pytest.skip("one return convention only")
+    kernels.install(monkeypatch, fa3_returns_lse=fa3_lse)
+    try:
+        assert resolve_backend(name, "cpu", torch.bfloat16) == name
+        g = torch.Generator().manual_seed(1)
+        q, k = (torch.randn(3, 2, 64, 20, generator=g).bfloat16() for _ in range(2))  # 20: padded to 24
+        v = torch.randn(3, 2, 64, 12, generator=g).bfloat16()
+        out = attend(q, k, v, backend=name, scale=0.3)
+        ref = attend(q, k, v, backend="naive", scale=0.3)
+        assert out.shape == v.shape and out.dtype == torch.bfloat16
+        assert (out.float() - ref.float()).abs().max() < 2e-2
+    finally:
+        attention._probe.cache_clear()
+
+
+def test_auto_picks_the_first_cuda_kernel_for_bf16_and_a_float32_one_for_fp32(strict_kernels) -> None:
+    assert resolve_backend("auto", "cpu", torch.bfloat16) == "fa3"
+    assert resolve_backend("auto", "cpu", torch.float32) == "sdpa"
+    assert attention.fp32_backend("fa3", "cpu") == "sdpa"
+    assert attention.fp32_backend("sdpa-efficient", "cpu") == "sdpa-efficient"
