@@ -26,6 +26,7 @@ switch is ``sst_cli.model.attention.CUDA_KERNEL_DEVICES``, which :func:`install`
 
 from __future__ import annotations
 
+import collections
 import os
 import sys
 import types
@@ -39,6 +40,8 @@ HALF = (torch.float16, torch.bfloat16)
 # Importable copies of the packages for subprocesses (tests/kernel_packages/<module>/__init__.py).
 PACKAGES = Path(__file__).resolve().parent / "kernel_packages"
 _real_sdpa = torch.nn.functional.scaled_dot_product_attention
+# Successful calls per double ("fa2", "fa3", "fa4", "sdpa-flash", ...), so tests can tell which kernel ran.
+calls: collections.Counter[str] = collections.Counter()
 
 
 def _on_cuda(t: torch.Tensor) -> bool:
@@ -95,6 +98,7 @@ def fa2_flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False
     _check(tuple(v.shape) == (b, k.size(1), k.size(2), d),
            "v must have shape (batch_size, seqlen_k, num_heads_k, head_size)")
     scale = softmax_scale if softmax_scale is not None else d**-0.5
+    calls["fa2"] += 1
     return _attention_bnhd(q, k, v, scale)[..., :head_size_og]
 
 
@@ -124,6 +128,7 @@ def fa3_flash_attn_func(q, k, v, softmax_scale=None, causal=False, **_):  # noqa
     _check(q.dim() == k.dim() == v.dim() == 4, "q, k and v must be 4-D (batch_size, seqlen, num_heads, head_size)")
     q, k, v = (_maybe_contiguous(t) for t in (q, k, v))
     _fa3_checks(q, k, v)
+    calls["fa3"] += 1
     scale = softmax_scale if softmax_scale is not None else q.size(3) ** -0.5
     return _attention_bnhd(q, k, v, scale)
 
@@ -152,6 +157,7 @@ def fa4_flash_attn_func(q, k, v, softmax_scale=None, causal=False, **_):  # noqa
     assert d % alignment == 0, f"head_dim must be divisible by {alignment}"
     assert dv % alignment == 0, f"head_dim_v must be divisible by {alignment}"
     scale = softmax_scale if softmax_scale is not None else d**-0.5
+    calls["fa4"] += 1
     return _attention_bnhd(q, k, v, scale), _lse(q, k, scale)
 
 
@@ -247,6 +253,9 @@ def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scal
         raise RuntimeError("No available kernel. Aborting execution.")
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    chosen = next((f"sdpa-{n}" for n, check in checks.items() if on[n] and not check(query, key, value, attn_mask)),
+                  "sdpa-math")
+    calls[chosen] += 1
     with sdpa_kernel([SDPBackend.MATH]):  # the result, computed on the CPU
         return _real_sdpa(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
                           scale=scale, **kw)
@@ -285,3 +294,4 @@ def install(monkeypatch, fa3_returns_lse: bool = False, on_cpu: bool = True) -> 
     else:
         monkeypatch.delenv(ON_CPU_ENV, raising=False)
     attention._probe.cache_clear()  # availability answers from before the doubles must not be reused
+    calls.clear()

@@ -4,14 +4,20 @@ messages, and sst's backends run through them, wrapper and whole commands alike.
 from __future__ import annotations
 
 import importlib
+import json
+from pathlib import Path
 
 import kernels
 import pytest
 import torch
+from PIL import Image
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from conftest import data_path
+from sst_cli.cli import main as cli_main
 from sst_cli.model import attention
 from sst_cli.model.attention import attend, resolve_backend, unavailable_reason
+from sst_cli.training import loop
 
 
 def _bnhd(d: int = 32, dv: int | None = None, dtype: torch.dtype = torch.bfloat16, n: int = 16, h: int = 2):
@@ -164,3 +170,62 @@ def test_auto_picks_the_first_cuda_kernel_for_bf16_and_a_float32_one_for_fp32(st
     assert resolve_backend("auto", "cpu", torch.float32) == "sdpa"
     assert attention.fp32_backend("fa3", "cpu") == "sdpa"
     assert attention.fp32_backend("sdpa-efficient", "cpu") == "sdpa-efficient"
+
+
+# ------------------------------------------------------------- whole commands through a half-only kernel
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def crops(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two 32x32 crops of Set5 images: training and validation set."""
+    out = tmp_path_factory.mktemp("crops")
+    for name in ("baby", "bird"):
+        im = Image.open(data_path("Set5", "HR", f"{name}.png")).convert("RGB")
+        w, h = im.size
+        im.crop((w // 2 - 16, h // 2 - 16, w // 2 + 16, h // 2 + 16)).save(out / f"{name}.png")
+    return out
+
+
+def _train(crops: Path, run: Path, *sets: str) -> int:
+    args = ["train", "--config", str(TINY), "--run-dir", str(run), "--device", "cpu"]
+    for s in (f"train_hr=[{crops}]", f"val_sets=[{crops}]", "iters=4", "val_every=2", "ckpt_every=2",
+              "log_every=2", "warmup=0", "bf16=true", "backend=auto", *sets):
+        args += ["--set", s]
+    return cli_main(args)
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_bf16_training_with_auto_validates_in_fp32_with_a_backend_that_runs_it(strict_kernels, crops, tmp_path,
+                                                                                capsys) -> None:
+    assert _train(crops, tmp_path / "run") == 0
+    assert strict_kernels.calls["fa3"] > 0  # auto picked FA3 for bf16 training, as on an H100
+    vals = [r for r in _records(tmp_path / "run") if "val_dtype" in r]
+    assert [r["iter"] for r in vals] == [2, 4]
+    assert all(r["val_dtype"] == "fp32" and r["val_backend"] == "sdpa" and "val_psnr_y" in r for r in vals)
+    assert "validation (fp32, sdpa)" in capsys.readouterr().out
+    assert (tmp_path / "run" / "best.safetensors").is_file()
+
+
+def test_checkpoint_is_saved_before_validation_and_a_failed_validation_loses_nothing(strict_kernels, crops,
+                                                                                     tmp_path, monkeypatch) -> None:
+    from sst_cli.evaluation import runner
+
+    seen: list[list[str]] = []
+
+    def failing(model, tasks, name="model", options=None):  # noqa: ANN001, ANN202
+        seen.append(sorted(p.name for p in (tmp_path / "run").glob("ckpt_*.pt")))
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(loop, "evaluate_model", failing)
+    assert runner.evaluate_model is not failing
+    assert _train(crops, tmp_path / "run") == 0
+    assert seen == [["ckpt_00000002.pt"], ["ckpt_00000002.pt", "ckpt_00000004.pt"]]  # saved, then validated
+    errors = [r for r in _records(tmp_path / "run") if "val_error" in r]
+    assert [r["iter"] for r in errors] == [2, 4] and "out of memory" in errors[0]["val_error"]
+    assert (tmp_path / "run" / "final.safetensors").is_file()
+    assert not (tmp_path / "run" / "best.safetensors").exists()
