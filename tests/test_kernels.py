@@ -4,6 +4,7 @@ messages, and sst's backends run through them, wrapper and whole commands alike.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import json
 from pathlib import Path
 
@@ -229,3 +230,53 @@ def test_checkpoint_is_saved_before_validation_and_a_failed_validation_loses_not
     assert [r["iter"] for r in errors] == [2, 4] and "out of memory" in errors[0]["val_error"]
     assert (tmp_path / "run" / "final.safetensors").is_file()
     assert not (tmp_path / "run" / "best.safetensors").exists()
+
+
+def test_upscale_runs_through_a_half_only_kernel_and_refuses_it_in_fp32(strict_kernels, crops, tmp_path,
+                                                                         capsys) -> None:
+    src = crops / "baby.png"
+    assert cli_main(["upscale", str(src), str(tmp_path / "out.png"), "--device", "cpu", "--dtype", "bf16",
+                     "--backend", "fa2"]) == 0
+    assert strict_kernels.calls["fa2"] > 0 and Image.open(tmp_path / "out.png").size == (128, 128)
+    capsys.readouterr()
+    assert cli_main(["upscale", str(src), str(tmp_path / "fp32.png"), "--device", "cpu", "--dtype", "fp32",
+                     "--backend", "fa2"]) == 1
+    err = capsys.readouterr().err
+    assert "fa2 runs only in fp16/bf16" in err and "Traceback" not in err and not (tmp_path / "fp32.png").exists()
+
+
+def test_eval_runs_through_a_half_only_kernel_and_reports_it(strict_kernels, crops, capsys) -> None:
+    assert cli_main(["eval", "--dataset", str(crops), "--scale", "4", "--device", "cpu", "--dtype", "bf16",
+                     "--backend", "fa4", "--json", "-"]) == 0
+    settings = json.loads(capsys.readouterr().out)["settings"]
+    assert (settings["backend"], settings["dtype"]) == ("fa4", "bfloat16") and strict_kernels.calls["fa4"] > 0
+    # eval's default dtype is fp32: an explicit half-only backend is refused in one sentence
+    assert cli_main(["eval", "--dataset", str(crops), "--scale", "4", "--device", "cpu", "--backend", "fa4"]) == 1
+    err = capsys.readouterr().err
+    assert "fa4 runs only in fp16/bf16" in err and "Traceback" not in err
+
+
+def test_profile_workers_run_the_doubles_and_report_their_refusals(strict_kernels, tmp_path, capsys) -> None:
+    out = tmp_path / "p.json"
+    assert cli_main(["profile", "--model", "sst-light", "--scale", "4", "--size", "32x16", "--backend", "fa3",
+                     "--dtype", "bf16,fp32", "--device", "cpu", "--warmup", "0", "--repeat", "1", "--threads", "1",
+                     "--json", str(out)]) == 0
+    bf16, fp32 = json.loads(out.read_text())["rows"]
+    assert bf16["status"] == "ok" and bf16["latency_ms_median"] > 0  # in a worker process, through the double
+    assert fp32["status"].startswith("backend unavailable: fa3 runs only in fp16/bf16")
+
+
+def test_kernel_versions_are_recorded_under_their_distribution_names(monkeypatch) -> None:
+    from sst_cli.cli import env
+    from sst_cli.profiling import measure
+
+    installed = {"flash-attn-4": "4.0.0b1", "flash_attn_3": "3.0.0", "flash-attn": "2.8.3"}
+
+    def version(name: str) -> str:
+        if name in installed:
+            return installed[name]
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    assert measure._package_versions() == installed  # FA4's distribution is flash-attn-4
+    assert {k: v for k, v in env.collect()["packages"].items() if k in installed} == installed
