@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 import torch
 
 # Everything the tests read lives here, in the repository: nothing is skipped for want of data.
@@ -40,3 +41,16 @@ def manifest_names() -> list[str]:
 def manifest(name: str) -> dict:
     """One manifest (a fresh copy): config, scale, network_g, param_count, state_dict [[key, shape], ...], ..."""
     return copy.deepcopy(_manifests()[name])
+
+
+@pytest.fixture
+def strict_kernels(monkeypatch: pytest.MonkeyPatch):
+    """The strict stand-ins of tests/kernels.py installed, CPU tensors counting as CUDA ones (fa2, fa3,
+    fa4, sdpa-flash/-efficient/-cudnn then run on the CPU and refuse what the real kernels refuse)."""
+    import kernels
+
+    from sst_cli.model import attention
+
+    kernels.install(monkeypatch)
+    yield kernels
+    attention._probe.cache_clear()  # answers given under the doubles must not outlive them

@@ -5,11 +5,12 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 
+from ..model.registry import KERNEL_DISTRIBUTIONS
 from . import app
 from ._common import Command, console, json_option
 
-PACKAGES = ("torch", "numpy", "opencv-python-headless", "pillow", "safetensors", "huggingface_hub", "flash-attn",
-            "flash_attn_3", "triton", "matplotlib")
+PACKAGES = ("torch", "numpy", "opencv-python-headless", "pillow", "safetensors", "huggingface_hub",
+            *KERNEL_DISTRIBUTIONS, "matplotlib")
 
 
 def collect() -> dict[str, object]:

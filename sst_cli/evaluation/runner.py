@@ -120,22 +120,40 @@ def evaluate_model(model: torch.nn.Module, tasks: Iterable[Task], name: str = "m
                    options: EvalOptions | None = None) -> list[EvalResult]:
     """Evaluate an in-memory model (training validation) through :func:`evaluate_task`, as ``sst eval``.
 
-    The model runs in float32 on the device of its parameters, whole image (tile 0), with the default
-    metrics and crop border unless ``options`` says otherwise; it is put in eval mode for the call and
-    given back in the mode it was in.
+    The model runs in float32 (as ``sst eval`` does by default) on the device of its parameters, whole image
+    (tile 0), with the default metrics and crop border unless ``options`` says otherwise. A model routed
+    through a kernel that refuses float32 (fa2/3/4, sdpa-flash, sdpa-cudnn: picked for bf16 training)
+    runs through the backend ``auto`` picks for float32 there instead; :func:`validation_setup` says which.
+    The model is put in eval mode (and that backend) for the call and given back as it was.
     """
     from ..upscale.upscaler import Upscaler
 
     opts = options or EvalOptions(datasets=[], tile=0)
-    device = next(iter(model.parameters()), torch.empty(0)).device
-    upscaler = Upscaler(model, name, int(model.scale), device, torch.float32, str(getattr(model, "backend", "none")),
-                        "in memory", tile=opts.tile)
-    was_training = model.training
+    device, dtype, backend = validation_setup(model)
+    upscaler = Upscaler(model, name, int(model.scale), device, dtype, backend, "in memory", tile=opts.tile)
+    was_training, own_backend = model.training, getattr(model, "backend", None)
     model.eval()
+    if own_backend is not None and backend != own_backend:
+        model.set_backend(backend)
     try:
         return [evaluate_task(upscaler, task, opts) for task in tasks]
     finally:
         model.train(was_training)
+        if own_backend is not None and backend != own_backend:
+            model.set_backend(own_backend)
+
+
+def validation_setup(model: torch.nn.Module) -> tuple[torch.device, torch.dtype, str]:
+    """(device, dtype, backend) :func:`evaluate_model` runs ``model`` with: float32, and the model's own
+    backend when it runs float32 on that device, else the one ``auto`` picks for float32."""
+    from ..model.attention import fp32_backend
+
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    own = getattr(model, "backend", None)
+    if own is None:  # no attention (bicubic)
+        return device, torch.float32, "none"
+    with_bias = str(getattr(model, "config", {}).get("attn_type", "RIB")).lower() == "rpb"
+    return device, torch.float32, fp32_backend(str(own), device, with_bias)
 
 
 def evaluate_shared(upscaler: Any, task: Task, options: EvalOptions, dist: Dist,

@@ -29,6 +29,14 @@ from .registry import BACKENDS  # the names live with the other plain data, so t
 AUTO_ORDER_CUDA = ("fa3", "fa4", "fa2", "sdpa-cudnn", "sdpa-flash", "sdpa")
 # Backends that accept an additive (H, N, N) logit bias (needed by the RPB ablation).
 BIAS_BACKENDS = ("naive", "sdpa", "sdpa-math", "sdpa-efficient", "flex")
+# Device types on which the CUDA-only kernels and ``auto``'s CUDA order are tried. Only the tests add
+# "cpu": their strict stand-ins of those kernels (tests/kernels.py) run on the CPU.
+CUDA_KERNEL_DEVICES: frozenset[str] = frozenset({"cuda"})
+
+
+def uses_cuda_kernels(device: torch.device | str) -> bool:
+    """True where the CUDA kernels (and half-precision training) apply: CUDA devices."""
+    return torch.device(device).type in CUDA_KERNEL_DEVICES
 
 
 class BackendUnavailable(RuntimeError):
@@ -257,7 +265,7 @@ def _probe(name: str, device_type: str, device_index: int | None, dtype: torch.d
     """Run the backend once on tiny tensors; return None if it works, else a one-sentence reason."""
     backend = _REGISTRY[name]
     where = f"{device_type}/{str(dtype).replace('torch.', '')}"
-    if backend.cuda_only and device_type != "cuda":
+    if backend.cuda_only and device_type not in CUDA_KERNEL_DEVICES:
         return f"{name} needs a CUDA GPU ({where} requested)."
     if backend.half_only and dtype not in (torch.float16, torch.bfloat16):
         return f"{name} runs only in fp16/bf16 ({where} requested)."
@@ -294,9 +302,10 @@ def resolve_backend(name: str, device: torch.device | str, dtype: torch.dtype, w
     """Turn ``auto`` into the best backend that runs here; check any other name. Raises BackendUnavailable."""
     device = torch.device(device)
     if name == "auto":
-        order = AUTO_ORDER_CUDA if device.type == "cuda" else ("sdpa",)
+        cuda = uses_cuda_kernels(device)
+        order = AUTO_ORDER_CUDA if cuda else ("sdpa",)
         if with_bias:
-            order = ("sdpa-efficient", "sdpa", "naive") if device.type == "cuda" else ("sdpa", "naive")
+            order = ("sdpa-efficient", "sdpa", "naive") if cuda else ("sdpa", "naive")
         for candidate in order:
             if unavailable_reason(candidate, device, dtype, with_bias) is None:
                 return candidate
@@ -305,6 +314,17 @@ def resolve_backend(name: str, device: torch.device | str, dtype: torch.dtype, w
     if reason is not None:
         raise BackendUnavailable(reason)
     return name
+
+
+def fp32_backend(name: str, device: torch.device | str, with_bias: bool = False) -> str:
+    """``name`` when it runs in float32 on ``device``, else the backend ``auto`` picks for float32 there.
+
+    For running a model trained through a half-precision-only kernel (fa2/3/4, sdpa-flash, sdpa-cudnn)
+    in float32, as validation does: those kernels refuse float32 inputs.
+    """
+    if unavailable_reason(name, device, torch.float32, with_bias) is None:
+        return name
+    return resolve_backend("auto", device, torch.float32, with_bias)
 
 
 def describe(name: str) -> str:

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 SCALES = (2, 3, 4)
 # Attention backends by name; their kernels are in attention.py (which imports torch).
 BACKENDS = ("naive", "sdpa", "sdpa-math", "sdpa-efficient", "sdpa-flash", "sdpa-cudnn", "flex", "fa2", "fa3", "fa4")
+# The kernels' distribution names (pip names, for version records): flash-attn 2, FlashAttention 3 (Hopper
+# build), FlashAttention 4 (CuTe DSL: its module is flash_attn.cute but its distribution `flash-attn-4`), Triton.
+KERNEL_DISTRIBUTIONS = ("flash-attn", "flash_attn_3", "flash-attn-4", "triton")
 # Where the authors publish the official weights. Only the owner and the collection are known here; the
 # repository holding each file is looked up on the Hub at run time (sst_cli.model.hub), never assumed.
 HUB_AUTHOR = "dslisleedh"

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__
+from ..model.registry import KERNEL_DISTRIBUTIONS
 from ..runtime import is_oom, torch_dtype
 from .grid import ProfileConfig, build
 from .schema import SCHEMA_VERSION
@@ -266,7 +267,7 @@ def device_peak_tflops(device_name: str, dtype: str) -> float | None:
 
 def _package_versions() -> dict[str, str]:
     found = {}
-    for dist in ("flash-attn", "flash_attn_3", "flash-attn-3", "flash-attn-cute", "triton"):
+    for dist in KERNEL_DISTRIBUTIONS:  # importlib.metadata matches names with - or _ alike
         try:
             found[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:

@@ -22,12 +22,13 @@ from torch.utils.data import DataLoader
 
 from ..distributed import Dist, from_env
 from ..errors import SSTError
-from ..evaluation.runner import Task, evaluate_model, plan
+from ..evaluation.runner import Task, evaluate_model, plan, validation_setup
 from ..io.files import atomic_write
-from ..model.attention import BackendUnavailable, resolve_backend
+from ..model.attention import BackendUnavailable, resolve_backend, uses_cuda_kernels
 from ..model.network import SST, build_model
 from ..model.registry import get_variant
 from ..model.weights import load_checkpoint, load_into, save_basicsr, save_checkpoint
+from ..runtime import dtype_name
 from .config import TrainConfig, to_dict
 from .data import CounterSampler, ScanReport, SRTrainSet, scan_images
 from .run_dir import (
@@ -139,8 +140,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
         ckpt = load_checkpoint(cfg.init_from)
         load_into(model, ckpt, resample_scale=True)
         log(f"initialised from {cfg.init_from}")
+    use_amp = cfg.bf16 and uses_cuda_kernels(dev)  # bf16 autocast on CUDA
     try:
-        backend = resolve_backend(cfg.backend, dev, torch.bfloat16 if dev.type == "cuda" and cfg.bf16 else torch.float32,
+        backend = resolve_backend(cfg.backend, dev, torch.bfloat16 if use_amp else torch.float32,
                                   with_bias=net_cfg.get("attn_type", "RIB").lower() == "rpb")
     except BackendUnavailable as exc:
         raise SSTError(str(exc)) from None
@@ -148,7 +150,6 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     ema = make_ema(model, cfg.ema) if cfg.ema > 0 else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg))
-    use_amp = dev.type == "cuda" and cfg.bf16
     start, best, history = 0, None, []
     if resume:
         state = load_latest(run, log)
@@ -161,7 +162,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             set_rng_state(state["rng"])
-            start, best = int(state["iter"]), state.get("best_psnr")
+            start, best = int(state["iter"]), _best_psnr(state.get("best_psnr"), run, int(state["iter"]))
             log(f"resumed from {Path(state['path']).name} at iteration {start}")
     train_model: nn.Module = model
     if d.world > 1:
@@ -249,16 +250,17 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
                         tb.add_scalar("train/lr", rec["lr"], it)
                     if progress:
                         progress(rec)
+            # The checkpoint first: a validation that fails (or is killed) never costs training progress.
+            saved = it % cfg.ckpt_every == 0 or it == cfg.iters
+            ckpt = save(it) if saved else None
             if val_tasks and (it % cfg.val_every == 0 or it == cfg.iters):
                 rec = validate(exported(), val_tasks, it, log)
                 record(rec)
-                if tb:
+                if tb and "val_psnr_y" in rec:
                     tb.add_scalar("val/psnr_y", rec["val_psnr_y"], it)
-                if best is None or rec["val_psnr_y"] > best:
+                if "val_psnr_y" in rec and (best is None or rec["val_psnr_y"] > best):
                     best = rec["val_psnr_y"]
                     export(exported(), run / "best.safetensors", cfg, it, best)
-            saved = it % cfg.ckpt_every == 0 or it == cfg.iters
-            ckpt = save(it) if saved else None
             signum = _agreed_stop(stop.signum, d, dev)
             if signum is not None and it < cfg.iters:
                 if not saved:
@@ -277,6 +279,19 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     return TrainResult(it, loss_val, best, run, out, report, history)
 
 
+def _best_psnr(saved: float | None, run: Path, it: int) -> float | None:
+    """The best validation score up to iteration ``it``: a checkpoint is saved before that iteration's
+    validation, so best.safetensors (exported by it) may hold a higher one than the checkpoint."""
+    path = run / "best.safetensors"
+    if not path.is_file():
+        return saved
+    meta = load_checkpoint(path).meta
+    score, at = meta.get("val_psnr_y"), meta.get("iter")
+    if score is None or at is None or int(at) > it:  # a later run's export: not this checkpoint's past
+        return saved
+    return float(score) if saved is None else max(saved, float(score))
+
+
 def _agreed_stop(signum: int | None, d: Dist, dev: torch.device) -> int | None:
     """The signal to stop on, agreed by all ranks (torchrun forwards it to each, not at the same step)."""
     if d.world == 1:
@@ -287,16 +302,31 @@ def _agreed_stop(signum: int | None, d: Dist, dev: torch.device) -> int | None:
 
 
 def validate(model: nn.Module, tasks: list[Task], it: int, log: Callable[[str], None]) -> dict[str, Any]:
-    """Mean Y-PSNR/SSIM per validation set, computed by ``sst eval``'s own code (same numbers)."""
+    """Mean Y-PSNR/SSIM per validation set, computed by ``sst eval``'s own code (same numbers), with the
+    dtype and backend it ran in (float32; see :func:`~sst_cli.evaluation.runner.validation_setup`).
+
+    A validation that fails is logged and recorded (``val_error``) and training goes on: the checkpoint of
+    this iteration, when one is due, is already saved, the final weights are still exported, and a
+    validation set that cannot run at one step usually cannot at the next either, so stopping would only
+    trade the rest of the run for a message; ``sst eval`` can score the weights afterwards.
+    """
+    _, dtype, backend = validation_setup(model)
+    setup = {"iter": it, "val_dtype": dtype_name(dtype), "val_backend": backend}
     scores: dict[str, dict[str, float]] = {}
-    for res in evaluate_model(model, tasks, name="validation"):
-        key = res.dataset if res.dataset not in scores else res.path
-        scores[key] = {"psnr_y": res.mean("psnr_y"), "ssim_y": res.mean("ssim_y")}
-        for sk in res.skipped:
-            log(f"[yellow]validation skipped {res.dataset}/{sk['name']}: {sk['reason']}[/]")
+    try:
+        for res in evaluate_model(model, tasks, name="validation"):
+            key = res.dataset if res.dataset not in scores else res.path
+            scores[key] = {"psnr_y": res.mean("psnr_y"), "ssim_y": res.mean("ssim_y")}
+            for sk in res.skipped:
+                log(f"[yellow]validation skipped {res.dataset}/{sk['name']}: {sk['reason']}[/]")
+    except Exception as exc:  # noqa: BLE001 - any failure: training progress matters more than this score
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        log(f"[red]iter {it}: validation failed ({type(exc).__name__}: {first}); training goes on[/]")
+        return {**setup, "val_error": f"{type(exc).__name__}: {first}"}
     mean = float(np.mean([s["psnr_y"] for s in scores.values()]))
-    log(f"iter {it}: validation " + ", ".join(f"{k} {v['psnr_y']:.3f} dB / {v['ssim_y']:.4f}" for k, v in scores.items()))
-    return {"iter": it, "val": scores, "val_psnr_y": mean}
+    log(f"iter {it}: validation ({setup['val_dtype']}, {backend}) "
+        + ", ".join(f"{k} {v['psnr_y']:.3f} dB / {v['ssim_y']:.4f}" for k, v in scores.items()))
+    return {**setup, "val": scores, "val_psnr_y": mean}
 
 
 def export(model: nn.Module, path: Path, cfg: TrainConfig, it: int, psnr: float | None) -> Path:
