@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__
-from ..runtime import is_oom, torch_dtype
+from ..runtime import is_oom, set_tf32, tf32_settings, torch_dtype
 from .grid import ProfileConfig, build
 from .schema import SCHEMA_VERSION
 
@@ -48,15 +48,15 @@ MB = 2**20  # "MB" throughout means MiB, as torch.cuda memory figures are usuall
 # Dense (no sparsity) peak TFLOP/s from the vendors' spec sheets. Matched by substring of the CUDA device
 # name, most specific first. fp32 is the plain (non-tensor-core) rate: PyTorch leaves TF32 matmul off.
 PEAK_TFLOPS: tuple[tuple[str, dict[str, float]], ...] = (
-    ("H200", {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0}),
-    ("H100 PCIe", {"bf16": 756.0, "fp16": 756.0, "fp32": 51.0}),
-    ("H100 NVL", {"bf16": 835.0, "fp16": 835.0, "fp32": 60.0}),
-    ("H100", {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0}),  # SXM ("H100 80GB HBM3")
-    ("A100", {"bf16": 312.0, "fp16": 312.0, "fp32": 19.5}),
-    ("RTX 4090", {"bf16": 165.2, "fp16": 165.2, "fp32": 82.6}),
-    ("A6000", {"bf16": 154.8, "fp16": 154.8, "fp32": 38.7}),
+    ("H200", {"bf16": 989.0, "fp16": 989.0, "tf32": 494.7, "fp32": 67.0}),
+    ("H100 PCIe", {"bf16": 756.0, "fp16": 756.0, "tf32": 378.0, "fp32": 51.0}),
+    ("H100 NVL", {"bf16": 835.0, "fp16": 835.0, "tf32": 417.5, "fp32": 60.0}),
+    ("H100", {"bf16": 989.0, "fp16": 989.0, "tf32": 494.7, "fp32": 67.0}),  # SXM ("H100 80GB HBM3")
+    ("A100", {"bf16": 312.0, "fp16": 312.0, "tf32": 156.0, "fp32": 19.5}),
+    ("RTX 4090", {"bf16": 165.2, "fp16": 165.2, "tf32": 82.6, "fp32": 82.6}),
+    ("A6000", {"bf16": 154.8, "fp16": 154.8, "tf32": 77.4, "fp32": 38.7}),
 )
-PEAK_SOURCE = "vendor spec sheets (NVIDIA datasheets), dense tensor-core rates; fp32 without TF32"
+PEAK_SOURCE = "vendor spec sheets (NVIDIA datasheets), dense tensor-core rates; fp32 without TF32, tf32 with it"
 FLOPS_METHOD = (
     "torch.utils.flop_counter.FlopCounterMode on a meta-device copy with the reference (matmul) attention, "
     "so every backend is charged the same model FLOPs; fused attention kernels are invisible to the counter"
@@ -127,6 +127,8 @@ def measure(config: ProfileConfig) -> dict[str, Any]:
     dev = torch.device(config.device)
     cuda = dev.type == "cuda"
     dtype = torch_dtype(config.dtype)
+    set_tf32(config.dtype == "tf32")  # fp32 is IEEE fp32 (cuDNN would otherwise convolve in TF32)
+    out.update(tf32_settings())
     train = config.mode == "train"
     try:
         torch.manual_seed(0)
@@ -301,7 +303,8 @@ def environment() -> dict[str, Any]:
             p = torch.cuda.get_device_properties(i)
             env["gpus"].append({"index": i, "name": p.name, "memory_mb": round(p.total_memory / MB),
                                 "capability": f"{p.major}.{p.minor}"})
-        env["tf32_matmul"] = torch.backends.cuda.matmul.allow_tf32
+    # The parent's settings; each row records its own worker's (tf32_matmul, tf32_cudnn).
+    env.update(tf32_settings())
     return env
 
 
