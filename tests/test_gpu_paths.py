@@ -213,3 +213,16 @@ def test_naive_gets_unrounded_rib_vectors_from_a_bf16_model() -> None:
     qc = torch.cat([q.float() * 0.25, pos[0].expand(5, -1, -1, -1)], -1)
     kc = torch.cat([k.float(), pos[1].expand(5, -1, -1, -1)], -1)
     torch.testing.assert_close(out.float(), _softmax_reference(qc, kc, v.float()).bfloat16().float())
+
+
+def test_profile_reports_the_first_call_apart_and_its_tf32_setting(restore_tf32: None) -> None:
+    from sst_cli.profiling import measure
+    from sst_cli.profiling.grid import ProfileConfig
+
+    tiny = {"dim": 16, "window_sizes": [8], "num_heads": [2], "ranks": [4], "n_blocks": 1, "exp_ratio": 2,
+            "upsampler_type": "pixelshuffle_direct"}
+    row = measure.measure(ProfileConfig("tiny", 2, "sdpa", "rib", "tf32", "cpu", (8, 8), warmup=1, repeat=1,
+                                        network_g=tiny))
+    assert row["status"] == "ok", row
+    assert row["first_call_ms"] > 0 and len(row["latencies_ms"]) == 1  # the first call is no timed pass
+    assert row["tf32_matmul"] is True and row["tf32_cudnn"] is True
