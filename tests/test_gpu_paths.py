@@ -4,6 +4,9 @@ under autocast. What only a GPU can show is in benchmarks/gpu_check.py (make gpu
 
 from __future__ import annotations
 
+import copy
+
+import numpy as np
 import pytest
 import torch
 
@@ -226,3 +229,32 @@ def test_profile_reports_the_first_call_apart_and_its_tf32_setting(restore_tf32:
     assert row["status"] == "ok", row
     assert row["first_call_ms"] > 0 and len(row["latencies_ms"]) == 1  # the first call is no timed pass
     assert row["tf32_matmul"] is True and row["tf32_cudnn"] is True
+
+
+def _tiny_upscaler(dtype: torch.dtype, auto: bool):
+    from sst_cli.upscale.upscaler import Upscaler
+
+    torch.manual_seed(0)
+    net = SST(dim=12, window_sizes=(4,), num_heads=2, ranks=4, n_blocks=1, upscaling_factor=2)
+    net = net.eval()
+    source = copy.deepcopy(net) if auto else None  # what load_upscaler keeps when auto picks a half dtype
+    return Upscaler(net.to(dtype).set_backend("sdpa"), "tiny", 2, torch.device("cpu"), dtype, "sdpa", "test",
+                    tile=0, auto_dtype=auto, fp32_weights=source)
+
+
+def test_16bit_images_keep_16bit_precision_when_the_dtype_was_auto() -> None:
+    """The GPU default (auto -> bf16) must not round 16-bit images through bf16; the CPU stands in for the
+    GPU here (the rule is the dtype's, not the device's)."""
+    from sst_cli.upscale.array import upscale_array
+
+    rng = np.random.default_rng(0)
+    img16 = rng.integers(0, 65536, (12, 12, 3), dtype=np.uint16)
+    img8 = (img16 >> 8).astype(np.uint8)
+    auto_bf16, fp32 = _tiny_upscaler(torch.bfloat16, auto=True), _tiny_upscaler(torch.float32, auto=False)
+    asked_bf16 = _tiny_upscaler(torch.bfloat16, auto=False)
+    assert np.array_equal(upscale_array(img16, auto_bf16), upscale_array(img16, fp32))
+    assert auto_bf16.for_pixels(np.dtype(np.uint16)) is auto_bf16.for_pixels(np.dtype(np.uint16))  # copied once
+    assert auto_bf16.model.proj.weight.dtype == torch.bfloat16  # the bf16 model itself is untouched
+    # 8-bit images and an explicitly asked bf16 stay in bf16.
+    assert np.array_equal(upscale_array(img8, auto_bf16), upscale_array(img8, asked_bf16))
+    assert not np.array_equal(upscale_array(img16, asked_bf16), upscale_array(img16, fp32))

@@ -247,7 +247,9 @@ def recipe(upscaler: Any, settings: Settings, dst: Path) -> dict[str, Any]:
     return {"model": getattr(upscaler, "name", type(upscaler).__name__),
             "weights_sha256": manifest.weights_fingerprint(upscaler), "scale": int(upscaler.scale),
             "outscale": settings.outscale, "tta": settings.tta, "alpha": settings.alpha,
-            "dtype": precision_name(dtype, torch.device(getattr(upscaler, "device", "cpu"))) if dtype is not None else None,
+            "dtype": (precision_name(dtype, torch.device(getattr(upscaler, "device", "cpu")))
+                      + (" (16-bit input: fp32)" if getattr(upscaler, "widens_16bit", False) else "")
+                      if dtype is not None else None),
             "format": fmt,
             "quality": settings.quality if fmt in ("jpg", "webp") else None}
 
