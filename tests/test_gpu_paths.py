@@ -258,3 +258,30 @@ def test_16bit_images_keep_16bit_precision_when_the_dtype_was_auto() -> None:
     # 8-bit images and an explicitly asked bf16 stay in bf16.
     assert np.array_equal(upscale_array(img8, auto_bf16), upscale_array(img8, asked_bf16))
     assert not np.array_equal(upscale_array(img16, asked_bf16), upscale_array(img16, fp32))
+
+
+# ---------------------------------------------------------------------------------------- make gpu-check
+def test_gpu_check_without_cuda_exits_2_with_one_sentence(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import gpu_check
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible")
+    assert gpu_check.main([]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.endswith(".") and "CUDA" in err
+
+
+def test_gpu_check_list_prints_every_check_with_its_budget(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import gpu_check
+
+    assert gpu_check.main(["--list"]) == 0
+    text = capsys.readouterr().out
+    for check in gpu_check.PLAN:
+        assert check.name in text and check.what in text
+    for needle in ("1280x720", "sst-l x2", "RIB vs RPB vs none", "200 iterations", "validation at 100", "--resume",
+                   "4 decimals", "torchrun x2", "16-bit", "fp32 0.0001"):
+        assert needle in text, needle
+    assert sum(c.budget_s for c in gpu_check.PLAN) <= 600
+    gpu_check.main(["--list", "--quick"])
+    quick = capsys.readouterr().out
+    assert int(quick.splitlines()[-1].split()[1]) <= 180
