@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv demo test lint clean wheel-test
+.PHONY: venv demo test lint clean wheel-test gpu-check
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
@@ -46,3 +46,8 @@ lint: venv
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache build
+
+# The GPU paths on the real kernels (benchmarks/gpu_check.py): at most 10 minutes on one H100-class GPU,
+# 3 with ARGS=--quick; ARGS=--list prints the plan. Exits 2 without CUDA.
+gpu-check: venv
+	$(BIN)/python -m benchmarks.gpu_check $(ARGS)

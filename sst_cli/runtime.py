@@ -7,6 +7,7 @@ without paying for torch.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
@@ -20,7 +21,9 @@ if TYPE_CHECKING:
 
     import torch
 
-DTYPE_NAMES = ("fp32", "bf16", "fp16")
+# "fp32" is IEEE float32 everywhere; "tf32" is float32 tensors with TF32 tensor-core matmuls and cuDNN
+# convolutions (10-bit mantissa products): faster on Ampere and later, asked for by name only.
+DTYPE_NAMES = ("fp32", "tf32", "bf16", "fp16")
 
 _M_TRIM_THRESHOLD = -1  # mallopt parameter numbers from glibc's malloc.h
 _M_MMAP_THRESHOLD = -3
@@ -29,17 +32,55 @@ _MMAP_THRESHOLD_MAX = 32 << 20  # glibc's ceiling for M_MMAP_THRESHOLD on 64-bit
 
 # ------------------------------------------------------------------------------------ dtypes, devices
 def torch_dtype(name: str) -> torch.dtype:
-    """'fp32' | 'bf16' | 'fp16' -> the torch dtype."""
+    """'fp32' | 'tf32' | 'bf16' | 'fp16' -> the torch dtype (tf32 tensors are float32: see :func:`set_tf32`)."""
     import torch
 
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+    return {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
 def dtype_name(dtype: torch.dtype) -> str:
-    """The inverse of :func:`torch_dtype` ('float32' for anything else)."""
+    """The inverse of :func:`torch_dtype` for tensors: float32 is 'fp32' (see :func:`precision_name`)."""
     import torch
 
     return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype).removeprefix("torch."))
+
+
+def precision_name(dtype: torch.dtype, device: torch.device) -> str:
+    """What a model in ``dtype`` on ``device`` computes in: 'tf32' for float32 on CUDA while TF32 is on."""
+    name = dtype_name(dtype)
+    return "tf32" if name == "fp32" and device.type == "cuda" and any(tf32_settings().values()) else name
+
+
+def set_tf32(enabled: bool) -> None:
+    """TF32 for float32 matmuls and cuDNN convolutions on (``--dtype tf32``) or off (IEEE fp32).
+
+    PyTorch leaves cuDNN's TF32 on by default, so without this "fp32" convolutions would run in TF32. The
+    new per-backend settings are used where this PyTorch has them: mixing them with the legacy
+    ``allow_tf32`` flags makes PyTorch refuse to read either.
+    """
+    import torch
+
+    mode = "tf32" if enabled else "ieee"
+    matmul, conv = torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)
+    if hasattr(matmul, "fp32_precision") and conv is not None and hasattr(conv, "fp32_precision"):
+        matmul.fp32_precision = mode
+        conv.fp32_precision = mode
+    else:
+        matmul.allow_tf32 = enabled
+        torch.backends.cudnn.allow_tf32 = enabled
+
+
+def tf32_settings() -> dict[str, bool]:
+    """Whether float32 matmuls and cuDNN convolutions may use TF32 now: recorded in every result file."""
+    import torch
+
+    matmul, conv = torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)
+    if hasattr(matmul, "fp32_precision") and conv is not None and hasattr(conv, "fp32_precision"):
+        # "none" defers to the global setting (torch.backends.fp32_precision).
+        global_tf32 = getattr(torch.backends, "fp32_precision", "ieee") == "tf32"
+        return {"tf32_matmul": matmul.fp32_precision == "tf32" or (matmul.fp32_precision == "none" and global_tf32),
+                "tf32_cudnn": conv.fp32_precision == "tf32"}
+    return {"tf32_matmul": bool(matmul.allow_tf32), "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32)}
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -68,11 +109,16 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """'auto' -> bf16 (fp16 where bf16 is missing) on CUDA, fp32 elsewhere; names are checked."""
+    """'auto' -> bf16 (fp16 where bf16 is missing) on CUDA, fp32 elsewhere; names are checked.
+
+    Also switches TF32 on for 'tf32' and off for everything else (:func:`set_tf32`), so fp32 is IEEE fp32.
+    """
     import torch
 
     from .errors import SSTError
 
+    if dtype in ("auto", *DTYPE_NAMES):
+        set_tf32(dtype == "tf32")
     if dtype == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -194,3 +240,13 @@ def release_blas_buffers() -> None:
     fn = _mkl_free_buffers()
     if fn is not None:
         fn()
+
+
+def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """A context in which float32 products stay float32 even inside autocast (which would run matmuls and
+    einsums in bf16/fp16): for the reference attention and RIB's position vectors. A no-op elsewhere."""
+    import torch
+
+    if device.type in ("cuda", "cpu") and torch.is_autocast_enabled(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()

@@ -27,6 +27,7 @@ import torch
 from ..distributed import Dist
 from ..errors import SSTError
 from ..model.bicubic import quantize_uint8
+from ..runtime import tf32_settings
 from ..upscale.tiling import plan_tiles, resolve_tile, upscale_tensor
 from .datasets import (
     Dataset,
@@ -237,6 +238,7 @@ def _settings(options: EvalOptions, upscalers: dict[int, Any], tasks: list[Task]
         "crop_border": "scale" if options.crop_border is None else options.crop_border,
         "device": str(first.device) if first else options.device,
         "dtype": str(first.dtype).removeprefix("torch.") if first else options.dtype,
+        **tf32_settings(),  # "float32" is IEEE fp32 unless these say TF32 ran (--dtype tf32)
         "backend": first.backend if first else options.backend,
         "tile": options.tile,
         "overlap": options.overlap,

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..runtime import release_blas_buffers
+from ..runtime import autocast_off, free_memory, release_blas_buffers
 from .registry import BACKENDS  # the names live with the other plain data, so the CLI needs no torch
 
 # Order in which ``auto`` tries backends on CUDA (fastest first); CPU always uses ``sdpa``.
@@ -65,9 +65,54 @@ def _equal_head_dims(q: Tensor, k: Tensor, v: Tensor, multiple_of_8: bool) -> tu
 _NAIVE_BLOCK = 1 << 23
 
 
-def _naive(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
-    # The reference: logits materialised in float32 whatever the input dtype. Each query row's softmax
-    # is independent, so processing rows in blocks changes nothing but speed and peak memory.
+# On CUDA, ``naive`` uses at most this share of the free memory for one batch of windows' attention.
+_NAIVE_CUDA_SHARE = 0.5
+
+
+def _naive(
+    q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, *, device_type: str | None = None, budget: int | None = None,
+) -> Tensor:
+    """The reference: logits materialised in float32 whatever the input dtype (autocast kept off, so the
+    products really are float32). On CUDA the paper's baseline: each window's whole attention, as many
+    windows at a time as ``budget`` bytes allow (default: half the free memory); elsewhere the CPU's row blocks.
+    ``device_type`` and ``budget`` override what is read from ``q`` (tests run the CUDA batching on the CPU)."""
+    with autocast_off(q.device):
+        if (device_type or q.device.type) == "cuda":
+            if budget is None:
+                budget = int(free_memory(q.device) * _NAIVE_CUDA_SHARE)
+            return _naive_windows(q, k, v, bias, budget)
+        return _naive_rows(q, k, v, bias)
+
+
+def naive_windows_per_batch(heads: int, n: int, budget: int) -> int:
+    """How many windows' float32 attention (logits and probabilities, heads x N x N each) fit in ``budget``
+    bytes; raises BackendUnavailable when not even one does."""
+    per_window = 2 * heads * n * n * 4
+    if per_window > budget:
+        raise BackendUnavailable(
+            f"naive needs {per_window / 2**20:,.0f} MB to materialise one {n}-token window's attention "
+            f"({heads} heads, float32) but only {budget / 2**20:,.0f} MB are available; use a fused backend "
+            "(sdpa, sdpa-efficient, flex) or a smaller window.")
+    return budget // per_window
+
+
+def _naive_windows(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, budget: int) -> Tensor:
+    b, h, n, _ = q.shape
+    step = naive_windows_per_batch(h, n, budget)
+    bf = None if bias is None else bias.float()
+    outs = []
+    for s in range(0, b, step):
+        logits = q[s : s + step].float() @ k[s : s + step].float().transpose(-2, -1)  # (step, H, N, N)
+        if bf is not None:
+            logits = logits + bf
+        outs.append(logits.softmax(dim=-1) @ v[s : s + step].float())
+        del logits
+    return torch.cat(outs).to(v.dtype)
+
+
+def _naive_rows(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
+    # Each query row's softmax is independent, so processing rows in blocks changes nothing but speed
+    # and peak memory (CPU: a block stays in cache).
     kt, vf = k.float().transpose(-2, -1), v.float()
     bf = None if bias is None else bias.float()
     n = q.shape[-2]
@@ -176,7 +221,19 @@ def _sdpa_with(kernel: str | None) -> Callable[[Tensor, Tensor, Tensor, Tensor |
     return run
 
 
+@functools.cache
+def compiled_flex() -> Callable[..., Tensor]:
+    """flex_attention through torch.compile, built once per process: only compiled does it run as a fused
+    kernel. Each new shape compiles on its first call (the profile reports that call apart)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
 def _flex(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
+    """On CUDA the compiled FlexAttention kernel (a failed compilation is the probe's reason to refuse flex).
+    Elsewhere eager flex_attention, which PyTorch runs as math attention with the scores materialised:
+    correct, not the fused kernel."""
     from torch.nn.attention.flex_attention import flex_attention
 
     dv = v.shape[-1]
@@ -192,7 +249,8 @@ def _flex(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
         # Eager flex (CPU, or no torch.compile) warns that it materialises the scores; for our small
         # windows that is expected, and the warning would otherwise print on every `sst` run.
         warnings.filterwarnings("ignore", message="flex_attention called without torch.compile", category=UserWarning)
-        out = flex_attention(q, k, v, score_mod=score_mod, scale=1.0)
+        fn = compiled_flex() if q.device.type == "cuda" else flex_attention
+        out = fn(q, k, v, score_mod=score_mod, scale=1.0)
     return out[..., :dv]
 
 
@@ -223,7 +281,7 @@ class Backend:
 
 
 _REGISTRY: dict[str, Backend] = {
-    "naive": Backend("naive", _naive, describe="float32 logits materialised; the reference"),
+    "naive": Backend("naive", _naive, describe="float32 logits materialised (on CUDA per batch of windows); the reference"),
     "sdpa": Backend(
         "sdpa", _sdpa_with(None), run_rib=_sdpa_rib_cpu,
         describe="PyTorch SDPA, PyTorch picks the kernel (on CPU, RIB runs as a shared mask)",
@@ -236,7 +294,7 @@ _REGISTRY: dict[str, Backend] = {
     "sdpa-cudnn": Backend(
         "sdpa-cudnn", _sdpa_with("CUDNN_ATTENTION"), cuda_only=True, describe="PyTorch SDPA, cuDNN kernel"
     ),
-    "flex": Backend("flex", _flex, module="torch.nn.attention.flex_attention", describe="PyTorch FlexAttention"),
+    "flex": Backend("flex", _flex, module="torch.nn.attention.flex_attention", describe="PyTorch FlexAttention (compiled on CUDA; on CPU eager: math attention, scores materialised)"),
     "fa2": Backend(
         "fa2", _flash_package("flash_attn", False), module="flash_attn", cuda_only=True, half_only=True,
         describe="flash-attn 2 (pip install flash-attn)",
@@ -325,6 +383,12 @@ def fp32_backend(name: str, device: torch.device | str, with_bias: bool = False)
     if unavailable_reason(name, device, torch.float32, with_bias) is None:
         return name
     return resolve_backend("auto", device, torch.float32, with_bias)
+
+
+def position_dtype(backend: str, dtype: torch.dtype) -> torch.dtype:
+    """The dtype the model hands RIB vectors and the RPB bias in: the kernel's, except for ``naive``, which
+    computes in float32 and so gets them unrounded (a bf16 copy would lose what fp32 RIB keeps)."""
+    return torch.float32 if backend == "naive" else dtype
 
 
 def describe(name: str) -> str:

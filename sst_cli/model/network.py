@@ -16,7 +16,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .attention import attend
+from ..runtime import autocast_off
+from .attention import attend, position_dtype
 
 BIAS_TYPES = ("rib", "rpb", "none")
 
@@ -121,9 +122,11 @@ def rib_features(window: int, n_freqs: int, device: torch.device | None = None) 
     return torch.cat([u, v, bands], dim=-1)
 
 
-def relative_position_index(window: int) -> Tensor:
-    """Swin-style index into a (2w-1)^2 table for every (query, key) pair of a window: (N, N)."""
-    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+def relative_position_index(window: int, device: torch.device | None = None) -> Tensor:
+    """Swin-style index into a (2w-1)^2 table for every (query, key) pair of a window: (N, N), built on
+    ``device``. int32 rather than Swin's int64: half the memory (w=96: 340 MB), any table size fits."""
+    ar = torch.arange(window, dtype=torch.int32, device=device)
+    coords = torch.stack(torch.meshgrid(ar, ar, indexing="ij")).flatten(1)
     rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)  # (N, N, 2)
     return rel[..., 0] * (2 * window - 1) + rel[..., 1]
 
@@ -193,18 +196,22 @@ class WindowAttention(nn.Module):
         self.to_out = nn.Conv2d(dim, dim, 1)
         self.gate = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1, groups=dim), nn.Conv2d(dim, dim, 1))
         self._cache: dict[tuple, Tensor | tuple[Tensor, Tensor]] = {}
+        # RPB's (N, N) index, built once per device like the official code's buffer, but kept out of
+        # buffers(): no state-dict key (official files load strictly), no DDP broadcast or EMA copy of it.
+        self._rpb_index: Tensor | None = None
 
-    # RIB vectors are cached on accelerators (they save several small kernel launches per layer). On
+    # RIB vectors and the RPB bias are cached on accelerators (they save several small kernel launches per layer). On
     # CPU only small ones are kept: recomputing one layer's costs ~0.5 ms, which matters for the many
     # small tiles of a large image, while keeping all of sst-light's (w=64 included) costs ~15 MB of
     # peak RSS (benchmarks/RESULTS.md). ``cache_on_cpu`` keeps every size.
     cache_on_cpu = False
-    cpu_cache_bytes = 1 << 20  # pos_q and pos_k together, float32
+    cpu_cache_bytes = 1 << 20  # pos_q and pos_k together (or the RPB bias), float32
 
     # -- positional terms -------------------------------------------------------------------------
     def _cacheable(self) -> bool:
-        small = 2 * self.heads * self.window**2 * self.rank * 4 <= self.cpu_cache_bytes
-        if self.to_hidden.device.type == "cpu" and not (self.cache_on_cpu or small):
+        n = self.window**2
+        nbytes = self.heads * n * (n if self.bias == "rpb" else 2 * self.rank) * 4  # the RPB bias or pos_q + pos_k
+        if self.to_qkv.weight.device.type == "cpu" and not (self.cache_on_cpu or nbytes <= self.cpu_cache_bytes):
             return False
         # Cached tensors carry no gradient, so only reuse them when no gradient is wanted.
         return not (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters(recurse=False)))
@@ -221,19 +228,37 @@ class WindowAttention(nn.Module):
         cacheable = self._cacheable()
         if cacheable and key in self._cache:
             return self._cache[key]  # type: ignore[return-value]
-        feats = rib_features(self.window, self.n_freqs, device)  # (N, 2+4F)
-        h = torch.relu(feats @ self.to_hidden.float() + self.hidden_b.float())  # (N, Dh)
-        pos_q = torch.einsum("nd,hdr->hnr", h, self.to_q.float()) / math.sqrt(self.rank)
-        pos_k = torch.einsum("nd,hdr->hnr", h, self.to_k.float())
+        with autocast_off(device):  # float32 really: autocast would run these products in bf16
+            feats = rib_features(self.window, self.n_freqs, device)  # (N, 2+4F)
+            h = torch.relu(feats @ self.to_hidden.float() + self.hidden_b.float())  # (N, Dh)
+            pos_q = torch.einsum("nd,hdr->hnr", h, self.to_q.float()) / math.sqrt(self.rank)
+            pos_k = torch.einsum("nd,hdr->hnr", h, self.to_k.float())
         out = (pos_q.to(dtype), pos_k.to(dtype))
         if cacheable:
             self._cache = {key: out}
         return out
 
     def rpb_bias(self, dtype: torch.dtype) -> Tensor:
-        """The RPB logit bias (heads, N, N)."""
-        index = relative_position_index(self.window).to(self.rpb_table.device)
-        return self.rpb_table[index].permute(2, 0, 1).to(dtype)
+        """The RPB logit bias (heads, N, N); cached where the RIB vectors would be (no gradient wanted)."""
+        device = self.rpb_table.device
+        key = self._cache_key(device, dtype)
+        cacheable = self._cacheable()
+        if cacheable and key in self._cache:
+            return self._cache[key]  # type: ignore[return-value]
+        bias = self.rpb_table[self.rpb_index(device)].permute(2, 0, 1).to(dtype)
+        if cacheable:
+            self._cache = {key: bias}
+        return bias
+
+    def rpb_index(self, device: torch.device) -> Tensor:
+        """The relative-position index on ``device``, built there once (and again only on a new device)."""
+        if self._rpb_index is None or self._rpb_index.device != device:
+            self._rpb_index = None  # the old device's copy goes before the new one is built
+            # A normal tensor even when first built under inference_mode (validation): training's
+            # backward saves the index, which an inference tensor may not be.
+            with torch.inference_mode(False):
+                self._rpb_index = relative_position_index(self.window, device)
+        return self._rpb_index
 
     # -- forward ----------------------------------------------------------------------------------
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
@@ -253,8 +278,9 @@ class WindowAttention(nn.Module):
         q, k, v = (linear(tokens, self.to_qkv, i * c, (i + 1) * c).unflatten(-1, (nh, d)).transpose(1, 2)
                    for i in range(3))  # each (B*nW, nh, N, d)
         del tokens
-        rib = self.rib_vectors(q.dtype) if self.bias == "rib" else None  # (nh, N, r) each
-        bias = self.rpb_bias(q.dtype) if self.bias == "rpb" else None  # (nh, N, N)
+        pos_dtype = position_dtype(self.backend, q.dtype)
+        rib = self.rib_vectors(pos_dtype) if self.bias == "rib" else None  # (nh, N, r) each
+        bias = self.rpb_bias(pos_dtype) if self.bias == "rpb" else None  # (nh, N, N)
         out = attend(q, k, v, backend=self.backend, scale=d**-0.5, rib=rib, bias=bias,
                      q_is_scratch=not torch.is_grad_enabled())  # (B*nW, nh, N, d), may live in q's memory
         del q, k, v  # three C-channel tensors that would otherwise live on through the reverse and to_out

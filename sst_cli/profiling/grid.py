@@ -119,7 +119,7 @@ def build_grid(
             raise SSTError(f"unknown --bias '{b}' (choose from: rib, rpb, none).")
     for d in dtypes:
         if d not in DTYPE_NAMES and d != "auto":
-            raise SSTError(f"unknown dtype '{d}' (use auto, fp32, bf16 or fp16).")
+            raise SSTError(f"unknown dtype '{d}' (use auto, {', '.join(DTYPE_NAMES)}).")
     if threads is not None and threads < 1:
         raise SSTError("--threads must be at least 1.")
     if min(batch, repeat or 1, patch) < 1 or (warmup or 0) < 0:

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from .. import __version__
 from ..model.registry import KERNEL_DISTRIBUTIONS
-from ..runtime import is_oom, torch_dtype
+from ..runtime import is_oom, set_tf32, tf32_settings, torch_dtype
 from .grid import ProfileConfig, build
 from .schema import SCHEMA_VERSION
 
@@ -49,15 +49,15 @@ MB = 2**20  # "MB" throughout means MiB, as torch.cuda memory figures are usuall
 # Dense (no sparsity) peak TFLOP/s from the vendors' spec sheets. Matched by substring of the CUDA device
 # name, most specific first. fp32 is the plain (non-tensor-core) rate: PyTorch leaves TF32 matmul off.
 PEAK_TFLOPS: tuple[tuple[str, dict[str, float]], ...] = (
-    ("H200", {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0}),
-    ("H100 PCIe", {"bf16": 756.0, "fp16": 756.0, "fp32": 51.0}),
-    ("H100 NVL", {"bf16": 835.0, "fp16": 835.0, "fp32": 60.0}),
-    ("H100", {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0}),  # SXM ("H100 80GB HBM3")
-    ("A100", {"bf16": 312.0, "fp16": 312.0, "fp32": 19.5}),
-    ("RTX 4090", {"bf16": 165.2, "fp16": 165.2, "fp32": 82.6}),
-    ("A6000", {"bf16": 154.8, "fp16": 154.8, "fp32": 38.7}),
+    ("H200", {"bf16": 989.0, "fp16": 989.0, "tf32": 494.7, "fp32": 67.0}),
+    ("H100 PCIe", {"bf16": 756.0, "fp16": 756.0, "tf32": 378.0, "fp32": 51.0}),
+    ("H100 NVL", {"bf16": 835.0, "fp16": 835.0, "tf32": 417.5, "fp32": 60.0}),
+    ("H100", {"bf16": 989.0, "fp16": 989.0, "tf32": 494.7, "fp32": 67.0}),  # SXM ("H100 80GB HBM3")
+    ("A100", {"bf16": 312.0, "fp16": 312.0, "tf32": 156.0, "fp32": 19.5}),
+    ("RTX 4090", {"bf16": 165.2, "fp16": 165.2, "tf32": 82.6, "fp32": 82.6}),
+    ("A6000", {"bf16": 154.8, "fp16": 154.8, "tf32": 77.4, "fp32": 38.7}),
 )
-PEAK_SOURCE = "vendor spec sheets (NVIDIA datasheets), dense tensor-core rates; fp32 without TF32"
+PEAK_SOURCE = "vendor spec sheets (NVIDIA datasheets), dense tensor-core rates; fp32 without TF32, tf32 with it"
 FLOPS_METHOD = (
     "torch.utils.flop_counter.FlopCounterMode on a meta-device copy with the reference (matmul) attention, "
     "so every backend is charged the same model FLOPs; fused attention kernels are invisible to the counter"
@@ -128,6 +128,8 @@ def measure(config: ProfileConfig) -> dict[str, Any]:
     dev = torch.device(config.device)
     cuda = dev.type == "cuda"
     dtype = torch_dtype(config.dtype)
+    set_tf32(config.dtype == "tf32")  # fp32 is IEEE fp32 (cuDNN would otherwise convolve in TF32)
+    out.update(tf32_settings())
     train = config.mode == "train"
     try:
         torch.manual_seed(0)
@@ -171,9 +173,15 @@ def measure(config: ProfileConfig) -> dict[str, Any]:
 
         if not cuda:
             out["base_mem_mb"] = _rss_mb()
-        # torch.compile compiles on the first call: never let that land in a timed pass.
-        for _ in range(max(config.warmup, 1 if config.compile else 0)):
+        # torch.compile (and flex's compiled kernel on CUDA) compiles on the first call: reported on its
+        # own as first_call_ms, never inside a timed pass.
+        for i in range(max(config.warmup, 1 if config.compile or config.backend == "flex" else 0)):
+            t0 = time.perf_counter()
             step()
+            if i == 0:
+                if cuda:
+                    torch.cuda.synchronize(dev)
+                out["first_call_ms"] = round((time.perf_counter() - t0) * 1000, 3)
         # Peak memory is taken over the timed passes: the first pass's one-off costs (library code paged
         # in, compilation) stay out; what the warm-up left cached (allocator pools) stays in.
         if cuda:
@@ -302,7 +310,8 @@ def environment() -> dict[str, Any]:
             p = torch.cuda.get_device_properties(i)
             env["gpus"].append({"index": i, "name": p.name, "memory_mb": round(p.total_memory / MB),
                                 "capability": f"{p.major}.{p.minor}"})
-        env["tf32_matmul"] = torch.backends.cuda.matmul.allow_tf32
+    # The parent's settings; each row records its own worker's (tf32_matmul, tf32_cudnn).
+    env.update(tf32_settings())
     return env
 
 

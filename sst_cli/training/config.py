@@ -84,6 +84,7 @@ class TrainConfig:
     grad_clip: float | None = None
     accum: AtLeast1 = 1
     bf16: bool = True  # autocast on CUDA (ignored on CPU)
+    tf32: bool = False  # TF32 for the float32 matmuls and convolutions on CUDA; off means IEEE fp32
     compile: bool = False
     seed: int = 0
     backend: str = "auto"

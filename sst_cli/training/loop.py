@@ -28,7 +28,7 @@ from ..model.attention import BackendUnavailable, resolve_backend, uses_cuda_ker
 from ..model.network import SST, build_model
 from ..model.registry import get_variant
 from ..model.weights import load_checkpoint, load_into, save_basicsr, save_checkpoint
-from ..runtime import dtype_name
+from ..runtime import dtype_name, set_tf32
 from .config import TrainConfig, to_dict
 from .data import CounterSampler, ScanReport, SRTrainSet, scan_images
 from .run_dir import (
@@ -129,6 +129,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     if d.world > 1:
         dist.barrier()
     dev = torch.device(device or (f"cuda:{d.local_rank}" if torch.cuda.is_available() else "cpu"))
+    set_tf32(cfg.tf32)  # recorded with the config in every checkpoint
     torch.manual_seed(cfg.seed + d.rank)
     random.seed(cfg.seed + d.rank)
     np.random.seed(cfg.seed + d.rank)

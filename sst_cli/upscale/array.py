@@ -1,6 +1,7 @@
 """One image array through an ``Upscaler``: :func:`upscale_array`.
 
-The model sees colour as float32 RGB in [0, 1] (16-bit input is never rounded to 8 bits). Grey images
+The model sees colour as float32 RGB in [0, 1] (16-bit input is never rounded to 8 bits, nor computed in bf16
+unless asked: :meth:`Upscaler.for_pixels`). Grey images
 are run as RGB and averaged back to one channel; an alpha channel is upscaled in the same tiles as the
 colour, by the model or by bicubic, so it stays aligned. Tiles are blended into bands of output rows
 that go straight into the 8/16-bit result (or, through ``stream``, straight into a PNG), so memory
@@ -145,6 +146,8 @@ def _upscale_pixels(
 ) -> np.ndarray:
     """Core of ``upscale_array``; with ``stream`` finished rows are handed on instead of kept."""
     h, w, c = a.shape
+    if hasattr(upscaler, "for_pixels"):  # 16-bit images keep 16-bit precision on a GPU (Upscaler.for_pixels)
+        upscaler = upscaler.for_pixels(a.dtype)
     s = int(upscaler.scale)
     layout = _Layout(a, alpha)
     fn = layout.model_fn(upscaler, s)

@@ -240,14 +240,17 @@ class NoEvents:
 
 def recipe(upscaler: Any, settings: Settings, dst: Path) -> dict[str, Any]:
     """What decides an output's pixels and bytes: two outputs with the same recipe and input are the same."""
-    from ..runtime import dtype_name
+    from ..runtime import precision_name
 
     fmt = output_format_of(dst, settings)
     dtype = getattr(upscaler, "dtype", None)
     return {"model": getattr(upscaler, "name", type(upscaler).__name__),
             "weights_sha256": manifest.weights_fingerprint(upscaler), "scale": int(upscaler.scale),
             "outscale": settings.outscale, "tta": settings.tta, "alpha": settings.alpha,
-            "dtype": dtype_name(dtype) if dtype is not None else None, "format": fmt,
+            "dtype": (precision_name(dtype, torch.device(getattr(upscaler, "device", "cpu")))
+                      + (" (16-bit input: fp32)" if getattr(upscaler, "widens_16bit", False) else "")
+                      if dtype is not None else None),
+            "format": fmt,
             "quality": settings.quality if fmt in ("jpg", "webp") else None}
 
 

@@ -6,7 +6,8 @@ device and dtype, and routed through an attention backend.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import copy
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, overload
 
@@ -44,6 +45,35 @@ class Upscaler:
     source: str  # where the weights came from
     info: dict[str, Any] = field(default_factory=dict)
     tile: int | str = "auto"  # for numpy input: tile side in input pixels, 0 = whole image, "auto"
+    auto_dtype: bool = False  # the dtype was left to auto (see for_pixels)
+    requested_backend: str = "auto"
+    # The float32 weights as loaded (on the CPU), kept by load_upscaler for for_pixels when auto picked a half dtype.
+    fp32_weights: nn.Module | None = field(default=None, repr=False, compare=False)
+    _full: Upscaler | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def widens_16bit(self) -> bool:
+        """Whether 16-bit images run in fp32 rather than this upscaler's own half dtype (:meth:`for_pixels`)."""
+        return self.auto_dtype and self.dtype in (torch.bfloat16, torch.float16) and self.fp32_weights is not None
+
+    def for_pixels(self, pixel_dtype: np.dtype) -> Upscaler:
+        """The upscaler for images of ``pixel_dtype``. With the dtype left to auto on a GPU (bf16), 16-bit and
+        float images run in fp32, so they keep 16-bit precision (bf16 has 8 bits of mantissa): the model
+        from its float32 weights, made once, with the backend re-chosen for fp32. An explicitly named fp16/bf16-only
+        backend stays in its half dtype (naming it asks for that); so does everything asked for by name."""
+        if pixel_dtype == np.uint8 or not self.widens_16bit:
+            return self
+        if self._full is None:
+            with_bias = str(getattr(self.model, "config", {}).get("attn_type", "RIB")).lower() == "rpb"
+            try:
+                backend = resolve_backend(self.requested_backend, self.device, torch.float32, with_bias=with_bias)
+            except BackendUnavailable:
+                return self
+            assert self.fp32_weights is not None  # widens_16bit
+            model = copy.deepcopy(self.fp32_weights).to(self.device).set_backend(backend)
+            self._full = replace(self, model=model, dtype=torch.float32, backend=backend, auto_dtype=False,
+                                 fp32_weights=None)
+        return self._full
 
     @overload
     def __call__(self, x: Tensor) -> Tensor: ...
@@ -160,8 +190,11 @@ def load_upscaler(
         chosen = resolve_backend(backend, dev, dt, with_bias=with_bias)
     except BackendUnavailable as exc:
         raise SSTError(str(exc)) from None
-    net = net.eval().to(dev, dt).set_backend(chosen)
+    net = net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
+    # Auto's half dtype is for 8-bit images; 16-bit ones will want the float32 weights (Upscaler.for_pixels).
+    fp32_weights = copy.deepcopy(net).float() if dtype == "auto" and dt != torch.float32 else None
+    net = net.to(dev, dt).set_backend(chosen)
     return Upscaler(net, name, net.scale, dev, dt, chosen, source, {"params": sum(p.numel() for p in net.parameters())},
-                    tile=tile)
+                    tile=tile, auto_dtype=dtype == "auto", requested_backend=backend, fp32_weights=fp32_weights)
