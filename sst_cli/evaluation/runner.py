@@ -117,12 +117,13 @@ def evaluate_task(upscaler: Any, task: Task, options: EvalOptions, on_image: Ima
 
 
 def evaluate_model(model: torch.nn.Module, tasks: Iterable[Task], name: str = "model",
-                   options: EvalOptions | None = None) -> list[EvalResult]:
+                   options: EvalOptions | None = None, dist: Dist | None = None) -> list[EvalResult]:
     """Evaluate an in-memory model (training validation) through :func:`evaluate_task`, as ``sst eval``.
 
     The model runs in float32 on the device of its parameters, whole image (tile 0), with the default
     metrics and crop border unless ``options`` says otherwise; it is put in eval mode for the call and
-    given back in the mode it was in.
+    given back in the mode it was in. With ``dist`` the images are shared out among the ranks
+    (:func:`evaluate_shared`), and every rank gets the whole result.
     """
     from ..upscale.upscaler import Upscaler
 
@@ -133,7 +134,7 @@ def evaluate_model(model: torch.nn.Module, tasks: Iterable[Task], name: str = "m
     was_training = model.training
     model.eval()
     try:
-        return [evaluate_task(upscaler, task, opts) for task in tasks]
+        return [evaluate_shared(upscaler, task, opts, dist or Dist()) for task in tasks]
     finally:
         model.train(was_training)
 
