@@ -46,11 +46,21 @@ class Dist:
 
     def device(self, requested: str = "auto") -> str:
         """The device this rank runs on: ``auto``/``cuda`` -> ``cuda:LOCAL_RANK`` when GPUs exist (CPU
-        otherwise); anything else (``cpu``, ``cuda:N``) as asked."""
-        if not self.active or requested not in ("auto", "cuda"):
+        otherwise); ``cpu`` and ``mps`` as asked. Under torchrun an explicit ``cuda:N`` must be this rank's
+        own GPU: every rank on one GPU would crowd it while NCCL and DDP expect one GPU per rank."""
+        if not self.active or requested not in ("auto", "cuda") and not requested.startswith("cuda:"):
             return requested
         import torch
 
+        if requested.startswith("cuda:"):
+            own = self.local_rank % max(1, torch.cuda.device_count()) if torch.cuda.is_available() else self.local_rank
+            if requested != f"cuda:{own}":
+                from .errors import SSTError
+
+                raise SSTError(f"--device {requested} under torchrun would put rank {self.rank} on another rank's GPU; "
+                               f"use --device cuda (each rank takes cuda:LOCAL_RANK, here cuda:{own}) and choose "
+                               "the GPUs with CUDA_VISIBLE_DEVICES.")
+            return requested
         if torch.cuda.is_available():
             return f"cuda:{self.local_rank % torch.cuda.device_count()}"
         return "cpu" if requested == "auto" else requested
@@ -80,6 +90,12 @@ def from_env(env: dict[str, str] | None = None) -> Dist:
         return Dist()
     local_world = int(e.get("LOCAL_WORLD_SIZE", "0")) or world
     return Dist(int(e.get("RANK", "0")), world, int(e.get("LOCAL_RANK", "0")), local_world)
+
+
+def collective_backend(device_type: str) -> str:
+    """The process-group backend for tensors on ``device_type``: NCCL for CUDA tensors, gloo for the CPU
+    (NCCL cannot all-reduce a CPU tensor, so a CPU run on a GPU machine must not pick it)."""
+    return "nccl" if device_type == "cuda" else "gloo"
 
 
 def setup(env: dict[str, str] | None = None) -> Dist:

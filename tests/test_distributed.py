@@ -49,7 +49,7 @@ def test_each_rank_gets_its_own_device(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Dist(1, 2, 1, 2).device("auto") == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
-    assert Dist(9, 16, 1, 8).device("auto") == "cuda:1" and Dist(9, 16, 1, 8).device("cuda:3") == "cuda:3"
+    assert Dist(9, 16, 1, 8).device("auto") == "cuda:1" and Dist(9, 16, 1, 8).device("cuda:1") == "cuda:1"
 
 
 # ------------------------------------------------------------------------------------------ torchrun
@@ -114,3 +114,58 @@ def test_eval_under_torchrun_equals_one_process(tmp_path: Path) -> None:
     cut = [[c for i, c in enumerate(line.split(",")) if i != 9] for line in (tmp_path / "one.csv").read_text().splitlines()]
     assert [[c for i, c in enumerate(line.split(",")) if i != 9]
             for line in (tmp_path / "two.csv").read_text().splitlines()] == cut  # same rows but the seconds
+
+
+# ----------------------------------------------------------------------------- devices under torchrun
+def test_explicit_gpu_under_torchrun_is_this_ranks_or_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from sst_cli.errors import SSTError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert Dist(1, 2, 1, 2).device("cuda:1") == "cuda:1" and Dist().device("cuda:1") == "cuda:1"
+    with pytest.raises(SSTError, match="another rank's GPU"):
+        Dist(1, 2, 1, 2).device("cuda:0")  # every rank on GPU 0, while NCCL and DDP expect cuda:1
+    assert Dist(1, 2, 1, 2).device("cpu") == "cpu"
+
+
+def _torchrun_env(monkeypatch: pytest.MonkeyPatch, rank: int) -> None:
+    for k, v in {"RANK": rank, "WORLD_SIZE": 2, "LOCAL_RANK": rank, "LOCAL_WORLD_SIZE": 2}.items():
+        monkeypatch.setenv(k, str(v))
+
+
+@pytest.mark.parametrize(("device", "backend", "expected"), [("cpu", "gloo", "cpu"), (None, "nccl", "cuda:1"),
+                                                              ("cuda", "nccl", "cuda:1"), ("cuda:1", "nccl", "cuda:1")])
+def test_training_group_follows_the_device(monkeypatch: pytest.MonkeyPatch, device: str | None, backend: str,
+                                           expected: str) -> None:
+    """A GPU machine (2 GPUs, faked), rank 1 of 2: a CPU run joins gloo, a GPU run NCCL on its own GPU."""
+    import torch
+    import torch.distributed as dist
+
+    from sst_cli.training import loop
+
+    _torchrun_env(monkeypatch, 1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    current: list[object] = []
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    joined: list[str] = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: bool(joined))
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: joined.append(backend))
+    d, dev = loop.init_distributed(device)
+    assert d.rank == 1 and joined == [backend] and dev == torch.device(expected)
+    assert current == ([dev] if dev.type == "cuda" else [])
+
+
+def test_explicit_other_gpu_in_training_is_one_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from sst_cli.errors import SSTError
+    from sst_cli.training import loop
+
+    _torchrun_env(monkeypatch, 1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(SSTError, match=r"^--device cuda:0 under torchrun .*CUDA_VISIBLE_DEVICES\.$"):
+        loop.init_distributed("cuda:0")

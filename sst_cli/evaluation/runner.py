@@ -118,14 +118,15 @@ def evaluate_task(upscaler: Any, task: Task, options: EvalOptions, on_image: Ima
 
 
 def evaluate_model(model: torch.nn.Module, tasks: Iterable[Task], name: str = "model",
-                   options: EvalOptions | None = None) -> list[EvalResult]:
+                   options: EvalOptions | None = None, dist: Dist | None = None) -> list[EvalResult]:
     """Evaluate an in-memory model (training validation) through :func:`evaluate_task`, as ``sst eval``.
 
     The model runs in float32 (as ``sst eval`` does by default) on the device of its parameters, whole image
     (tile 0), with the default metrics and crop border unless ``options`` says otherwise. A model routed
     through a kernel that refuses float32 (fa2/3/4, sdpa-flash, sdpa-cudnn: picked for bf16 training)
     runs through the backend ``auto`` picks for float32 there instead; :func:`validation_setup` says which.
-    The model is put in eval mode (and that backend) for the call and given back as it was.
+    The model is put in eval mode (and that backend) for the call and given back as it was. With ``dist``
+    the images are shared out among the ranks (:func:`evaluate_shared`), and every rank gets the whole result.
     """
     from ..upscale.upscaler import Upscaler
 
@@ -137,7 +138,7 @@ def evaluate_model(model: torch.nn.Module, tasks: Iterable[Task], name: str = "m
     if own_backend is not None and backend != own_backend:
         model.set_backend(backend)
     try:
-        return [evaluate_task(upscaler, task, opts) for task in tasks]
+        return [evaluate_shared(upscaler, task, opts, dist or Dist()) for task in tasks]
     finally:
         model.train(was_training)
         if own_backend is not None and backend != own_backend:

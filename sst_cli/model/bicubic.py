@@ -56,10 +56,19 @@ def _weights_indices(in_len: int, out_len: int, scale: float, antialias: bool) -
     return weights.contiguous(), starts, pad_before, pad_after
 
 
+@functools.lru_cache(maxsize=256)
+def _taps(in_len: int, out_len: int, scale: float, antialias: bool, device: torch.device,
+          dtype: torch.dtype) -> tuple[Tensor, list[int], int, int]:
+    """:func:`_weights_indices` with the weights on ``device`` in ``dtype``: built once on the CPU (so every
+    device gets the same float32 taps), copied once per device rather than on every call."""
+    weights, starts, before, after = _weights_indices(in_len, out_len, scale, antialias)
+    return weights.to(device, dtype), starts, before, after
+
+
 def _mirror_pad(x: Tensor, before: int, after: int) -> Tensor:
     """Symmetric padding of the last dim (edge pixel repeated), any amount."""
     n = x.shape[-1]
-    idx = torch.arange(-before, n + max(after, 0))
+    idx = torch.arange(-before, n + max(after, 0), device=x.device)  # an index on x's device: no hidden copy
     period = 2 * n
     idx = idx % period
     idx = torch.where(idx >= n, period - 1 - idx, idx)
@@ -70,7 +79,7 @@ def _resize_last(x: Tensor, out_len: int, scale: float, antialias: bool) -> Tens
     """Resize the last dim of (N, M, L). One matrix-vector product per output position and row of
     N, reading strided windows of the padded input: the same float32 operations, in the same order, as
     BasicSR's imresize, so results match it bit for bit (a batched matmul would round differently)."""
-    weights, starts, before, after = _weights_indices(x.shape[-1], out_len, scale, antialias)
+    weights, starts, before, after = _taps(x.shape[-1], out_len, scale, antialias, x.device, x.dtype)
     xp = _mirror_pad(x, before, after).contiguous()  # (N, M, L + before + after)
     p = weights.shape[1]
     out = x.new_empty(x.shape[0], x.shape[1], out_len)
@@ -83,7 +92,7 @@ def _resize_last(x: Tensor, out_len: int, scale: float, antialias: bool) -> Tens
 
 def _resize_rows(x: Tensor, out_len: int, scale: float, antialias: bool) -> Tensor:
     """Resize dim -2 of (N, H, W), with BasicSR's operand layout for the row pass."""
-    weights, starts, before, after = _weights_indices(x.shape[-2], out_len, scale, antialias)
+    weights, starts, before, after = _taps(x.shape[-2], out_len, scale, antialias, x.device, x.dtype)
     xp = _mirror_pad(x.transpose(1, 2), before, after).transpose(1, 2).contiguous()  # (N, H', W)
     p = weights.shape[1]
     out = x.new_empty(x.shape[0], out_len, x.shape[2])

@@ -3,6 +3,7 @@ checkpoints; Ctrl-C or SIGTERM saves a checkpoint and stops."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -20,7 +21,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
-from ..distributed import Dist, from_env
+from ..distributed import Dist, collective_backend, from_env
 from ..errors import SSTError
 from ..evaluation.runner import Task, evaluate_model, plan, validation_setup
 from ..io.files import atomic_write
@@ -28,7 +29,7 @@ from ..model.attention import BackendUnavailable, resolve_backend, uses_cuda_ker
 from ..model.network import SST, build_model
 from ..model.registry import get_variant
 from ..model.weights import load_checkpoint, load_into, save_basicsr, save_checkpoint
-from ..runtime import dtype_name, set_tf32
+from ..runtime import dtype_name, resolve_device, set_tf32
 from .config import TrainConfig, to_dict
 from .data import CounterSampler, ScanReport, SRTrainSet, scan_images
 from .run_dir import (
@@ -44,16 +45,20 @@ from .run_dir import (
 
 
 # ------------------------------------------------------------------------------------------ setup
-def init_distributed() -> Dist:
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; NCCL on GPU (gradients are all-reduced there), gloo on CPU."""
+def init_distributed(device: str | None = None) -> tuple[Dist, torch.device]:
+    """This rank and its device, the process group joined under torchrun.
+
+    The default device is this rank's GPU (``cuda:LOCAL_RANK``), else the CPU; an explicit one is checked by
+    :meth:`Dist.device`. The group's backend follows the device, not the machine: NCCL for CUDA (gradients
+    are all-reduced there), gloo for the CPU even where GPUs exist.
+    """
     d = from_env()
-    if not d.active:
-        return d
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if torch.cuda.is_available():
-        torch.cuda.set_device(d.local_rank)
-    return d
+    dev = resolve_device(d.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
+    if d.active and not dist.is_initialized():
+        dist.init_process_group(collective_backend(dev.type))
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    return d, dev
 
 
 def network_config(cfg: TrainConfig) -> dict[str, Any]:
@@ -119,7 +124,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     checkpoint) or ``overwrite`` (remove that run's files first). SIGINT/SIGTERM during the loop save a
     checkpoint and raise :class:`~sst_cli.training.run_dir.TrainingStopped`.
     """
-    d = init_distributed()
+    d, dev = init_distributed(device)
     run = Path(run_dir)
     prepare(run, resume, overwrite, remove=d.main)
     if d.main:
@@ -128,7 +133,6 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
             stale.unlink(missing_ok=True)
     if d.world > 1:
         dist.barrier()
-    dev = torch.device(device or (f"cuda:{d.local_rank}" if torch.cuda.is_available() else "cpu"))
     set_tf32(cfg.tf32)  # recorded with the config in every checkpoint
     torch.manual_seed(cfg.seed + d.rank)
     random.seed(cfg.seed + d.rank)
@@ -167,7 +171,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
             log(f"resumed from {Path(state['path']).name} at iteration {start}")
     train_model: nn.Module = model
     if d.world > 1:
-        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[d.local_rank] if dev.type == "cuda" else None)
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None)
     step_fn = torch.compile(train_model) if cfg.compile else train_model
 
     # data
@@ -216,18 +220,22 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
             fh.write(json.dumps(rec) + "\n")
 
     # resolved up front, so a missing validation set fails before any training
-    val_tasks = plan(cfg.val_sets, [cfg.scale], cfg.val_root) if (cfg.val_sets and d.main) else []
+    # every rank validates its share of the images (as `sst eval` under torchrun): no rank idles in a collective
+    # for the whole validation, whose length NCCL's timeout would otherwise bound
+    val_tasks = plan(cfg.val_sets, [cfg.scale], cfg.val_root) if cfg.val_sets else []
     t0, last_t, loss_acc, n_acc, loss_val = time.time(), time.time(), 0.0, 0, float("nan")
     it = start
     with StopSignals() as stop:
         for it in range(start + 1, cfg.iters + 1):
             opt.zero_grad(set_to_none=True)
-            for _ in range(cfg.accum):
+            for micro in range(cfg.accum):
                 lr_img, hr_img = next(batches)
                 lr_img, hr_img = lr_img.to(dev, non_blocking=True), hr_img.to(dev, non_blocking=True)
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                    loss = F.l1_loss(step_fn(lr_img).float(), hr_img) / cfg.accum
-                loss.backward()
+                # DDP all-reduces the gradients on every backward; the sum is only needed after the last one.
+                with _accumulating(train_model, last=micro == cfg.accum - 1):
+                    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                        loss = F.l1_loss(step_fn(lr_img).float(), hr_img) / cfg.accum
+                    loss.backward()
                 loss_acc += loss.item()
             n_acc += 1
             if cfg.grad_clip:
@@ -255,13 +263,15 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
             saved = it % cfg.ckpt_every == 0 or it == cfg.iters
             ckpt = save(it) if saved else None
             if val_tasks and (it % cfg.val_every == 0 or it == cfg.iters):
-                rec = validate(exported(), val_tasks, it, log)
-                record(rec)
-                if tb and "val_psnr_y" in rec:
-                    tb.add_scalar("val/psnr_y", rec["val_psnr_y"], it)
+                rec = validate(exported(), val_tasks, it, log if d.main else _silent, d)
                 if "val_psnr_y" in rec and (best is None or rec["val_psnr_y"] > best):
-                    best = rec["val_psnr_y"]
-                    export(exported(), run / "best.safetensors", cfg, it, best)
+                    best = rec["val_psnr_y"]  # the same merged scores on every rank
+                    if d.main:
+                        export(exported(), run / "best.safetensors", cfg, it, best)
+                if d.main:
+                    record(rec)
+                    if tb and "val_psnr_y" in rec:
+                        tb.add_scalar("val/psnr_y", rec["val_psnr_y"], it)
             signum = _agreed_stop(stop.signum, d, dev)
             if signum is not None and it < cfg.iters:
                 if not saved:
@@ -293,6 +303,14 @@ def _best_psnr(saved: float | None, run: Path, it: int) -> float | None:
     return float(score) if saved is None else max(saved, float(score))
 
 
+def _accumulating(model: nn.Module, last: bool) -> contextlib.AbstractContextManager[Any]:
+    """DDP's ``no_sync()`` for every micro-batch but the last of a step (the gradients then add up locally
+    and are all-reduced once); nothing for a single process or the last micro-batch."""
+    if last or not isinstance(model, nn.parallel.DistributedDataParallel):
+        return contextlib.nullcontext()
+    return model.no_sync()
+
+
 def _agreed_stop(signum: int | None, d: Dist, dev: torch.device) -> int | None:
     """The signal to stop on, agreed by all ranks (torchrun forwards it to each, not at the same step)."""
     if d.world == 1:
@@ -302,9 +320,15 @@ def _agreed_stop(signum: int | None, d: Dist, dev: torch.device) -> int | None:
     return int(flag.item()) or None
 
 
-def validate(model: nn.Module, tasks: list[Task], it: int, log: Callable[[str], None]) -> dict[str, Any]:
+def _silent(_msg: str) -> None:
+    pass
+
+
+def validate(model: nn.Module, tasks: list[Task], it: int, log: Callable[[str], None],
+             d: Dist | None = None) -> dict[str, Any]:
     """Mean Y-PSNR/SSIM per validation set, computed by ``sst eval``'s own code (same numbers), with the
-    dtype and backend it ran in (float32; see :func:`~sst_cli.evaluation.runner.validation_setup`).
+    dtype and backend it ran in (float32; see :func:`~sst_cli.evaluation.runner.validation_setup`); under
+    torchrun (``d``) each rank evaluates its share of the images and every rank gets the whole result.
 
     A validation that fails is logged and recorded (``val_error``) and training goes on: the checkpoint of
     this iteration, when one is due, is already saved, the final weights are still exported, and a
@@ -315,7 +339,7 @@ def validate(model: nn.Module, tasks: list[Task], it: int, log: Callable[[str], 
     setup = {"iter": it, "val_dtype": dtype_name(dtype), "val_backend": backend}
     scores: dict[str, dict[str, float]] = {}
     try:
-        for res in evaluate_model(model, tasks, name="validation"):
+        for res in evaluate_model(model, tasks, name="validation", dist=d):
             key = res.dataset if res.dataset not in scores else res.path
             scores[key] = {"psnr_y": res.mean("psnr_y"), "ssim_y": res.mean("ssim_y")}
             for sk in res.skipped:
