@@ -733,3 +733,36 @@ def test_20000_pixel_image_is_upscaled_in_tiles(tmp_path: Path, capsys: pytest.C
     captured = capsys.readouterr()
     assert code == 0, captured.out[-2000:] + captured.err[-2000:]
     assert imageio.probe(out / "huge.png") == (40000, 40000)
+
+
+def test_upscaler_repr_is_one_line(tiny: Upscaler, bicubic: Upscaler) -> None:
+    """Issue 23: a notebook shows what runs, not the whole network."""
+    assert repr(tiny) == ("Upscaler(model='tiny', scale=2, device='cpu', dtype='float32', backend='sdpa', "
+                          "weights='test')")
+    assert "\n" not in repr(bicubic) and "model='bicubic', scale=4" in repr(bicubic)
+
+
+def test_run_header_says_what_runs(bicubic: Upscaler) -> None:
+    """Issue 23: --tta and --outscale are in the header; x4 then resized to x3 is not "x4"."""
+    from sst_cli.cli.upscale import run_header
+
+    assert run_header(bicubic, Settings()).startswith("[bold]bicubic[/] x4 (built-in) on cpu, float32")
+    line = run_header(bicubic, Settings(outscale=3, tta=True))
+    assert line.startswith("[bold]bicubic[/] x4 then resized to x3 (") and line.endswith(", TTA x8")
+    assert "resized" not in run_header(bicubic, Settings(outscale=4.0))
+    assert "x2.5" in run_header(bicubic, Settings(outscale=2.5))
+
+
+def test_plan_line_keeps_the_reasons_apart(tmp_path: Path) -> None:
+    """Issue 23: inputs that changed are not counted as "made with other settings or unfinished"."""
+    from sst_cli.cli.upscale import plan_line
+    from sst_cli.upscale.batch import Result
+
+    def job(name: str, redo: str = "") -> Job:
+        return Job(tmp_path / name, tmp_path / "out" / name, Path(name), redo)
+
+    todo = [job("a.png"), job("b.png", manifest.INPUT_CHANGED), job("c.png", manifest.UNFINISHED),
+            job("d.png", manifest.INPUT_CHANGED)]
+    kept = [Result(job("e.png"), "skipped"), Result(job("f.png"), "kept", manifest.CHANGED)]
+    assert plan_line("H", todo, kept) == "H; 4 to do (2 input changed, 1 unfinished), 1 skipped, 1 kept (not replaced)"
+    assert plan_line("H", todo[:1], []) == "H; 1 to do"
