@@ -61,12 +61,11 @@ def weights_label(settings: dict[str, Any]) -> str:
     """Which weights ran, per scale: where they came from and their fingerprint's start, so the bundled
     model and a user's own weights of the same network are told apart."""
     sources, digests = settings.get("model_source") or {}, settings.get("weights_sha256") or {}
-    parts = []
-    for scale, source in sources.items():
-        digest = digests.get(scale)
-        label = f"{source} #{digest[:8]}" if digest and source != "built-in" else str(source)
-        parts.append(label if len(sources) == 1 else f"x{scale}: {label}")
-    return "; ".join(parts) or "no weights"
+    labels = {scale: f"{source} #{digests[scale][:8]}" if digests.get(scale) and source != "built-in" else str(source)
+              for scale, source in sources.items()}
+    if len(set(labels.values())) == 1:  # one file for every scale, or the built-in bicubic
+        return next(iter(labels.values()))
+    return "; ".join(f"x{scale}: {label}" for scale, label in labels.items()) or "no weights"
 
 
 def render(report: EvalReport) -> Table:
