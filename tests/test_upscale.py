@@ -766,3 +766,13 @@ def test_plan_line_keeps_the_reasons_apart(tmp_path: Path) -> None:
     kept = [Result(job("e.png"), "skipped"), Result(job("f.png"), "kept", manifest.CHANGED)]
     assert plan_line("H", todo, kept) == "H; 4 to do (2 input changed, 1 unfinished), 1 skipped, 1 kept (not replaced)"
     assert plan_line("H", todo[:1], []) == "H; 1 to do"
+
+
+def test_the_record_of_a_one_file_output_is_beside_it_not_in_the_current_folder(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    small_set(tmp_path / "in", 1)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    code, _, _ = upscale_cli(capsys, str(tmp_path / "in" / "im0.png"), str(tmp_path / "res" / "big.png"), "-m", "bicubic")
+    assert code == 0 and list((tmp_path / "cwd").iterdir()) == []
+    assert manifest.record_path(tmp_path / "res" / "big.png").is_file()
