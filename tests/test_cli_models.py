@@ -173,3 +173,14 @@ def test_models_download_offline_says_where_to_put_the_file(hub_with_light_plus,
     assert code == 1 and "SSTLarge_Plus_DF2K_X4.pth" in err and "HF_HUB_OFFLINE" in err
     assert "https://huggingface.co/collections/dslisleedh/sst" in err and "$SST_WEIGHTS_DIR" in err
     assert "Traceback" not in err and hub_with_light_plus.requests == []
+
+
+def test_models_download_names_every_file_it_could_not_have(hub_with_light_plus, monkeypatch, capsys) -> None:
+    """Issue 23: `sst models download sst-l+ -s 2,4` offline names the X2 and the X4 file, then exits 1."""
+    set_offline(monkeypatch)
+    code = main(["models", "download", "sst-l+", "-s", "2,4"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 1 and "Traceback" not in err
+    for name in ("SSTLarge_Plus_DF2K_X2.pth", "SSTLarge_Plus_DF2K_X4.pth"):
+        assert f"error: {name} (sst-l+ x" in err, err
+    assert "2 of 2 files could not be had: SSTLarge_Plus_DF2K_X2.pth, SSTLarge_Plus_DF2K_X4.pth." in err

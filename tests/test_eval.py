@@ -18,7 +18,7 @@ from sst_cli.cli import main
 from sst_cli.errors import SSTError
 from sst_cli.evaluation.datasets import canonical_name, discover, generate_lr, mod_crop, resolve_dataset
 from sst_cli.evaluation.metrics import measure, parse_metrics
-from sst_cli.evaluation.report import EvalOptions, EvalResult, ImageResult
+from sst_cli.evaluation.report import EvalOptions, EvalReport, EvalResult, ImageResult
 from sst_cli.evaluation.runner import paper_comparison, paper_variant, run_eval
 from sst_cli.model.bicubic import imresize, quantize_uint8
 from sst_cli.model.weights import save_checkpoint
@@ -425,3 +425,32 @@ def test_random_weights_are_seeded(tmp_path: Path, capsys) -> None:
     state = torch.get_rng_state()
     scores()
     assert torch.equal(torch.get_rng_state(), state)  # and the caller's RNG is left as it was
+
+
+def test_missing_weights_and_dataset_are_both_named(tmp_path: Path, capsys) -> None:
+    """Issue 23: `sst eval --weights W --dataset Urban100` with neither there names both in one answer."""
+    rc = main(["eval", "--weights", str(tmp_path / "W.pth"), "--dataset", "Urban100", "--data-root", str(tmp_path)])
+    err = "".join(capsys.readouterr().err.split())  # long paths may be folded over lines
+    assert rc == 1 and "Traceback" not in err
+    assert "".join(f"weights file {tmp_path / 'W.pth'} does not exist".split()) in err
+    assert "".join(f"Also, dataset Urban100 not found under {tmp_path}".split()) in err
+
+
+def test_table_title_tells_weights_of_one_network_apart(tmp_path: Path, capsys) -> None:
+    """Issue 23: the bundled sst-tiny and a user's own sst-tiny weights get different titles."""
+    from sst_cli.cli.evaluate import render
+    from sst_cli.model.weights import bundled_path
+
+    _hr_set(tmp_path / "S", 1)
+    mine = tmp_path / "mine.safetensors"
+    mine.write_bytes(bundled_path(2).read_bytes())
+    titles = []
+    for extra in ([], ["--weights", str(mine)]):
+        assert main(["eval", "--dataset", str(tmp_path / "S"), "-s", "2", "--json", "-", *extra]) == 0
+        settings = json.loads(capsys.readouterr().out)["settings"]
+        titles.append(render(EvalReport([], settings)).title)
+    bundled, own = titles
+    digest = settings["weights_sha256"]["2"][:8]
+    assert bundled.startswith(f"sst-tiny (bundled sst-tiny x2 #{digest}) on cpu")
+    assert own.startswith(f"sst-tiny ({mine} #{digest}) on cpu")  # same tensors, told apart by the file
+

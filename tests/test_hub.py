@@ -146,6 +146,20 @@ def test_offline_with_nothing_cached_is_one_sentence(hub_with_weights: FakeHub, 
     assert hub_with_weights.requests == []
 
 
+def test_offline_weights_by_official_name_says_the_file_is_missing(hub_with_weights: FakeHub, monkeypatch,
+                                                                   tmp_path: Path) -> None:
+    """Issue 23: `--weights <official name>` offline: the user did pass --weights, so no "pass --weights FILE"."""
+    set_offline(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SSTError) as info:
+        load_upscaler(weights=NAME, device="cpu")
+    msg = str(info.value)
+    _one_sentence(msg)
+    assert f"weights file {NAME} does not exist in {tmp_path}" in msg and "checkpoints" in msg
+    assert "could not be fetched because HF_HUB_OFFLINE is set (offline)" in msg and HUB_COLLECTION_URL in msg
+    assert "--weights" not in msg and hub_with_weights.requests == []
+
+
 def test_offline_with_a_cached_copy_works(hub_with_weights: FakeHub, monkeypatch) -> None:
     path = hub.fetch_official(OFFICIAL)
     set_offline(monkeypatch)

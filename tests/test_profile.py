@@ -279,9 +279,12 @@ def test_cli_compare_refusals(tmp_path, capsys, monkeypatch):
     assert "PNG or SVG" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the `plot` extra were not installed
     for args in (["profile", "compare", ok], ["profile", "--backend", "sdpa", "--device", "cpu"]):
-        assert main([*args, "--plot", str(tmp_path / "p.png")]) == 1
-        err = capsys.readouterr().err
-        assert "needs matplotlib" in err and "sst-cli[plot]" in err and "Traceback" not in err
+        # issue 23: exit 2 before anything is measured (a usage error), not after minutes of measuring
+        assert main([*args, "--plot", str(tmp_path / "p.png")]) == 2
+        captured = capsys.readouterr()
+        err = " ".join(captured.err.split())
+        assert "needs matplotlib" in err and "sst-cli[plot]" in err and "or drop --plot" in err
+        assert "Traceback" not in err and captured.out == ""  # no table: nothing was measured
     assert sorted(p.name for p in tmp_path.iterdir()) == ["future.json", "ok.json"]
 
 

@@ -415,27 +415,74 @@ def upscale_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, st
     return code, captured.out, captured.err
 
 
-def test_rerun_redoes_outputs_made_with_other_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_rerun_keeps_outputs_made_with_other_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 23: `sst upscale in/ out/` then `-s 2`: the first outputs stay byte for byte, are named, exit 1."""
     small_set(tmp_path / "in")
     inp, out = str(tmp_path / "in"), str(tmp_path / "out")
-    code, text, _ = upscale_cli(capsys, inp, out, "-m", "bicubic", "-s", "2")
+    code, text, _ = upscale_cli(capsys, inp, out, "-m", "bicubic")
     assert code == 0 and "3 done" in text
-    code, text, _ = upscale_cli(capsys, inp, out, "-m", "bicubic", "-s", "2")
-    assert code == 0 and "0 done" in text and "3 skipped" in text  # same settings: kept
-    for extra in (["-s", "3"], ["-s", "3", "--tta"], ["-s", "3", "--tta", "--outscale", "5"]):
-        code, text, _ = upscale_cli(capsys, inp, out, "-m", "bicubic", *extra)
-        assert code == 0 and "3 done (3 redone: made with other settings)" in text and "0 skipped" in text, extra
-    assert read_image(tmp_path / "out" / "im0.png").pixels.shape == (40, 50, 3)  # x5 from the last run
-    save_array(tmp_path / "in" / "im1.png", image(8, 10, 3, seed=9))  # an edited input
-    code, text, _ = upscale_cli(capsys, inp, out, "-m", "bicubic", "-s", "3", "--tta", "--outscale", "5")
-    assert "1 done (1 redone: input changed)" in text and "2 skipped" in text
-    save_array(tmp_path / "out" / "im2.png", image(4, 4, 3))  # replaced behind sst's back
-    code, text, _ = upscale_cli(capsys, inp, out, "-m", "bicubic", "-s", "3", "--tta", "--outscale", "5")
-    assert f"1 done (1 redone: {manifest.UNFINISHED})" in text
+    first = {p.name: p.read_bytes() for p in (tmp_path / "out").glob("*.png")}
+    code, text, _ = upscale_cli(capsys, inp, out, "-m", "bicubic")
+    assert code == 0 and "0 done" in text and "3 skipped" in text  # same settings: done already
+    for extra in (["-s", "2"], ["--tta"], ["--outscale", "5"], ["-s", "2", "--tta", "--outscale", "5"]):
+        code, text, err = upscale_cli(capsys, inp, out, "-m", "bicubic", *extra)
+        assert code == 1 and "0 done" in text and "3 kept (not replaced)" in text, extra
+        assert {p.name: p.read_bytes() for p in (tmp_path / "out").glob("*.png")} == first, extra
+        line = next(x for x in text.splitlines() if x.startswith("not replaced"))
+        assert "im0.png, im1.png, im2.png" in line and manifest.OTHER_SETTINGS in line and manifest.WAY_OUT in line
+        assert "Traceback" not in err
+    assert "scale 4, now 2" in text and "tta off, now on" in text and "outscale none, now 5" in text
+    code, text, _ = upscale_cli(capsys, inp, out, "-m", "bicubic", "-s", "2", "--suffix", "_x2")
+    assert code == 0 and "3 done" in text and (tmp_path / "out" / "im0_x2.png").is_file()  # the way out
+    code, text, _ = upscale_cli(capsys, inp, out, "-m", "bicubic", "-s", "2", "--overwrite")
+    assert code == 0 and "3 done" in text and "redone" not in text  # --overwrite replaces, no questions asked
+    assert read_image(tmp_path / "out" / "im0.png").pixels.shape == (16, 20, 3)
+
+
+def test_sst_redoes_its_own_stale_work_and_keeps_hand_edits(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    small_set(tmp_path / "in")
+    inp, out = str(tmp_path / "in"), str(tmp_path / "out")
+    args = ("-m", "bicubic", "-s", "3", "--tta", "--outscale", "5")
+    assert upscale_cli(capsys, inp, out, *args)[0] == 0
+    save_array(tmp_path / "in" / "im1.png", image(8, 10, 3, seed=9))  # an edited input: sst's output is stale
+    code, text, _ = upscale_cli(capsys, inp, out, *args)
+    assert code == 0 and "1 done (1 redone: input changed)" in text and "2 skipped" in text
+    save_array(tmp_path / "out" / "im2.png", image(4, 4, 3))  # an output edited by hand
+    edited = (tmp_path / "out" / "im2.png").read_bytes()
+    for _ in range(2):  # never replaced, however often sst runs
+        code, text, _ = upscale_cli(capsys, inp, out, *args)
+        assert code == 1 and "1 kept (not replaced)" in text and "2 skipped" in text
+        assert f"not replaced: im2.png: {manifest.CHANGED}; {manifest.WAY_OUT}." in text
+        assert (tmp_path / "out" / "im2.png").read_bytes() == edited
+    code, text, _ = upscale_cli(capsys, inp, out, *args, "-s", "2")  # other settings too: still the user's
+    assert code == 1 and (tmp_path / "out" / "im2.png").read_bytes() == edited
+    record = manifest.record_path(tmp_path / "out" / "im0.png")
+    record.write_text(record.read_text().replace('"output": {', '"output": null, "x": {'))
+    code, text, _ = upscale_cli(capsys, inp, out, *args)  # a pending record: sst stopped while writing it
+    assert code == 1 and f"1 done (1 redone: {manifest.UNFINISHED})" in text
+    code, text, _ = upscale_cli(capsys, inp, out, *args, "--overwrite")
+    assert code == 0 and "3 done" in text
     assert read_image(tmp_path / "out" / "im2.png").pixels.shape == (40, 50, 3)
-    code, text, _ = upscale_cli(capsys, inp, out, "-m", "bicubic", "-s", "3", "--tta", "--outscale", "5",
-                                "--overwrite")
-    assert "3 done" in text and "redone" not in text  # --overwrite redoes everything, no questions asked
+
+
+def test_a_failed_rewrite_leaves_the_old_record(tmp_path: Path, bicubic: Upscaler,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """An --overwrite that fails keeps the old file and its record: a rerun still knows what made it."""
+    small_set(tmp_path / "in", 1)
+    settings = Settings()
+    jobs = plan_jobs([str(tmp_path / "in")], tmp_path / "out", settings)
+    assert run_batch(jobs, bicubic, settings).count("done") == 1
+    record = manifest.record_path(jobs[0].dst).read_text()
+
+    def broken(*args: object, **kwargs: object) -> list[str]:
+        raise up_mod.SSTError("disk full.")
+
+    monkeypatch.setattr(up_mod, "process_file", broken)
+    again = Settings(overwrite=True, tta=True)
+    assert run_batch(plan_jobs([str(tmp_path / "in")], tmp_path / "out", again), bicubic, again).count("failed") == 1
+    assert manifest.record_path(jobs[0].dst).read_text() == record
+    assert run_batch(jobs, bicubic, settings).count("skipped") == 1  # as before the failed rewrite
 
 
 def test_outputs_sst_did_not_make_are_kept_and_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -443,14 +490,14 @@ def test_outputs_sst_did_not_make_are_kept_and_reported(tmp_path: Path, capsys: 
     (tmp_path / "out").mkdir()
     save_array(tmp_path / "out" / "im0.png", image(5, 5, 3))  # a user's own file with an output's name
     code, text, _ = upscale_cli(capsys, str(tmp_path / "in"), str(tmp_path / "out"), "-m", "bicubic", "-s", "2")
-    assert code == 0 and "1 done" in text and "1 skipped (1 kept: made with unknown settings" in text
-    assert "--overwrite to redo" in text
+    assert code == 0 and "1 done" in text
+    assert f"1 skipped (1 kept, {manifest.NO_RECORD}: im0.png)" in text  # named
     assert read_image(tmp_path / "out" / "im0.png").pixels.shape == (5, 5, 3)
     upscale_cli(capsys, str(tmp_path / "in"), str(tmp_path / "out"), "-m", "bicubic", "-s", "2", "--overwrite")
     assert read_image(tmp_path / "out" / "im0.png").pixels.shape == (16, 20, 3)
 
 
-def test_other_weights_redo_and_the_json_traces_the_weights(tmp_path: Path, tiny_weights: Path,
+def test_other_weights_keep_and_the_json_traces_the_weights(tmp_path: Path, tiny_weights: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     small_set(tmp_path / "in", 2)
     torch.manual_seed(1)
@@ -468,8 +515,13 @@ def test_other_weights_redo_and_the_json_traces_the_weights(tmp_path: Path, tiny
     assert json.loads(text)["skipped"] == 2
     code, text, _ = upscale_cli(capsys, *args, "--weights", str(other))
     second = json.loads(text)
-    assert (second["done"], second["redone"]) == (2, 2) and second["weights_sha256"] != first["weights_sha256"]
-    assert {r["reason"] for r in second["results"]} == {manifest.OTHER_SETTINGS}
+    assert code == 1 and (second["done"], second["kept"]) == (0, 2)
+    assert second["weights_sha256"] != first["weights_sha256"]
+    assert {r["status"] for r in second["results"]} == {"kept"}
+    assert all(r["reason"].startswith(manifest.OTHER_SETTINGS) and f"weights {first['weights_sha256'][:12]}, now "
+               in r["reason"] for r in second["results"])
+    code, text, _ = upscale_cli(capsys, *args, "--weights", str(other), "--overwrite")
+    assert code == 0 and json.loads(text)["done"] == 2
 
 
 def test_records_of_many_writers_stay_apart(tmp_path: Path, bicubic: Upscaler) -> None:
@@ -681,3 +733,46 @@ def test_20000_pixel_image_is_upscaled_in_tiles(tmp_path: Path, capsys: pytest.C
     captured = capsys.readouterr()
     assert code == 0, captured.out[-2000:] + captured.err[-2000:]
     assert imageio.probe(out / "huge.png") == (40000, 40000)
+
+
+def test_upscaler_repr_is_one_line(tiny: Upscaler, bicubic: Upscaler) -> None:
+    """Issue 23: a notebook shows what runs, not the whole network."""
+    assert repr(tiny) == ("Upscaler(model='tiny', scale=2, device='cpu', dtype='float32', backend='sdpa', "
+                          "weights='test')")
+    assert "\n" not in repr(bicubic) and "model='bicubic', scale=4" in repr(bicubic)
+
+
+def test_run_header_says_what_runs(bicubic: Upscaler) -> None:
+    """Issue 23: --tta and --outscale are in the header; x4 then resized to x3 is not "x4"."""
+    from sst_cli.cli.upscale import run_header
+
+    assert run_header(bicubic, Settings()).startswith("[bold]bicubic[/] x4 (built-in) on cpu, float32")
+    line = run_header(bicubic, Settings(outscale=3, tta=True))
+    assert line.startswith("[bold]bicubic[/] x4 then resized to x3 (") and line.endswith(", TTA x8")
+    assert "resized" not in run_header(bicubic, Settings(outscale=4.0))
+    assert "x2.5" in run_header(bicubic, Settings(outscale=2.5))
+
+
+def test_plan_line_keeps_the_reasons_apart(tmp_path: Path) -> None:
+    """Issue 23: inputs that changed are not counted as "made with other settings or unfinished"."""
+    from sst_cli.cli.upscale import plan_line
+    from sst_cli.upscale.batch import Result
+
+    def job(name: str, redo: str = "") -> Job:
+        return Job(tmp_path / name, tmp_path / "out" / name, Path(name), redo)
+
+    todo = [job("a.png"), job("b.png", manifest.INPUT_CHANGED), job("c.png", manifest.UNFINISHED),
+            job("d.png", manifest.INPUT_CHANGED)]
+    kept = [Result(job("e.png"), "skipped"), Result(job("f.png"), "kept", manifest.CHANGED)]
+    assert plan_line("H", todo, kept) == "H; 4 to do (2 input changed, 1 unfinished), 1 skipped, 1 kept (not replaced)"
+    assert plan_line("H", todo[:1], []) == "H; 1 to do"
+
+
+def test_the_record_of_a_one_file_output_is_beside_it_not_in_the_current_folder(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    small_set(tmp_path / "in", 1)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    code, _, _ = upscale_cli(capsys, str(tmp_path / "in" / "im0.png"), str(tmp_path / "res" / "big.png"), "-m", "bicubic")
+    assert code == 0 and list((tmp_path / "cwd").iterdir()) == []
+    assert manifest.record_path(tmp_path / "res" / "big.png").is_file()

@@ -57,12 +57,23 @@ def _fmt(v: float, digits: int) -> str:
     return "inf" if math.isinf(v) else f"{v:.{digits}f}"
 
 
+def weights_label(settings: dict[str, Any]) -> str:
+    """Which weights ran, per scale: where they came from and their fingerprint's start, so the bundled
+    model and a user's own weights of the same network are told apart."""
+    sources, digests = settings.get("model_source") or {}, settings.get("weights_sha256") or {}
+    labels = {scale: f"{source} #{digests[scale][:8]}" if digests.get(scale) and source != "built-in" else str(source)
+              for scale, source in sources.items()}
+    if len(set(labels.values())) == 1:  # one file for every scale, or the built-in bicubic
+        return next(iter(labels.values()))
+    return "; ".join(f"x{scale}: {label}" for scale, label in labels.items()) or "no weights"
+
+
 def render(report: EvalReport) -> Table:
     """The dataset x scale table: mean metrics, paper values and deltas, images, LR source, seconds."""
     names = list(dict.fromkeys(m for r in report.results for m in r.metric_names))
     paper = report.settings.get("compare_paper")
     s = report.settings
-    t = Table(title=f"{s['model']} on {s['device']} {s['dtype']}, tile {s['tile']}, "
+    t = Table(title=f"{s['model']} ({weights_label(s)}) on {s['device']} {s['dtype']}, tile {s['tile']}, "
                     f"TTA {'on' if s['tta'] else 'off'}, crop border = {s['crop_border']}",
               box=box.SIMPLE_HEAD, pad_edge=False)
     t.add_column("dataset", no_wrap=True)

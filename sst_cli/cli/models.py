@@ -183,8 +183,11 @@ def download_cmd(
                                                  "(default: the one the paper's tables report)."),
 ) -> None:
     """Download official weights ahead of use (into the Hugging Face cache; verified; once)."""
-    from ..errors import UsageError
+    from rich.markup import escape
+
+    from ..errors import SSTError, UsageError
     from ..model.hub import cached_official, fetch_official
+    from ._common import err_console
 
     variant = VARIANTS.get(name or "")
     if variant is None or variant.bundled:
@@ -195,10 +198,18 @@ def download_cmd(
         files = [official_file_for(variant, s, training_set) for s in scales]  # type: ignore[union-attr]  # parsed: list[int]
     except KeyError as exc:
         raise UsageError(str(exc.args[0]) + ".") from None
-    for f in files:
+    missing = []
+    for f in files:  # every file is tried and named, whatever happened to the one before
         before = cached_official(f)
-        path = fetch_official(f)
+        try:
+            path = fetch_official(f)
+        except SSTError as exc:
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+            missing.append(f.name)
+            continue
         size = path.stat().st_size / 1e6
         done = "already here" if before is not None else "downloaded"
         console.print(f"{f.name} ({variant.name} x{f.scale}, {f.training_set}, {size:.1f} MB): {done}, {path}",
                       overflow="fold")
+    if missing:
+        raise SSTError(f"{len(missing)} of {len(files)} files could not be had: {', '.join(missing)}.")

@@ -56,13 +56,7 @@ class _ProgressEvents:
 
     def planned(self, todo: list[Job], kept: list[Result]) -> None:
         self.progress.update(self.images, total=len(todo))
-        line = f"{self.header}; {len(todo)} to do"
-        redo = sum(bool(j.redo) for j in todo)
-        if redo:
-            line += f" ({redo} made before with other settings or unfinished)"
-        if kept:
-            line += f", {len(kept)} kept"
-        self.progress.console.print(line)
+        self.progress.console.print(plan_line(self.header, todo, kept))
 
     def start(self, index: int, job: Job) -> None:
         self.progress.update(self.images, description=f"{job.rel}")
@@ -105,33 +99,90 @@ def _size(wh: tuple[int, int] | None) -> str:
     return f"{wh[0]}x{wh[1]}" if wh else ""
 
 
+def _counts(items: list[str]) -> str:
+    """'2 input changed, 1 unfinished': how many times each text occurs, in order of first occurrence."""
+    return ", ".join(f"{items.count(x)} {x}" for x in dict.fromkeys(items))
+
+
+def run_header(up: Upscaler, settings: Settings, processes: int = 1) -> str:
+    """What runs: the model, its scale and any resize after it, TTA, device, dtype and attention."""
+    dt = str(up.dtype).replace("torch.", "")
+    what = f"[bold]{up.name}[/] x{up.scale}"
+    if settings.outscale is not None and settings.outscale != up.scale:
+        what += f" then resized to x{settings.outscale:g}"
+    line = f"{what} ({up.source}) on {up.device}, {dt}, attention {up.backend}"
+    if settings.tta:
+        line += ", TTA x8"
+    if processes > 1:
+        line += f"; {processes} processes, rank 0 shown"
+    return line
+
+
+def plan_line(header: str, todo: list[Job], kept: list[Result]) -> str:
+    """'<header>; 3 to do (1 input changed), 2 skipped, 1 kept (not replaced)': the plan before any work."""
+    line = f"{header}; {len(todo)} to do"
+    redo = [j.redo for j in todo if j.redo]
+    if redo:
+        line += f" ({_counts(redo)})"
+    skipped = sum(r.status == "skipped" for r in kept)
+    if skipped:
+        line += f", {skipped} skipped"
+    refused = len(kept) - skipped
+    if refused:
+        line += f", {refused} kept (not replaced)"
+    return line
+
+
+def _output_name(r: Result) -> str:
+    """The output's path under the output folder (the file name itself for a one-file output)."""
+    return str(r.job.rel.parent / r.job.dst.name)
+
+
+def _names(results: list[Result], most: int = 10) -> str:
+    names = [_output_name(r) for r in results]
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
+def kept_lines(summary: Summary) -> list[str]:
+    """One sentence per reason for the existing outputs left alone, naming them and the way out."""
+    from ..upscale.manifest import WAY_OUT
+
+    return [f"[yellow]not replaced[/]: {_names(rs)}: {why}; {WAY_OUT}."
+            for why, rs in summary.reasons("kept").items()]
+
+
 def _table(summary: Summary) -> Table:
     rows = [r for r in summary.results if r.status != "skipped"]
     if len(rows) > MAX_ROWS:
-        rows = [r for r in rows if r.status == "failed"]
+        rows = [r for r in rows if r.status in ("failed", "kept")]
     t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for col, justify in (("image", "left"), ("status", "left"), ("size", "right"), ("seconds", "right"),
                          ("notes / reason", "left")):
         t.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
-    style = {"done": "[green]done[/]", "failed": "[red]failed[/]"}
+    style = {"done": "[green]done[/]", "kept": "[yellow]kept[/]", "failed": "[red]failed[/]"}
     for r in rows:
         size = f"{_size(r.in_size)} → {_size(r.out_size)}" if r.out_size else _size(r.in_size)
         why = f"redone: {r.reason}" if r.redone else r.reason
-        t.add_row(str(r.job.rel), style[r.status], size, f"{r.seconds:.2f}", "; ".join([why, *r.notes] if why else r.notes))
+        t.add_row(str(r.job.rel), style[r.status], size, f"{r.seconds:.2f}" if r.status != "kept" else "", "; ".join([why, *r.notes] if why else r.notes))
     return t
 
 
 def summary_line(summary: Summary) -> str:
-    """'5 done (3 redone: made with other settings), 2 skipped, 0 failed in 1.2s'."""
+    """'5 done (3 redone: input changed), 2 skipped (1 made with unknown settings (no record): a.png),
+    1 kept, 0 failed in 1.2s'."""
     done, skipped, failed = summary.count("done"), summary.count("skipped"), summary.count("failed")
     line = f"[green]{done} done[/]"
     redone = summary.reasons("done")
     if redone:
-        line += " (" + "; ".join(f"{n} redone: {why}" for why, n in redone.items()) + ")"
+        line += " (" + "; ".join(f"{len(rs)} redone: {why}" for why, rs in redone.items()) + ")"
     line += f", {skipped} skipped"
-    kept = summary.reasons("skipped")
+    unverified = summary.reasons("skipped")
+    if unverified:
+        line += " (" + "; ".join(f"{len(rs)} kept, {why}: {_names(rs)}" for why, rs in unverified.items()) + ")"
+    kept = summary.count("kept")
     if kept:
-        line += " (" + "; ".join(f"{n} kept: {why}" for why, n in kept.items()) + ")"
+        line += f", [yellow]{kept} kept (not replaced)[/]"
     line += f", [{'red' if failed else 'green'}]{failed} failed[/] in {summary.seconds:.1f}s"
     if summary.removed_temps:
         line += f"; removed {summary.removed_temps} partial file(s) left by an interrupted run"
@@ -146,10 +197,7 @@ def _run(paths: list[str], settings: Settings, ranks: Dist, **load: Any) -> tupl
 
     jobs = plan_jobs(paths[:-1], paths[-1], settings)
     up = load_upscaler(**load)
-    dt = str(up.dtype).replace("torch.", "")
-    header = f"[bold]{up.name}[/] x{up.scale} ({up.source}) on {up.device}, {dt}, attention {up.backend}"
-    if ranks.active:
-        header += f"; {ranks.world} processes, rank 0 shown"
+    header = run_header(up, settings, ranks.world if ranks.active else 1)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=err_console, transient=True, disable=not ranks.main) as progress, \
             _sigterm_as_interrupt():
@@ -181,8 +229,8 @@ def upscale_cmd(
                                 "lossless WebP)."),
     suffix: str = typer.Option("", "--suffix", metavar="TEXT", help="Added to output file stems, e.g. _x4."),
     recursive: bool = flag("--recursive", "-r", help="Read subfolders of folder inputs."),
-    overwrite: bool = flag("--overwrite", help="Redo every output that exists, whatever made it (by default "
-                           "only those made with other settings, or whose input changed, are redone)."),
+    overwrite: bool = flag("--overwrite", help="Replace every output that exists, whatever made it (by default "
+                           "only sst's own unfinished outputs, or those whose input changed, are redone)."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=0, metavar="N", help="Refuse, from "
                                    "the header and before decoding, input images with more pixels (0: no limit)."),
     threads: int | None = threads_option(RANK_THREADS_HELP),
@@ -193,11 +241,13 @@ def upscale_cmd(
                                         "of the table)."),
 ) -> None:
     """sst upscale INPUT... OUTPUT: write OUTPUT/<relative path>/<stem><suffix>.<ext>, or, for one input image and
-    an OUTPUT with an image extension, that file. Outputs made before with the same settings are kept.
+    an OUTPUT with an image extension, that file. Outputs made before with the same settings are skipped;
+    an existing output made otherwise is replaced only with --overwrite.
 
     Under torchrun every process upscales its share of the files, and rank 0 reports for all.
 
-    Exit code 0 when every image succeeded, 1 when some failed (the rest are still done), 2 for usage errors.
+    Exit code 0 when every image succeeded, 1 when some failed or an existing output was not replaced (the
+    rest are still done), 2 for usage errors.
     """
     if len(paths) < 2:
         raise UsageError("give at least one input and the output (a folder, or a file name for one image): "
@@ -231,6 +281,8 @@ def upscale_cmd(
         if any(r.status != "skipped" for r in summary.results):
             console.print(_table(summary))
         console.print(summary_line(summary), soft_wrap=True)
+        for line in kept_lines(summary):
+            console.print(line, soft_wrap=True)
     if summary.interrupted:
         left = len(jobs) - len(summary.results)
         err_console.print(f"[yellow]interrupted[/]: {left} image(s) not done; run the same command again to resume.")

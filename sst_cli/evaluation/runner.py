@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -280,7 +280,10 @@ def run_eval(
     scales = list(dict.fromkeys(options.scales or []))
     if not scales:
         if options.weights and options.model != "bicubic":
-            preloaded = load(None)  # a checkpoint knows its own scale
+            try:
+                preloaded = load(None)  # a checkpoint knows its own scale
+            except SSTError as exc:
+                _raise_with_missing_datasets(exc, options)
             scales = [preloaded.scale]
         else:
             scales = [4]
@@ -308,6 +311,16 @@ def run_eval(
     settings["compare_paper"] = options.compare_paper
     settings["processes"] = dist.world
     return EvalReport(results, settings)
+
+
+def _raise_with_missing_datasets(exc: SSTError, options: EvalOptions) -> NoReturn:
+    """The weights could not be had: name the missing datasets in the same answer, so that one run shows
+    every problem instead of one per try."""
+    try:
+        resolve_datasets(options.datasets, options.data_root)
+    except SSTError as missing:
+        raise SSTError(f"{exc} Also, {missing}") from None
+    raise exc
 
 
 @dataclass(frozen=True)

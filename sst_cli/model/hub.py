@@ -359,25 +359,33 @@ def cached_official(file: OfficialFile) -> Path | None:
     return Path(hit) if isinstance(hit, str) else None
 
 
-def not_available_message(file: OfficialFile, why: str) -> str:
-    """One sentence: the file, why it cannot be had now, the collection, and where a manual download goes."""
-    return (f"{file.name} ({file.variant.name} x{file.scale}, trained on {file.training_set}) is not here and "
-            f"{why}; download it from {HUB_COLLECTION_URL} into {search_dirs_text()}, or pass --weights FILE.")
+def not_available_message(file: OfficialFile, why: str, given: bool = False) -> str:
+    """One sentence: the file, why it cannot be had now, the collection, and where a manual download goes.
+
+    ``given``: the user named the file itself (``--weights NAME``), so pointing at ``--weights`` would be no
+    help; say instead that no file of that name is here and why the official one could not be fetched."""
+    what = f"{file.variant.name} x{file.scale}, trained on {file.training_set}"
+    manual = f"download it from {HUB_COLLECTION_URL} into {search_dirs_text()}"
+    if given:
+        return (f"weights file {file.name} does not exist in {Path.cwd()} or {search_dirs_text()}, and the official "
+                f"file of that name ({what}) could not be fetched because {why}; {manual}.")
+    return f"{file.name} ({what}) is not here and {why}; {manual}, or pass --weights FILE."
 
 
-def fetch_official(file: OfficialFile, sha256: str | None = None) -> Path:
+def fetch_official(file: OfficialFile, sha256: str | None = None, given: bool = False) -> Path:
     """Official weights by name: a file in the search folders, else the Hugging Face cache, else downloaded
-    from the repository the Hub lists for it."""
+    from the repository the Hub lists for it. ``given``: the name came from ``--weights`` (see
+    :func:`not_available_message`)."""
     local = find_local(file.name)
     if local is not None:
         return _verify_local(local, sha256)
     hub = official_source(file.name)
     if hub_offline() and (hub is None or cached_official(file) is None):
-        raise SSTError(not_available_message(file, "HF_HUB_OFFLINE is set"))
+        raise SSTError(not_available_message(file, "HF_HUB_OFFLINE is set (offline)", given))
     try:
         return fetch_hub(hub or discover(file.name), sha256)
     except HubError as exc:
-        raise SSTError(not_available_message(file, f"the Hub could not provide it ({exc.why})")) from None
+        raise SSTError(not_available_message(file, f"the Hub could not provide it ({exc.why})", given)) from None
 
 
 # ------------------------------------------------------------------------------------------- URLs
@@ -444,7 +452,7 @@ def fetch(source: str, sha256: str | None = None) -> Path:
             return _verify_local(found, sha256)
         official = official_file(path.name)
         if official is not None and official.name == path.name:
-            return fetch_official(official, sha256)
+            return fetch_official(official, sha256, given=True)
     raise SSTError(f"weights file {path} does not exist (looked in {Path.cwd()}"
                    + (f" and {search_dirs_text()}" if len(path.parts) == 1 else "")
                    + "); pass a file, an https:// URL or hf://owner/repo/file, or --model NAME to download "

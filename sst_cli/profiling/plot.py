@@ -9,14 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import SSTError, UsageError
+from ..errors import UsageError
 from ..io.files import atomic_write
 from .compare import Comparison, config_words
 from .schema import CONFIG_KEYS
 from .table import letters, num, short_status, split_keys
 
 FORMATS = {".png": "png", ".svg": "svg"}
-MISSING = "--plot needs matplotlib, an optional extra: pip install 'sst-cli[plot]'."
+MISSING = "--plot needs matplotlib, an optional extra that is not installed: pip install 'sst-cli[plot]', or drop --plot."
 
 
 def plot_format(path: str | Path) -> str:
@@ -28,11 +28,14 @@ def plot_format(path: str | Path) -> str:
 
 
 def require_matplotlib() -> None:
-    """Fail early, in one sentence, when matplotlib is not installed."""
+    """Refuse ``--plot`` at once, in one sentence, when matplotlib is not installed.
+
+    A usage error (exit 2), checked before any measuring: the command as given cannot complete here, and
+    it is better told in a second than after minutes of measurements (install the extra or drop --plot)."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise SSTError(MISSING) from None
+        raise UsageError(MISSING) from None
 
 
 def _bar_label(comp: Comparison, key: tuple[Any, ...], col: int, field: str) -> str:

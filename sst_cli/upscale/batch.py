@@ -164,8 +164,8 @@ def process_file(
 @dataclass
 class Result:
     job: Job
-    status: str  # done | skipped | failed
-    reason: str = ""  # failed: why; skipped: why the existing file is kept; done: why an existing one was redone
+    status: str  # done | skipped | kept (an existing output not ours to replace) | failed
+    reason: str = ""  # failed: why; skipped, kept: why the existing file is kept; done: why an existing one was redone
     seconds: float = 0.0
     in_size: tuple[int, int] | None = None  # (w, h)
     out_size: tuple[int, int] | None = None
@@ -192,21 +192,24 @@ class Summary:
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.results)
 
-    def reasons(self, status: str) -> dict[str, int]:
-        """How many results of ``status`` give each reason: done ones that were redone, kept skipped ones."""
-        out: dict[str, int] = {}
+    def reasons(self, status: str) -> dict[str, list[Result]]:
+        """The results of ``status`` that give a reason, by reason: done ones that were redone, skipped ones
+        kept unverified, kept ones."""
+        out: dict[str, list[Result]] = {}
         for r in self.results:
             if r.status == status and r.reason and (status != "done" or r.redone):
-                out[r.reason] = out.get(r.reason, 0) + 1
+                out.setdefault(r.reason, []).append(r)
         return out
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.count("failed") else 0
+        """1 when an image failed or an existing output was kept instead of made: the outputs asked for are
+        not all there."""
+        return 1 if self.count("failed") or self.count("kept") else 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"done": self.count("done"), "redone": sum(r.redone for r in self.results),
-                "skipped": self.count("skipped"), "failed": self.count("failed"),
+                "skipped": self.count("skipped"), "kept": self.count("kept"), "failed": self.count("failed"),
                 "interrupted": self.interrupted, "seconds": round(self.seconds, 3),
                 "removed_stale_temps": self.removed_temps, "results": [r.to_dict() for r in self.results]}
 
@@ -255,8 +258,9 @@ def recipe(upscaler: Any, settings: Settings, dst: Path) -> dict[str, Any]:
 
 
 def triage(jobs: list[Job], upscaler: Any, settings: Settings) -> tuple[list[Job], list[Result]]:
-    """(to do, kept): an existing output is kept only when its record says this recipe made it from the
-    input as it is now (or, with no record at all, it is not ours to replace); ``overwrite`` redoes all."""
+    """(to do, not done): an existing output is redone only when it is sst's own, unfinished or made from
+    an input that has changed since; made by this recipe it is skipped; otherwise (other settings, edited
+    since, no record) it is kept, see :func:`manifest.judge`. ``overwrite`` redoes all."""
     todo: list[Job] = []
     kept: list[Result] = []
     for job in jobs:
@@ -264,11 +268,11 @@ def triage(jobs: list[Job], upscaler: Any, settings: Settings) -> tuple[list[Job
             todo.append(job)
             continue
         verdict = manifest.judge(job.src, job.dst, recipe(upscaler, settings, job.dst))
-        if verdict.keep:
-            kept.append(Result(job, "skipped", verdict.reason))
-        else:
+        if verdict.action == manifest.REDO:
             todo.append(job)
             job.redo = verdict.reason
+        else:
+            kept.append(Result(job, "kept" if verdict.action == manifest.KEEP else "skipped", verdict.reason))
     return todo, kept
 
 

@@ -8,8 +8,14 @@ half-written record. The record is marked pending before its image is written an
 :func:`recording`), so an output is trusted only when its record says that this very file (same size and
 time) was finished.
 
-An existing output with no record at all was not made by this version of sst (or by sst at all): it is
-kept, and reported, unless ``--overwrite``.
+What a rerun does with an existing output (:func:`judge`), unless ``--overwrite``:
+
+- made by this recipe from the input as it is now: skipped (the work is done);
+- unfinished (its record was still pending when sst stopped) or made by this recipe from an input that
+  has changed since: redone, as sst's own stale work;
+- made with other settings, or changed since sst wrote it (edited by hand): kept, and the run reports it
+  by name and exits 1, since replacing it would lose something sst cannot make again;
+- no record at all (not made by this version of sst, or by sst at all): kept, and reported by name.
 """
 
 from __future__ import annotations
@@ -28,11 +34,16 @@ from ..model.weights import fingerprint
 
 RECORD_DIR = ".sst-manifest"
 
-# the reasons an existing output is not kept, or kept unverified, as the summary words them
+# the reasons an existing output is redone, kept, or skipped unverified, as the summary words them
 OTHER_SETTINGS = "made with other settings"
+CHANGED = "changed since sst wrote it"
 INPUT_CHANGED = "input changed"
-UNFINISHED = "unfinished or changed afterwards"
-NO_RECORD = "made with unknown settings (no record); --overwrite to redo"
+UNFINISHED = "unfinished"
+NO_RECORD = "made with unknown settings (no record)"
+UNREADABLE = "made with unknown settings (unreadable record)"
+
+# what a kept output's owner can do about it
+WAY_OUT = "pass --overwrite to replace them, or choose another output folder or a --suffix"
 
 
 def record_path(dst: Path) -> Path:
@@ -59,27 +70,49 @@ def _stat(path: Path) -> dict[str, int] | None:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+SKIP, REDO, KEEP = "skip", "redo", "keep"
+
+
 @dataclass(frozen=True)
 class Verdict:
-    keep: bool  # the existing output is what this run would make
-    reason: str  # why it is redone or kept unverified ("" when there is nothing to say)
+    action: str  # SKIP (done, or not ours and unverifiable), REDO (ours and stale) or KEEP (not ours to replace)
+    reason: str  # why, as the summary words it ("" when the output is exactly what this run would make)
 
 
 def judge(src: Path, dst: Path, recipe: dict[str, Any]) -> Verdict:
-    """Whether the existing output ``dst`` was made from ``src`` as it is now with ``recipe``."""
+    """What to do with the existing output ``dst`` of ``src`` for a run with ``recipe`` (see the module doc)."""
     try:
         record = json.loads(record_path(dst).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return Verdict(True, NO_RECORD)
+        return Verdict(SKIP, NO_RECORD)
     except (OSError, ValueError):
-        return Verdict(False, UNFINISHED)
-    if not isinstance(record, dict) or record.get("output") is None or record["output"] != _stat(dst):
-        return Verdict(False, UNFINISHED)
-    if record.get("recipe") != recipe:
-        return Verdict(False, OTHER_SETTINGS)
+        return Verdict(SKIP, UNREADABLE)
+    if not isinstance(record, dict) or not isinstance(record.get("recipe"), dict):
+        return Verdict(SKIP, UNREADABLE)
+    if record.get("output") is None:  # pending: sst stopped between starting and finishing this output
+        return Verdict(REDO, UNFINISHED)
+    if record["output"] != _stat(dst):
+        return Verdict(KEEP, CHANGED)
+    if record["recipe"] != recipe:
+        return Verdict(KEEP, f"{OTHER_SETTINGS} ({differences(record['recipe'], recipe)})")
     if record.get("input") != _stat(src):
-        return Verdict(False, INPUT_CHANGED)
-    return Verdict(True, "")
+        return Verdict(REDO, INPUT_CHANGED)
+    return Verdict(SKIP, "")
+
+
+def differences(before: dict[str, Any], now: dict[str, Any]) -> str:
+    """'scale 4, now 2; tta on, now off': the recipe entries that differ, as a user would name them."""
+
+    def show(key: str, value: Any) -> str:
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if value is None:
+            return "none"
+        return str(value)[:12] if key == "weights_sha256" else str(value)
+
+    keys = [k for k in (*now, *(k for k in before if k not in now)) if before.get(k) != now.get(k)]
+    names = {"weights_sha256": "weights"}
+    return "; ".join(f"{names.get(k, k)} {show(k, before.get(k))}, now {show(k, now.get(k))}" for k in keys)
 
 
 def _write(src: Path, dst: Path, recipe: dict[str, Any], finished: bool) -> None:
@@ -99,20 +132,34 @@ def recording(src: Path, dst: Path, recipe: dict[str, Any]) -> Iterator[None]:
     """Around writing ``dst``: its record is pending while the image is written, and done after.
 
     Ctrl-C that lands once the image is in place (it is renamed in whole) still completes the record, so
-    the image is not redone; a failure that leaves no image leaves no record either.
+    the image is not redone; a failure that leaves the old file (or none) leaves its old record (or none).
     """
     before = _identity(dst)
+    try:
+        previous: str | None = record_path(dst).read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        previous = None
     _write(src, dst, recipe, finished=False)
     try:
         yield
-    except KeyboardInterrupt:
-        if _identity(dst) not in (None, before):
+    except BaseException as exc:
+        if _identity(dst) == before:
+            _restore(dst, previous)
+        elif isinstance(exc, KeyboardInterrupt) and _identity(dst) is not None:
             _finish(src, dst, recipe)
         raise
-    except BaseException:
-        forget_if_absent(dst)
-        raise
     _finish(src, dst, recipe)
+
+
+def _restore(dst: Path, previous: str | None) -> None:
+    """Put back the record an untouched ``dst`` had before this run began (none: remove the pending one)."""
+    if previous is not None and dst.exists():
+        with contextlib.suppress(OSError):
+            files.atomic_write_text(record_path(dst), previous)
+        return
+    with contextlib.suppress(OSError):
+        record_path(dst).unlink()
+    forget_if_absent(dst)  # and its folder, when that is now empty
 
 
 def _identity(path: Path) -> tuple[int, int, int] | None:

@@ -101,6 +101,12 @@ class Upscaler:
         x = x.to(self.device, self.dtype)
         return self.model(x).float().cpu()
 
+    def __repr__(self) -> str:
+        # one line, as a notebook or a log shows it: the network itself is `up.model`
+        dtype = str(self.dtype).replace("torch.", "")
+        return (f"Upscaler(model={self.name!r}, scale={self.scale}, device={str(self.device)!r}, dtype={dtype!r}, "
+                f"backend={self.backend!r}, weights={self.source!r})")
+
     @property
     def window_max(self) -> int:
         return max(getattr(self.model, "window_sizes", (1,)))
