@@ -124,3 +124,9 @@ def test_bundled_configs_use_the_mix() -> None:
     root = Path(__file__).resolve().parents[1] / "configs"
     for s in (2, 3, 4):
         assert load_config(root / f"sst-tiny_x{s}.yaml").degradation == DegradationMix()
+
+
+def test_the_kernel_names_are_the_filters_io_provides() -> None:
+    from sst_cli.io.resample import CV2_FILTERS, PIL_FILTERS
+
+    assert set(KERNELS) == {"matlab", *CV2_FILTERS, *PIL_FILTERS}

@@ -10,7 +10,7 @@ sharpens the others' aliasing into artefacts, so ``degradation: mixed`` draws, p
    ``*_aa`` = Pillow's filters, which widen the kernel when shrinking);
 3. noise (probability ``noise``): Gaussian, or Poisson with probability ``poisson``, its standard deviation at
    mid-grey uniform in ``noise_sigma`` 8-bit levels;
-4. rounding to 8 bits, then JPEG (probability ``jpeg``, quality uniform in ``jpeg_quality``).
+4. rounding to 8 bits, then JPEG as sst saves it (probability ``jpeg``, quality uniform in ``jpeg_quality``).
 
 Every draw comes from the sample's own generator (seeded by the run's ``seed`` and the sample counter), so a
 run repeats exactly, whatever the number of workers or processes.
@@ -20,19 +20,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import cv2
 import numpy as np
-from PIL import Image
 from pydantic import ConfigDict, Field, field_validator
 from pydantic.dataclasses import dataclass
 
+from ..io.resample import CV2_FILTERS, gaussian_blur, jpeg_roundtrip, resize_cv2, resize_pil
 from ..model.bicubic import imresize_np
 
 Kernel = Literal["matlab", "cubic", "linear", "lanczos", "area", "cubic_aa", "linear_aa", "lanczos_aa"]
 KERNELS: tuple[str, ...] = Kernel.__args__  # type: ignore[attr-defined]
-_CV2 = {"cubic": cv2.INTER_CUBIC, "linear": cv2.INTER_LINEAR, "lanczos": cv2.INTER_LANCZOS4, "area": cv2.INTER_AREA}
-_PIL = {"cubic_aa": Image.Resampling.BICUBIC, "linear_aa": Image.Resampling.BILINEAR,
-        "lanczos_aa": Image.Resampling.LANCZOS}
 Prob = Annotated[float, Field(ge=0, le=1)]
 
 
@@ -79,19 +75,13 @@ class DegradationMix:
 
 def resize(hr: np.ndarray, size: tuple[int, int], kernel: str) -> np.ndarray:
     """(H, W, C) float32 -> (h, w, C) float32 with one of ``KERNELS``; ``size`` is (h, w)."""
-    h, w = size
     if kernel == "matlab":
-        return imresize_np(hr, h / hr.shape[0])
-    if kernel in _CV2:
-        return cv2.resize(hr, (w, h), interpolation=_CV2[kernel])
-    channels = [np.asarray(Image.fromarray(np.ascontiguousarray(hr[..., c], dtype=np.float32)).resize((w, h), _PIL[kernel]))
-                for c in range(hr.shape[2])]
-    return np.stack(channels, axis=2)
+        return imresize_np(hr, size[0] / hr.shape[0])
+    return resize_cv2(hr, size, kernel) if kernel in CV2_FILTERS else resize_pil(hr, size, kernel)
 
 
 def blur(img: np.ndarray, sigma: float) -> np.ndarray:
-    k = 2 * int(np.ceil(3 * sigma)) + 1
-    return cv2.GaussianBlur(img, (k, k), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101)
+    return gaussian_blur(img, sigma)
 
 
 def add_noise(img: np.ndarray, sigma_levels: float, poisson: bool, rng: np.random.Generator) -> np.ndarray:
@@ -104,11 +94,7 @@ def add_noise(img: np.ndarray, sigma_levels: float, poisson: bool, rng: np.rando
 
 
 def jpeg(img8: np.ndarray, quality: int) -> np.ndarray:
-    """A JPEG round trip of an (H, W, 3) uint8 RGB array (4:2:0, as cameras and browsers save)."""
-    ok, buf = cv2.imencode(".jpg", img8[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:  # pragma: no cover - opencv encodes any uint8 RGB array
-        raise RuntimeError("JPEG encoding failed")
-    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+    return jpeg_roundtrip(img8, quality)
 
 
 def degrade(hr: np.ndarray, scale: int, mix: DegradationMix, rng: np.random.Generator) -> np.ndarray:
