@@ -26,8 +26,6 @@ from PIL import Image
 from pydantic import ConfigDict, Field, field_validator
 from pydantic.dataclasses import dataclass
 
-from ..model.bicubic import imresize_np
-
 Kernel = Literal["matlab", "cubic", "linear", "lanczos", "area", "cubic_aa", "linear_aa", "lanczos_aa"]
 KERNELS: tuple[str, ...] = Kernel.__args__  # type: ignore[attr-defined]
 _CV2 = {"cubic": cv2.INTER_CUBIC, "linear": cv2.INTER_LINEAR, "lanczos": cv2.INTER_LANCZOS4, "area": cv2.INTER_AREA}
@@ -81,6 +79,8 @@ def resize(hr: np.ndarray, size: tuple[int, int], kernel: str) -> np.ndarray:
     """(H, W, C) float32 -> (h, w, C) float32 with one of ``KERNELS``; ``size`` is (h, w)."""
     h, w = size
     if kernel == "matlab":
+        from ..model.bicubic import imresize_np  # torch: loaded by the data workers, not by config checks
+
         return imresize_np(hr, h / hr.shape[0])
     if kernel in _CV2:
         return cv2.resize(hr, (w, h), interpolation=_CV2[kernel])

@@ -4,7 +4,6 @@ checkpoints; Ctrl-C or SIGTERM saves a checkpoint and stops."""
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from collections.abc import Callable
@@ -16,14 +15,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+import yaml
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from ..distributed import Dist, from_env
-from ..errors import SSTError
+from ..errors import SSTError, UsageError
 from ..evaluation.runner import Task, evaluate_model, plan
-from ..io.files import atomic_write
+from ..io.files import atomic_write, atomic_write_text
 from ..model.attention import BackendUnavailable, resolve_backend
 from ..model.network import SST, build_model
 from ..model.registry import get_variant
@@ -40,6 +40,7 @@ from .run_dir import (
     set_rng_state,
     worker_ignores_stop_signals,
 )
+from .schedule import describe, lr_factor, resume_schedule, schedule  # noqa: F401  (lr_factor: its old home)
 
 
 # ------------------------------------------------------------------------------------------ setup
@@ -65,21 +66,6 @@ def network_config(cfg: TrainConfig) -> dict[str, Any]:
     base.update(cfg.network or {})
     base["upscaling_factor"] = cfg.scale
     return base
-
-
-def lr_factor(cfg: TrainConfig) -> Callable[[int], float]:
-    """Linear warm-up, then MultiStepLR (or cosine) as a function of the iteration."""
-
-    def f(it: int) -> float:
-        if cfg.warmup and it < cfg.warmup:
-            return (it + 1) / cfg.warmup
-        if cfg.scheduler == "cosine":
-            t = (it - cfg.warmup) / max(1, cfg.iters - cfg.warmup)
-            floor = cfg.min_lr / cfg.lr
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-        return cfg.gamma ** sum(it >= m for m in cfg.milestones)
-
-    return f
 
 
 def make_ema(model: nn.Module, decay: float) -> AveragedModel:
@@ -111,16 +97,24 @@ class TrainResult:
 
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
           log: Callable[[str], None] = print, progress: Callable[[dict[str, Any]], None] | None = None,
-          device: str | None = None, overwrite: bool = False) -> TrainResult:
+          device: str | None = None, overwrite: bool = False, extend: bool = False) -> TrainResult:
     """Train per ``cfg`` into ``run_dir``. Single process, or one rank of a torchrun job.
 
     A ``run_dir`` that already holds a run is refused unless ``resume`` (continue from its newest valid
-    checkpoint) or ``overwrite`` (remove that run's files first). SIGINT/SIGTERM during the loop save a
-    checkpoint and raise :class:`~sst_cli.training.run_dir.TrainingStopped`.
+    checkpoint) or ``overwrite`` (remove that run's files first). A resume with other settings than the
+    run's is refused, unless ``extend`` allows new schedule settings (``schedule.resume_schedule``).
+    SIGINT/SIGTERM during the loop save a checkpoint and raise
+    :class:`~sst_cli.training.run_dir.TrainingStopped`. ``log`` gets a short start banner; all settings go
+    to ``run_dir/config.yaml``.
     """
+    if extend and not resume:
+        raise UsageError("--extend changes the schedule of a resumed run; use it with --resume.")
     d = init_distributed()
     run = Path(run_dir)
     prepare(run, resume, overwrite, remove=d.main)
+    # the run folder's checks come first: nothing is printed or built for a resume that would be refused
+    state = load_latest(run, log) if resume else None
+    extension, extended = resume_schedule(state, cfg, run, extend) if state is not None else (None, None)
     if d.main:
         run.mkdir(parents=True, exist_ok=True)
         for stale in run.glob(".*.tmp"):  # left by a run killed mid-write; never a valid checkpoint
@@ -147,11 +141,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     model.set_backend(backend).to(dev).train()
     ema = make_ema(model, cfg.ema) if cfg.ema > 0 else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(cfg, extension))
     use_amp = dev.type == "cuda" and cfg.bf16
+    if d.main:
+        log(_banner(cfg, run, state, d, dev, "bf16 autocast" if use_amp else "float32", backend))
     start, best, history = 0, None, []
     if resume:
-        state = load_latest(run, log)
         if state is None:
             log("no checkpoint to resume from; starting at iteration 0")
         else:
@@ -163,6 +158,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
             set_rng_state(state["rng"])
             start, best = int(state["iter"]), state.get("best_psnr")
             log(f"resumed from {Path(state['path']).name} at iteration {start}")
+            if extended:
+                log(extended)
     train_model: nn.Module = model
     if d.world > 1:
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=[d.local_rank] if dev.type == "cuda" else None)
@@ -199,6 +196,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
             "iter": it, "model": model.state_dict(), "ema": ema.module.state_dict() if ema else None,
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": None, "rng": rng_state(),
             "sampler_position": it * per_step, "best_psnr": best, "config": to_dict(cfg), "network_g": net_cfg,
+            "lr_extension": extension,
         }
         path = atomic_write(run / f"ckpt_{it:08d}.pt", lambda tmp: torch.save(state, tmp))
         for old in list_checkpoints(run)[cfg.keep_last:]:
@@ -215,6 +213,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
 
     # resolved up front, so a missing validation set fails before any training
     val_tasks = plan(cfg.val_sets, [cfg.scale], cfg.val_root) if (cfg.val_sets and d.main) else []
+    if d.main:  # every setting of this start (the banner shows a few); rewritten by each start and resume
+        atomic_write_text(run / "config.yaml", yaml.safe_dump(json.loads(json.dumps(to_dict(cfg))), sort_keys=False))
     t0, last_t, loss_acc, n_acc, loss_val = time.time(), time.time(), 0.0, 0, float("nan")
     it = start
     with StopSignals() as stop:
@@ -275,6 +275,22 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     if d.world > 1:
         dist.barrier()
     return TrainResult(it, loss_val, best, run, out, report, history)
+
+
+def _banner(cfg: TrainConfig, run: Path, state: dict[str, Any] | None, d: Dist, dev: torch.device, precision: str,
+            backend: str) -> str:
+    """Three lines: what trains where, the optimisation, how it runs (the full settings: config.yaml)."""
+    where = f"resuming at iteration {int(state['iter'])}" if state is not None else "new run"
+    steps = f"{cfg.iters} iterations of {cfg.batch} x {cfg.patch}-px LR patches"
+    if cfg.accum > 1:
+        steps += f", {cfg.accum} accumulated"
+    if d.world > 1:
+        steps += f", on each of {d.world} processes"
+    ema = f", EMA {cfg.ema:g}" if cfg.ema else ""
+    lr_from = "bicubic" if cfg.degradation is None else "the degradation mix"
+    return (f"training {cfg.model or 'custom SST'} x{cfg.scale} into {run} ({where}): {steps}, LR by {lr_from}\n"
+            f"  {describe(cfg)}{ema}; {dev}, {precision}, attention {backend}\n"
+            f"  all settings: {run / 'config.yaml'}")
 
 
 def _agreed_stop(signum: int | None, d: Dist, dev: torch.device) -> int | None:
