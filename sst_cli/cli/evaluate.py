@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from . import app
@@ -32,6 +32,7 @@ from ._common import (
     tile_overlap_option,
     weights_option,
 )
+from ._progress import progress
 
 if TYPE_CHECKING:
     from ..distributed import Dist
@@ -145,6 +146,7 @@ def eval_cmd(
     random_weights: bool = flag("--random-weights", help="Untrained --model (timing runs only)."),
     seed: int = typer.Option(0, "--seed", metavar="N", min=0, help="Initialises --random-weights, so two runs get the same weights."),
     threads: int | None = threads_option(RANK_THREADS_HELP),
+    quiet: bool = flag("--quiet", help="No progress display (in a log: no progress lines)."),
 ) -> None:
     """Evaluate a model on SR benchmarks: Y-PSNR/SSIM exactly as BasicSR-based papers compute them.
 
@@ -164,7 +166,7 @@ def eval_cmd(
     )
     try:
         distributed.set_threads(threads, ranks)
-        report = _evaluate(options, ranks, quiet=json_path == "-" or not ranks.main)
+        report = _evaluate(options, ranks, quiet=quiet or json_path == "-" or not ranks.main)
     finally:
         distributed.teardown(ranks)
     if ranks.main:  # rank 0 speaks for all
@@ -175,22 +177,22 @@ def _evaluate(options: EvalOptions, ranks: Dist, quiet: bool) -> EvalReport:
     """run_eval with a progress bar over this process's share of the images."""
     from ..evaluation.runner import run_eval
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TimeRemainingColumn(), console=err_console, transient=True, disable=quiet)
+    bars = progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=err_console, unit="images", quiet=quiet)
     bar: dict[str, Any] = {}
 
     def on_plan(tasks: list[Task]) -> None:
-        bar["id"] = progress.add_task("evaluating", total=sum(len(ranks.shard(t.layout.pairs)) for t in tasks))
+        bar["id"] = bars.add_task("evaluating", total=sum(len(ranks.shard(t.layout.pairs)) for t in tasks))
 
     def on_model(upscaler: Any) -> None:
         if not quiet:
-            progress.console.print(f"x{upscaler.scale}: {upscaler.name} ({upscaler.source}) on {upscaler.device}, "
+            bars.console.print(f"x{upscaler.scale}: {upscaler.name} ({upscaler.source}) on {upscaler.device}, "
                                    f"{str(upscaler.dtype).removeprefix('torch.')}, attention {upscaler.backend}")
 
     def on_image(task: Task, name: str) -> None:
-        progress.update(bar["id"], advance=1, description=f"{task.dataset.name} x{task.scale} {name}")
+        bars.update(bar["id"], advance=1, description=f"{task.dataset.name} x{task.scale} {name}")
 
-    with progress:
+    with bars:
         return run_eval(options, on_image=on_image, on_plan=on_plan, on_model=on_model, dist=ranks)
 
 
