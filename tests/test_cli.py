@@ -93,3 +93,31 @@ def test_same_vocabulary_in_every_command(capsys) -> None:
         for opt in ("--model", "-m", "--scale", "-s", "--device", "--dtype", "--backend", "--json"):
             assert opt in text, (cmd, opt)
     assert "--overlap " not in helps["eval"] and "--tile-overlap" in helps["eval"]
+
+
+@pytest.mark.parametrize(("args", "code", "words"), [
+    (["upscale", "nosuch*.png", "o/"], 2, "no file matches nosuch*.png"),
+    (["upscale", "{data}/Set5/HR", "out.png"], 2, "names one file"),
+    (["upscale", "a.png", "o/", "--tile", "big"], 2, "--tile"),
+    (["eval", "--dataset", "Nosuch", "--data-root", "{data}"], 1, "dataset Nosuch not found"),
+    (["eval", "--dataset", "Set5", "--metrics", "psnr"], 2, "metrics are a comma list"),
+    (["profile", "--backend", "fa9"], 2, "not an attention backend"),
+    (["profile", "compare", "nosuch.json"], 1, "nosuch.json does not exist"),
+    (["models", "download", "sst-huge"], 2, "sst-huge"),
+    (["train", "--data", "d/", "--set", "iter=10"], 2, "unknown config key(s): iter (did you mean iters?)"),
+    (["train", "--data", "d/", "--set", "batch=big"], 2, "'batch' must be an integer"),
+    (["train", "--config", "nosuch.yaml"], 2, "config file nosuch.yaml does not exist"),
+    (["train", "--data", "d/", "--extend"], 2, "use it with --resume"),
+    (["train", "--data", "d/", "--resume", "--overwrite"], 2, "choose one"),
+])
+def test_errors_found_from_the_arguments_answer_before_torch(args: list[str], code: int, words: str,
+                                                             tmp_path: Path) -> None:
+    """`python -X importtime -m sst_cli ...` lists every module imported: torch must not be one of them."""
+    args = [a.replace("{data}", str(REPO / "tests" / "data")) for a in args]
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "sst_cli", *args], capture_output=True,
+                          text=True, env=_env(), timeout=120, cwd=tmp_path)
+    imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    message = " ".join(line for line in proc.stderr.splitlines() if not line.startswith("import time:"))
+    assert proc.returncode == code, message
+    assert words in " ".join(message.split()), message
+    assert "torch" not in imported and "Traceback" not in message

@@ -152,14 +152,17 @@ def eval_cmd(
 
     Under torchrun every process evaluates its share of the images; rank 0 reports the same numbers as one process.
     """
+    from ..evaluation.datasets import default_data_root, resolve_datasets
+
+    root = data_root or str(default_data_root())
+    resolve_datasets(split_list(dataset), root)  # before torch: every missing dataset is named at once
     from .. import distributed
-    from ..evaluation.datasets import default_data_root
     from ..evaluation.report import EvalOptions
 
     ranks = distributed.setup()  # one process, or this rank's share of every dataset under torchrun
     options = EvalOptions(
         datasets=split_list(dataset), scales=scale,
-        data_root=data_root or str(default_data_root()),
+        data_root=root,
         model=model, weights=weights, metrics=metric_list, crop_border=crop_border,
         tile=tile, overlap=tile_overlap, tta=tta, device=ranks.device(device), dtype=dtype, backend=backend,
         save_dir=save_dir, compare_paper=compare_paper, random_weights=random_weights, seed=seed,
