@@ -121,3 +121,52 @@ def test_errors_found_from_the_arguments_answer_before_torch(args: list[str], co
     assert proc.returncode == code, message
     assert words in " ".join(message.split()), message
     assert "torch" not in imported and "Traceback" not in message
+
+
+def _command_paths() -> list[list[str]]:
+    """Every command and group of `sst`, as the words that name it."""
+    import click
+    import typer.main
+
+    from sst_cli.cli import app
+
+    paths: list[list[str]] = []
+
+    def walk(cmd: click.Command, path: list[str]) -> None:
+        paths.append(path)
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return paths
+
+
+def test_every_help_page_reads_well_at_80_columns(monkeypatch, capsys) -> None:
+    from sst_cli.model.registry import BACKENDS
+
+    monkeypatch.setenv("COLUMNS", "80")
+    paths = _command_paths()
+    assert {"upscale", "eval", "train", "env"} <= {p[0] for p in paths if p} and ["profile", "compare"] in paths
+    for path in paths:
+        assert main([*path, "--help"]) == 0
+        text = capsys.readouterr().out
+        name = " ".join(["sst", *path])
+        assert max(map(len, text.splitlines())) <= 80, name
+        for leak in ("…", "<list[", "<Any>", "<str>", "<int>", "<float>", "<Path>", "<list[Path]", "Value error"):
+            assert leak not in text, (name, leak)
+        usage = " ".join(text.split("\n\n")[0].split())
+        assert "{" not in usage and "}..." not in usage, (name, usage)  # e.g. sst upscale [OPTIONS] INPUT... OUTPUT
+        if re.search(r"--backend\b(?!s)", text):  # choices wrap between names, never inside one
+            words = set(re.split(r"[\s,;:.│()`]+", text))
+            assert set(BACKENDS) <= words, (name, set(BACKENDS) - words)
+    assert main(["upscale", "--help"]) == 0
+    assert "Usage: sst upscale [OPTIONS] INPUT... OUTPUT" in capsys.readouterr().out
+
+
+def test_set_means_key_value_everywhere(capsys) -> None:
+    """`sst train --set KEY=VALUE`; the training set of official weights is `--trained-on` (old --set hidden)."""
+    assert main(["models", "download", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--trained-on" in text and "--set" not in text
+    assert main(["train", "--help"]) == 0
+    assert "KEY=VALUE" in capsys.readouterr().out

@@ -317,10 +317,13 @@ def test_config_errors_name_the_key() -> None:
                             ("cache_images=maybe", "'cache_images' must be true or false"),
                             ("betas=fast", "'betas' must be a number"),
                             ("network=[1]", "'network' must be a mapping"),
-                            ("scale=5", "'scale' must be 1, 2, 3, 4 or 8")]:
+                            ("scale=5", "'scale' must be 1, 2, 3, 4 or 8"),
+                            ("degradation={jpeg_quality: [10, 200]}",
+                             "'degradation.jpeg_quality' is wrong: JPEG quality is at most 100")]:
         with pytest.raises(SSTError, match=words) as err:
             load_config(TINY, [override])
         assert str(err.value).endswith(".") and "\n" not in str(err.value)  # one sentence
+        assert "Value error" not in str(err.value) and err.value.exit_code == 2
     assert load_config(TINY, ["train_hr=one/folder"]).train_hr == ["one/folder"]  # a single value is a list of one
     assert load_config(TINY, ["lr=3e-3"]).lr == 0.003  # YAML 1.1 reads 3e-3 as text
 

@@ -118,8 +118,8 @@ def _notes(report: EvalReport, options: EvalOptions) -> list[str]:
 
 @app.command("eval", cls=Command)
 def eval_cmd(
-    dataset: str = typer.Option(..., "--dataset", "-d", metavar="NAMES", help="Comma list: Set5,Set14,B100,Urban100,Manga109,"
-                                "DIV2K-val,LSDIR-val, folder names under --data-root, or paths."),
+    dataset: str = typer.Option(..., "--dataset", "-d", metavar="NAMES", help="Comma list of Set5, Set14, B100, Urban100, "
+                                "Manga109, DIV2K-val, LSDIR-val, folder names under --data-root, or paths."),
     scale: Any = scales_option(help="Scales, comma-separated from 2, 3, 4 (default: the "
                                                "weights' own with --weights, else 4)."),
     model: str | None = model_option("bicubic is the baseline; default: the bundled model."),
@@ -128,11 +128,12 @@ def eval_cmd(
                                             "(default: $SST_DATA_ROOT or ./datasets)."),
     crop_border: int | None = typer.Option(None, "--crop-border", metavar="N", min=0, help="Pixels cropped from each edge "
                                               "before measuring (default: the scale)."),
-    metric_list: Any = typer.Option("psnr_y,ssim_y", "--metrics", callback=_metrics,
+    metric_list: Any = typer.Option("psnr_y,ssim_y", "--metrics", callback=_metrics, metavar="NAMES",
                                     help="Comma list of psnr_y, ssim_y, psnr_rgb, ssim_rgb."),
     json_path: str | None = json_option("Write results (per image too) as JSON to FILE; '-' prints it."),
     csv_path: str | None = typer.Option(None, "--csv", metavar="FILE", help="Write one CSV row per image."),
-    save_dir: str | None = typer.Option(None, "--save-dir", metavar="DIR", help="Write SR images to DIR/<dataset>/X<s>/<stem>.png."),
+    save_dir: str | None = typer.Option(None, "--save-dir", metavar="DIR", help="Write the SR images under DIR, one folder per dataset and "
+                                         "scale (DIR/Set5/X4/baby.png)."),
     tta: bool = flag("--tta", help="Average the 8 flips/transposes (x8 slower)."),
     tile: str = tile_option("Tile side in input pixels, 0 = whole image, auto = tiles only when the image "
                             "does not fit in memory."),

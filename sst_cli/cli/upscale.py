@@ -174,10 +174,11 @@ def upscale_cmd(
     tile_batch: int = typer.Option(1, "--tile-batch", metavar="N", min=1, help="Tiles run through the model together "
                                    "(helps a GPU with small tiles; auto tiles shrink to fit)."),
     tta: bool = flag("--tta", help="x8 self-ensemble (flips and transposes), averaged."),
-    alpha: Literal["model", "bicubic"] = typer.Option("model", "--alpha", help="Upscale an alpha channel with "
-                                                      "the model or with bicubic."),
+    alpha: Literal["model", "bicubic"] = typer.Option("model", "--alpha", metavar="model|bicubic",
+                                                      help="Upscale an alpha channel with the model or with bicubic."),
     fmt: Literal["same", "png", "jpg", "jpeg", "webp", "tiff", "tif", "bmp"] = typer.Option(
-        "same", "--format", "-f", help="Output format; same = the input's where it can be written, else png."),
+        "same", "--format", "-f", metavar="FORMAT", help="Output format: same, png, jpg, webp, tiff or bmp; same = "
+        "the input's where it can be written, else png."),
     quality: int = typer.Option(95, "--quality", "-q", metavar="N", min=1, max=100, help="JPEG/WebP quality (100 = "
                                 "lossless WebP)."),
     suffix: str = typer.Option("", "--suffix", metavar="TEXT", help="Added to output file stems, e.g. _x4."),

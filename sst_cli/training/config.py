@@ -120,7 +120,7 @@ def _sentence(err: dict[str, Any]) -> str:
         what = err["msg"].replace("Input should be", "must be")
     else:
         msg = err["msg"].removeprefix("Value error, ")  # pydantic's framing, not ours
-        what = msg[0].lower() + msg[1:]
+        what = msg if msg.startswith(("must", "is ")) else f"is wrong: {msg[0].lower() + msg[1:] if msg[1:2].islower() else msg}"
     return f"config key '{key}' {what} (got {err['input']!r})."
 
 
