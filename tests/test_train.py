@@ -442,10 +442,12 @@ def test_train_with_only_data_uses_printed_small_defaults(tmp_path: Path) -> Non
     done = _cli("--data", str(hr), "--run-dir", str(run), "--set", "iters=2", "--set", "workers=0",
                 "--set", "batch=2")
     assert done.returncode == 0, done.stderr[-2000:]
-    banner = done.stdout.split("\n")[:3]
-    assert banner[0].startswith(f"training sst-tiny x4 into {run} (new run): 2 iterations of 2 x 32-px")
-    assert "cpu, float32, attention" in banner[1] and "bf16" not in done.stdout  # the precision that runs
-    assert banner[2].strip() == f"all settings: {run / 'config.yaml'}"
+    banner = done.stdout.split("\n")[:4]
+    assert banner[0] == f"training sst-tiny x4 into {run} (new run); all settings in {run / 'config.yaml'}"
+    assert banner[1].strip().startswith("data: 2 iterations of 2 x 32-px LR patches")
+    assert banner[2].strip().startswith("optimiser: AdamW at 0.001")
+    assert banner[3].strip().startswith("runs on: cpu, float32, attention")
+    assert "bf16" not in done.stdout  # the precision that runs, not the config's bf16: true
     assert "ETA 0s" in done.stdout and "0h00m" not in done.stdout
     saved = (run / "config.yaml").read_text()
     assert "model: sst-tiny" in saved and "scale: 4" in saved and f"- {hr}" in saved  # --data is the training folder

@@ -85,7 +85,7 @@ class LogProgress:
         text += f" in {duration(elapsed)}"
         if done and elapsed > 0:
             rate = done / elapsed
-            text += f", {rate:.3g}/s"
+            text += f", {rate:.2g}/s"
             if total:
                 text += f", ETA {duration((total - done) / rate)}"
         return f"{text}: {task['description']}" if task["description"] else text

@@ -60,7 +60,7 @@ def train_cmd(
 
     def log(msg: str) -> None:
         if main_rank:
-            console.print(msg, highlight=False)
+            console.print(msg, highlight=False, soft_wrap=True)  # a log keeps whole lines
 
     def progress(rec: dict[str, Any]) -> None:
         if not quiet:

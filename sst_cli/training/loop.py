@@ -279,7 +279,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
 
 def _banner(cfg: TrainConfig, run: Path, state: dict[str, Any] | None, d: Dist, dev: torch.device, precision: str,
             backend: str) -> str:
-    """Three lines: what trains where, the optimisation, how it runs (the full settings: config.yaml)."""
+    """Four short lines: what trains into where, the data, the optimisation, how it runs (every setting
+    goes to config.yaml)."""
     where = f"resuming at iteration {int(state['iter'])}" if state is not None else "new run"
     steps = f"{cfg.iters} iterations of {cfg.batch} x {cfg.patch}-px LR patches"
     if cfg.accum > 1:
@@ -288,9 +289,11 @@ def _banner(cfg: TrainConfig, run: Path, state: dict[str, Any] | None, d: Dist, 
         steps += f", on each of {d.world} processes"
     ema = f", EMA {cfg.ema:g}" if cfg.ema else ""
     lr_from = "bicubic" if cfg.degradation is None else "the degradation mix"
-    return (f"training {cfg.model or 'custom SST'} x{cfg.scale} into {run} ({where}): {steps}, LR by {lr_from}\n"
-            f"  {describe(cfg)}{ema}; {dev}, {precision}, attention {backend}\n"
-            f"  all settings: {run / 'config.yaml'}")
+    return (f"training {cfg.model or 'custom SST'} x{cfg.scale} into {run} ({where}); all settings in "
+            f"{run / 'config.yaml'}\n"
+            f"  data: {steps}, LR made by {lr_from}\n"
+            f"  optimiser: {describe(cfg)}{ema}\n"
+            f"  runs on: {dev}, {precision}, attention {backend}")
 
 
 def _agreed_stop(signum: int | None, d: Dist, dev: torch.device) -> int | None:
