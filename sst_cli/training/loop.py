@@ -40,7 +40,7 @@ from .run_dir import (
     set_rng_state,
     worker_ignores_stop_signals,
 )
-from .schedule import describe, lr_factor, resume_schedule, schedule  # noqa: F401  (lr_factor: its old home)
+from .schedule import describe, resume_schedule, schedule
 
 
 # ------------------------------------------------------------------------------------------ setup
@@ -288,10 +288,10 @@ def _banner(cfg: TrainConfig, run: Path, state: dict[str, Any] | None, d: Dist, 
     if d.world > 1:
         steps += f", on each of {d.world} processes"
     ema = f", EMA {cfg.ema:g}" if cfg.ema else ""
-    lr_from = "bicubic" if cfg.degradation is None else "the degradation mix"
+    lr_from = "paired LR files" if cfg.train_lr else ("bicubic" if cfg.degradation is None else "the degradation mix")
     return (f"training {cfg.model or 'custom SST'} x{cfg.scale} into {run} ({where}); all settings in "
             f"{run / 'config.yaml'}\n"
-            f"  data: {steps}, LR made by {lr_from}\n"
+            f"  data: {steps}, LR from {lr_from}\n"
             f"  optimiser: {describe(cfg)}{ema}\n"
             f"  runs on: {dev}, {precision}, attention {backend}")
 
