@@ -93,3 +93,80 @@ def test_same_vocabulary_in_every_command(capsys) -> None:
         for opt in ("--model", "-m", "--scale", "-s", "--device", "--dtype", "--backend", "--json"):
             assert opt in text, (cmd, opt)
     assert "--overlap " not in helps["eval"] and "--tile-overlap" in helps["eval"]
+
+
+@pytest.mark.parametrize(("args", "code", "words"), [
+    (["upscale", "nosuch*.png", "o/"], 2, "no file matches nosuch*.png"),
+    (["upscale", "{data}/Set5/HR", "out.png"], 2, "names one file"),
+    (["upscale", "a.png", "o/", "--tile", "big"], 2, "--tile"),
+    (["eval", "--dataset", "Nosuch", "--data-root", "{data}"], 1, "dataset Nosuch not found"),
+    (["eval", "--dataset", "Set5", "--metrics", "psnr"], 2, "metrics are a comma list"),
+    (["profile", "--backend", "fa9"], 2, "not an attention backend"),
+    (["profile", "compare", "nosuch.json"], 1, "nosuch.json does not exist"),
+    (["models", "download", "sst-huge"], 2, "sst-huge"),
+    (["train", "--data", "d/", "--set", "iter=10"], 2, "unknown config key(s): iter (did you mean iters?)"),
+    (["train", "--data", "d/", "--set", "batch=big"], 2, "'batch' must be an integer"),
+    (["train", "--config", "nosuch.yaml"], 2, "config file nosuch.yaml does not exist"),
+    (["train", "--data", "d/", "--extend"], 2, "use it with --resume"),
+    (["train", "--data", "d/", "--resume", "--overwrite"], 2, "choose one"),
+])
+def test_errors_found_from_the_arguments_answer_before_torch(args: list[str], code: int, words: str,
+                                                             tmp_path: Path) -> None:
+    """`python -X importtime -m sst_cli ...` lists every module imported: torch must not be one of them."""
+    args = [a.replace("{data}", str(REPO / "tests" / "data")) for a in args]
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "sst_cli", *args], capture_output=True,
+                          text=True, env=_env(), timeout=120, cwd=tmp_path)
+    imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    message = " ".join(line for line in proc.stderr.splitlines() if not line.startswith("import time:"))
+    assert proc.returncode == code, message
+    assert words in " ".join(message.split()), message
+    assert "torch" not in imported and "Traceback" not in message
+
+
+def _command_paths() -> list[list[str]]:
+    """Every command and group of `sst`, as the words that name it."""
+    import click
+    import typer.main
+
+    from sst_cli.cli import app
+
+    paths: list[list[str]] = []
+
+    def walk(cmd: click.Command, path: list[str]) -> None:
+        paths.append(path)
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return paths
+
+
+def test_every_help_page_reads_well_at_80_columns(monkeypatch, capsys) -> None:
+    from sst_cli.model.registry import BACKENDS
+
+    monkeypatch.setenv("COLUMNS", "80")
+    paths = _command_paths()
+    assert {"upscale", "eval", "train", "env"} <= {p[0] for p in paths if p} and ["profile", "compare"] in paths
+    for path in paths:
+        assert main([*path, "--help"]) == 0
+        text = capsys.readouterr().out
+        name = " ".join(["sst", *path])
+        assert max(map(len, text.splitlines())) <= 80, name
+        for leak in ("…", "<list[", "<Any>", "<str>", "<int>", "<float>", "<Path>", "<list[Path]", "Value error"):
+            assert leak not in text, (name, leak)
+        usage = " ".join(text.split("\n\n")[0].split())
+        assert "{" not in usage and "}..." not in usage, (name, usage)  # e.g. sst upscale [OPTIONS] INPUT... OUTPUT
+        if re.search(r"--backend\b(?!s)", text):  # choices wrap between names, never inside one
+            words = set(re.split(r"[\s,;:.│()`]+", text))
+            assert set(BACKENDS) <= words, (name, set(BACKENDS) - words)
+    assert main(["upscale", "--help"]) == 0
+    assert "Usage: sst upscale [OPTIONS] INPUT... OUTPUT" in capsys.readouterr().out
+
+
+def test_set_means_key_value_everywhere(capsys) -> None:
+    """`sst train --set KEY=VALUE`; the training set of official weights is `--trained-on` (old --set hidden)."""
+    assert main(["models", "download", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--trained-on" in text and "--set" not in text
+    assert main(["train", "--help"]) == 0
+    assert "KEY=VALUE" in capsys.readouterr().out

@@ -144,7 +144,7 @@ def test_models_download_fetches_once_and_models_lists_it(hub_with_light_plus, t
     cached = list((tmp_path / "hf" / "hub").rglob("SSTlight_Plus_DIV2K_X4.pth"))
     assert len(cached) == 1 and cached[0].read_bytes() == b"stand-in weights"
     hub_with_light_plus.requests.clear()
-    code, out = _run(["models", "download", "sst-light+", "-s", "4", "--set", "div2k"], capsys)
+    code, out = _run(["models", "download", "sst-light+", "-s", "4", "--trained-on", "div2k"], capsys)
     assert code == 0 and "already here" in out and hub_with_light_plus.requests == []
     code, out = _run(["models"], capsys)
     assert code == 0 and _squash(f"sst-light+ x4 DIV2K: {cached[0]}") in _squash(out)  # long paths fold

@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import sst_cli
 from sst_cli.cli import main
 from sst_cli.errors import SSTError, UsageError
-from sst_cli.profiling import grid, measure, runner, schema
+from sst_cli.profiling import grid, measure, runner, schema, table
 from sst_cli.profiling.grid import ProfileConfig
 
 # A small SST (dim 16, windows 8 and 16) keeps each worker to about a second of compute.
@@ -455,3 +455,16 @@ def test_cpu_default_size_and_torchrun_rank(monkeypatch):
     assert runner.torchrun_rank() == (1, 2)
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert runner.torchrun_rank() is None
+
+
+def test_padding_of_a_small_input_is_stated_in_the_table_and_the_json():
+    """Each layer pads to a multiple of its window: a 4x8 input to windows of 16 costs what 16x16 costs."""
+    small, exact = tiny(backend="fa3", hw=(4, 8)), tiny(backend="fa3", hw=(32, 16))  # fa3: a status row, no worker
+    assert grid.padded_hw(small) == (16, 16) and grid.padded_hw(exact) == (32, 16)
+    result = runner.profile([small, exact])
+    assert [r["padded_hw"] for r in result["rows"]] == [[16, 16], [32, 16]]
+    t = table.run_table(result)
+    padded = [line for line in t.caption if "pad" in line]
+    assert padded == ["windows pad the input: 8x4 to 16x16 (costs are those of the padded size)"]
+    t = table.run_table({**result, "rows": result["rows"][1:]})  # no padding: nothing said
+    assert not [line for line in t.caption if "pad" in line]

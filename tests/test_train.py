@@ -8,7 +8,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,13 +19,13 @@ from PIL import Image
 
 from conftest import data_path
 from sst_cli.cli import main as cli_main
-from sst_cli.errors import SSTError
+from sst_cli.errors import SSTError, UsageError
 from sst_cli.evaluation.runner import evaluate_model, plan
 from sst_cli.model.bicubic import Bicubic
 from sst_cli.model.weights import load_checkpoint, model_from_checkpoint
 from sst_cli.training.config import load_config
 from sst_cli.training.loop import train
-from sst_cli.training.run_dir import list_checkpoints, worker_ignores_stop_signals
+from sst_cli.training.run_dir import TrainingStopped, list_checkpoints, worker_ignores_stop_signals
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
@@ -79,10 +81,26 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(list_checkpoints(run)[0], weights_only=True)["model"]
 
 
+def _ctrl_c_at(iteration: int) -> Callable[[dict[str, Any]], None]:
+    """A progress callback that sends this process a SIGINT (a Ctrl-C) once ``iteration`` is logged."""
+
+    def progress(rec: dict[str, Any]) -> None:
+        if rec["iter"] == iteration:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    return progress
+
+
+def _lrs(run: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["iter"]: r["lr"] for r in rows if "lr" in r}
+
+
 def test_resume_is_bitwise_identical(crops: Path, tmp_path: Path) -> None:
-    common = ["iters=8", "ckpt_every=4", "milestones=[3, 6]", "warmup=2", "ema=0.9"]
+    common = ["iters=8", "ckpt_every=4", "milestones=[3, 6]", "warmup=2", "ema=0.9", "log_every=1"]
     train(tiny(crops, *common), tmp_path / "straight", log=quiet)
-    train(tiny(crops, *common[1:], "iters=4"), tmp_path / "split", log=quiet)
+    with pytest.raises(TrainingStopped):  # a Ctrl-C after iteration 3: saved there, between two checkpoints
+        train(tiny(crops, *common), tmp_path / "split", log=quiet, progress=_ctrl_c_at(3))
     train(tiny(crops, *common), tmp_path / "split", resume=True, log=quiet)
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
     assert a.keys() == b.keys()
@@ -93,6 +111,52 @@ def test_resume_is_bitwise_identical(crops: Path, tmp_path: Path) -> None:
     assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
 
 
+@pytest.mark.parametrize("schedule", [["scheduler=cosine", "warmup=2", "min_lr=1e-5"],
+                                      ["scheduler=multistep", "warmup=3", "milestones=[4, 7]"]])
+def test_resumed_lr_equals_uninterrupted_at_every_step(crops: Path, tmp_path: Path, schedule: list[str]) -> None:
+    common = ["iters=9", "log_every=1", "ckpt_every=100", "ema=0", *schedule]
+    train(tiny(crops, *common), tmp_path / "straight", log=quiet)
+    with pytest.raises(TrainingStopped):  # stopped by a Ctrl-C after iteration 5, saved there
+        train(tiny(crops, *common), tmp_path / "split", log=quiet, progress=_ctrl_c_at(5))
+    assert sorted(_lrs(tmp_path / "split")) == [1, 2, 3, 4, 5]
+    train(tiny(crops, *common), tmp_path / "split", resume=True, log=quiet)
+    straight, split = _lrs(tmp_path / "straight"), _lrs(tmp_path / "split")
+    assert sorted(split) == list(range(1, 10))
+    assert split == straight  # exactly, at every step
+    assert len(set(straight.values())) > 3  # the schedule moved: the comparison means something
+
+
+def test_resume_with_another_schedule_is_refused(crops: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    common = ["log_every=1", "ckpt_every=2", "scheduler=cosine", "warmup=0", "lr=1e-3", "min_lr=1e-5"]
+    train(tiny(crops, "iters=4", *common), run, log=quiet)
+    before = (run / "metrics.jsonl").read_text()
+    with pytest.raises(UsageError, match=r"another schedule \(iters 4 -> 8\).*--extend") as err:
+        train(tiny(crops, "iters=8", *common), run, resume=True, log=quiet)
+    assert err.value.exit_code == 2 and "\n" not in str(err.value)
+    with pytest.raises(UsageError, match=r"other settings \(batch 4 -> 3\).*init_from"):
+        train(tiny(crops, "iters=4", "batch=3", *common), run, resume=True, log=quiet, extend=True)
+    assert (run / "metrics.jsonl").read_text() == before  # refused before anything ran
+
+
+def test_extend_continues_from_the_current_lr(crops: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    common = ["log_every=1", "ckpt_every=2", "scheduler=cosine", "warmup=0", "lr=1e-3", "min_lr=1e-5", "ema=0"]
+    train(tiny(crops, "iters=6", *common), run, log=quiet)
+    reached = _lrs(run)[6]  # a cosine over 6 iterations ends at min_lr
+    assert reached == pytest.approx(1e-5)
+    messages: list[str] = []
+    with pytest.raises(TrainingStopped):
+        train(tiny(crops, "iters=12", *common), run, resume=True, extend=True, log=messages.append,
+              progress=_ctrl_c_at(8))
+    assert any("extending the run (iters 6 -> 12)" in m and "continues from 1e-05 at iteration 6" in m
+               for m in messages), messages
+    train(tiny(crops, "iters=12", *common), run, resume=True, log=quiet)  # the extended schedule is kept
+    lrs = _lrs(run)
+    assert sorted(lrs) == list(range(1, 13))
+    assert all(lrs[i] == pytest.approx(reached) for i in range(7, 13))  # no jump back up towards 1e-3
+
+
 def test_truncated_checkpoint_falls_back_to_previous(crops: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     train(tiny(crops, "iters=4", "ckpt_every=2", "keep_last=3"), run, log=quiet)
@@ -100,7 +164,8 @@ def test_truncated_checkpoint_falls_back_to_previous(crops: Path, tmp_path: Path
     assert newest.name == "ckpt_00000004.pt"
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # cut short
     messages: list[str] = []
-    result = train(tiny(crops, "iters=6", "ckpt_every=2", "keep_last=3"), run, resume=True, log=messages.append)
+    result = train(tiny(crops, "iters=6", "ckpt_every=2", "keep_last=3"), run, resume=True, extend=True,
+                   log=messages.append)
     assert any("unreadable" in m for m in messages)
     assert any("resumed from ckpt_00000002.pt" in m for m in messages)
     assert result.iters == 6
@@ -203,7 +268,7 @@ def test_config_errors_are_one_sentence(tmp_path: Path, capsys: pytest.CaptureFi
         load_config(TINY, ["scheduler=linear"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("iters: [1, 2\n")
-    assert cli_main(["train", "--config", str(bad)]) == 1
+    assert cli_main(["train", "--config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "not valid YAML" in err and "Traceback" not in err
     assert cli_main(["train", "--config", str(TINY), "--set", "train_hr=[/nonexistent]"]) == 1
@@ -252,10 +317,13 @@ def test_config_errors_name_the_key() -> None:
                             ("cache_images=maybe", "'cache_images' must be true or false"),
                             ("betas=fast", "'betas' must be a number"),
                             ("network=[1]", "'network' must be a mapping"),
-                            ("scale=5", "'scale' must be 1, 2, 3, 4 or 8")]:
+                            ("scale=5", "'scale' must be 1, 2, 3, 4 or 8"),
+                            ("degradation={jpeg_quality: [10, 200]}",
+                             "'degradation.jpeg_quality' is wrong: JPEG quality is at most 100")]:
         with pytest.raises(SSTError, match=words) as err:
             load_config(TINY, [override])
         assert str(err.value).endswith(".") and "\n" not in str(err.value)  # one sentence
+        assert "Value error" not in str(err.value) and err.value.exit_code == 2
     assert load_config(TINY, ["train_hr=one/folder"]).train_hr == ["one/folder"]  # a single value is a list of one
     assert load_config(TINY, ["lr=3e-3"]).lr == 0.003  # YAML 1.1 reads 3e-3 as text
 
@@ -329,8 +397,12 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues(crops: Path, tmp_path: P
     stopped_at = int(ckpts[0].stem.split("_")[1])
     assert 1 <= stopped_at < 400
     assert "SIGINT" in err and "--resume" in err and "Traceback" not in err
-    done = _cli(*args, "--set", f"iters={stopped_at + 3}", "--resume")
+    refused = _cli(*args, "--set", f"iters={stopped_at + 3}", "--resume")
+    assert refused.returncode == 2 and "iters 400 ->" in refused.stderr and "--extend" in refused.stderr
+    assert "training" not in refused.stdout  # refused before the start banner
+    done = _cli(*args, "--set", f"iters={stopped_at + 3}", "--resume", "--extend")
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "extending the run (iters 400 -> " in " ".join(done.stdout.split())
     assert f"resumed from {ckpts[0].name} at iteration {stopped_at}" in done.stdout
     assert list_checkpoints(run)[0].name == f"ckpt_{stopped_at + 3:08d}.pt"
 
@@ -370,8 +442,15 @@ def test_train_with_only_data_uses_printed_small_defaults(tmp_path: Path) -> Non
     done = _cli("--data", str(hr), "--run-dir", str(run), "--set", "iters=2", "--set", "workers=0",
                 "--set", "batch=2")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "no --config" in done.stdout and "model: sst-tiny" in done.stdout and "scale: 4" in done.stdout
-    assert f"- {hr}" in done.stdout  # --data is the training folder
+    banner = done.stdout.split("\n")[:4]
+    assert banner[0] == f"training sst-tiny x4 into {run} (new run); all settings in {run / 'config.yaml'}"
+    assert banner[1].strip().startswith("data: 2 iterations of 2 x 32-px LR patches")
+    assert banner[2].strip().startswith("optimiser: AdamW at 0.001")
+    assert banner[3].strip().startswith("runs on: cpu, float32, attention")
+    assert "bf16" not in done.stdout  # the precision that runs, not the config's bf16: true
+    assert "ETA 0s" in done.stdout and "0h00m" not in done.stdout
+    saved = (run / "config.yaml").read_text()
+    assert "model: sst-tiny" in saved and "scale: 4" in saved and f"- {hr}" in saved  # --data is the training folder
     net = model_from_checkpoint(load_checkpoint(run / "final.safetensors"))
     assert net.scale == 4 and net.config["dim"] == 32
     missing = _cli()

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import typer
 from rich.console import Console
-from typer.core import TyperCommand, TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from ..model.registry import BACKENDS, SCALES, VARIANTS
 from ..runtime import DTYPE_NAMES
@@ -23,7 +23,18 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 
 class _PlainHelp:
-    """--help is a flag: show no value type beside it (recent Typer prints "<bool>" there)."""
+    """Help pages without Python: --help shows no "<bool>" beside it, and an argument shows its name alone
+    (Typer adds its annotation, "<list[str]>") and reads in the usage line as in the README:
+    ``sst upscale [OPTIONS] INPUT... OUTPUT``, not ``{INPUT... OUTPUT}...``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:  # type: ignore[attr-defined]
+            if isinstance(param, TyperArgument):
+                name = param.metavar or (param.name or "").upper()
+                usage = name if param.nargs == 1 or name.endswith("...") or " " in name else f"{name}..."
+                param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+                param._usage_display_name = lambda usage=usage: usage  # type: ignore[method-assign]
 
     def get_help_option(self, ctx: Any) -> Any:
         option = super().get_help_option(ctx)  # type: ignore[misc]
@@ -154,11 +165,12 @@ def device_option(help: str = "auto (CUDA, then Apple mps, then CPU), cpu, cuda,
 
 
 def dtype_option(help: str = "auto = bf16 on CUDA, fp32 elsewhere.") -> Any:
-    return typer.Option("auto", "--dtype", help=help)
+    return typer.Option("auto", "--dtype", help=help, metavar="auto|fp32|bf16|fp16")
 
 
-def backend_option(help: str = "Attention backend; auto picks the fastest that runs here (`sst models --backends`).") -> Any:
-    return typer.Option("auto", "--backend", help=help)
+def backend_option(help: str = "auto picks the fastest that runs here (`sst models --backends`).") -> Any:
+    # the names in the help text, which wraps between words (a choice list in the metavar column is cut mid-name)
+    return typer.Option("auto", "--backend", metavar="NAME", help=f"Attention backend: {', '.join(BACKENDS)}; {help}")
 
 
 RANK_THREADS_HELP = ("CPU threads per process (default: PyTorch's, one per core; under torchrun the cores are "

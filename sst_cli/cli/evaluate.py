@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from . import app
@@ -32,6 +32,7 @@ from ._common import (
     tile_overlap_option,
     weights_option,
 )
+from ._progress import progress
 
 if TYPE_CHECKING:
     from ..distributed import Dist
@@ -128,8 +129,8 @@ def _notes(report: EvalReport, options: EvalOptions) -> list[str]:
 
 @app.command("eval", cls=Command)
 def eval_cmd(
-    dataset: str = typer.Option(..., "--dataset", "-d", metavar="NAMES", help="Comma list: Set5,Set14,B100,Urban100,Manga109,"
-                                "DIV2K-val,LSDIR-val, folder names under --data-root, or paths."),
+    dataset: str = typer.Option(..., "--dataset", "-d", metavar="NAMES", help="Comma list of Set5, Set14, B100, Urban100, "
+                                "Manga109, DIV2K-val, LSDIR-val, folder names under --data-root, or paths."),
     scale: Any = scales_option(help="Scales, comma-separated from 2, 3, 4 (default: the "
                                                "weights' own with --weights, else 4)."),
     model: str | None = model_option("bicubic is the baseline; default: the bundled model."),
@@ -138,11 +139,12 @@ def eval_cmd(
                                             "(default: $SST_DATA_ROOT or ./datasets)."),
     crop_border: int | None = typer.Option(None, "--crop-border", metavar="N", min=0, help="Pixels cropped from each edge "
                                               "before measuring (default: the scale)."),
-    metric_list: Any = typer.Option("psnr_y,ssim_y", "--metrics", callback=_metrics,
+    metric_list: Any = typer.Option("psnr_y,ssim_y", "--metrics", callback=_metrics, metavar="NAMES",
                                     help="Comma list of psnr_y, ssim_y, psnr_rgb, ssim_rgb."),
     json_path: str | None = json_option("Write results (per image too) as JSON to FILE; '-' prints it."),
     csv_path: str | None = typer.Option(None, "--csv", metavar="FILE", help="Write one CSV row per image."),
-    save_dir: str | None = typer.Option(None, "--save-dir", metavar="DIR", help="Write SR images to DIR/<dataset>/X<s>/<stem>.png."),
+    save_dir: str | None = typer.Option(None, "--save-dir", metavar="DIR", help="Write the SR images under DIR, one folder per dataset and "
+                                         "scale (DIR/Set5/X4/baby.png)."),
     tta: bool = flag("--tta", help="Average the 8 flips/transposes (x8 slower)."),
     tile: str = tile_option("Tile side in input pixels, 0 = whole image, auto = tiles only when the image "
                             "does not fit in memory."),
@@ -156,26 +158,30 @@ def eval_cmd(
     random_weights: bool = flag("--random-weights", help="Untrained --model (timing runs only)."),
     seed: int = typer.Option(0, "--seed", metavar="N", min=0, help="Initialises --random-weights, so two runs get the same weights."),
     threads: int | None = threads_option(RANK_THREADS_HELP),
+    quiet: bool = flag("--quiet", help="No progress display (in a log: no progress lines)."),
 ) -> None:
     """Evaluate a model on SR benchmarks: Y-PSNR/SSIM exactly as BasicSR-based papers compute them.
 
     Under torchrun every process evaluates its share of the images; rank 0 reports the same numbers as one process.
     """
+    from ..evaluation.datasets import default_data_root, resolve_datasets
+
+    root = data_root or str(default_data_root())
+    resolve_datasets(split_list(dataset), root)  # before torch: every missing dataset is named at once
     from .. import distributed
-    from ..evaluation.datasets import default_data_root
     from ..evaluation.report import EvalOptions
 
     ranks = distributed.setup()  # one process, or this rank's share of every dataset under torchrun
     options = EvalOptions(
         datasets=split_list(dataset), scales=scale,
-        data_root=data_root or str(default_data_root()),
+        data_root=root,
         model=model, weights=weights, metrics=metric_list, crop_border=crop_border,
         tile=tile, overlap=tile_overlap, tta=tta, device=ranks.device(device), dtype=dtype, backend=backend,
         save_dir=save_dir, compare_paper=compare_paper, random_weights=random_weights, seed=seed,
     )
     try:
         distributed.set_threads(threads, ranks)
-        report = _evaluate(options, ranks, quiet=json_path == "-" or not ranks.main)
+        report = _evaluate(options, ranks, quiet=quiet or json_path == "-" or not ranks.main)
     finally:
         distributed.teardown(ranks)
     if ranks.main:  # rank 0 speaks for all
@@ -186,22 +192,22 @@ def _evaluate(options: EvalOptions, ranks: Dist, quiet: bool) -> EvalReport:
     """run_eval with a progress bar over this process's share of the images."""
     from ..evaluation.runner import run_eval
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TimeRemainingColumn(), console=err_console, transient=True, disable=quiet)
+    bars = progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=err_console, unit="images", quiet=quiet)
     bar: dict[str, Any] = {}
 
     def on_plan(tasks: list[Task]) -> None:
-        bar["id"] = progress.add_task("evaluating", total=sum(len(ranks.shard(t.layout.pairs)) for t in tasks))
+        bar["id"] = bars.add_task("evaluating", total=sum(len(ranks.shard(t.layout.pairs)) for t in tasks))
 
     def on_model(upscaler: Any) -> None:
         if not quiet:
-            progress.console.print(f"x{upscaler.scale}: {upscaler.name} ({upscaler.source}) on {upscaler.device}, "
+            bars.console.print(f"x{upscaler.scale}: {upscaler.name} ({upscaler.source}) on {upscaler.device}, "
                                    f"{str(upscaler.dtype).removeprefix('torch.')}, attention {upscaler.backend}")
 
     def on_image(task: Task, name: str) -> None:
-        progress.update(bar["id"], advance=1, description=f"{task.dataset.name} x{task.scale} {name}")
+        bars.update(bar["id"], advance=1, description=f"{task.dataset.name} x{task.scale} {name}")
 
-    with progress:
+    with bars:
         return run_eval(options, on_image=on_image, on_plan=on_plan, on_model=on_model, dist=ranks)
 
 

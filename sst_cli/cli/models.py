@@ -178,9 +178,11 @@ def download_cmd(
     name: str = typer.Argument(..., metavar="NAME", callback=parse_model,
                                help="Variant: " + ", ".join(n for n, v in VARIANTS.items() if v.checkpoint_sets) + "."),
     scales: str = scales_option("4", "Scales, comma-separated from 2, 3, 4."),
-    training_set: str | None = typer.Option(None, "--set", callback=_training_set, metavar="SET",
+    training_set: str | None = typer.Option(None, "--trained-on", callback=_training_set, metavar="SET",
                                             help="Training set of the published file, e.g. DF2K or DFLIP "
                                                  "(default: the one the paper's tables report)."),
+    # `sst train --set` is KEY=VALUE; this command's older name for --trained-on stays, unlisted
+    old_set: str | None = typer.Option(None, "--set", callback=_training_set, hidden=True),
 ) -> None:
     """Download official weights ahead of use (into the Hugging Face cache; verified; once)."""
     from rich.markup import escape
@@ -188,6 +190,10 @@ def download_cmd(
     from ..errors import SSTError, UsageError
     from ..model.hub import cached_official, fetch_official
     from ._common import err_console
+
+    if training_set and old_set and training_set != old_set:
+        raise UsageError("--set is the old name of --trained-on; give one of them.")
+    training_set = training_set or old_set
 
     variant = VARIANTS.get(name or "")
     if variant is None or variant.bundled:

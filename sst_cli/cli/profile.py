@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..errors import SSTError
@@ -32,6 +32,7 @@ from ._common import (
     split_list,
     threads_option,
 )
+from ._progress import progress
 
 if TYPE_CHECKING:
     from ..profiling import grid
@@ -163,6 +164,7 @@ def profile_cmd(
                                "scale, bias, size (1280x720 output) and backend, and say why other rows have none."),
     timeout: float | None = typer.Option(None, "--timeout", min=0.1, metavar="SECONDS", help="Give up on one configuration after this many seconds."),
     threads: int | None = threads_option(),
+    quiet: bool = flag("--quiet", help="No progress display (in a log: no progress lines)."),
 ) -> None:
     """Measure latency, peak memory and FLOPs; every configuration runs in a fresh process.
 
@@ -190,7 +192,7 @@ def profile_cmd(
     )
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn())
-    with Progress(*columns, console=err_console, transient=True) as bar:
+    with progress(*columns, console=err_console, unit="configurations", quiet=quiet) as bar:
         task = bar.add_task("profiling", total=len(configs))
 
         def on_start(c: grid.ProfileConfig) -> None:

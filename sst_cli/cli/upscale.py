@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import typer
 from rich import box
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ..errors import UsageError
@@ -35,8 +35,11 @@ from ._common import (
     tile_overlap_option,
     weights_option,
 )
+from ._progress import LogProgress, progress
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from ..distributed import Dist
     from ..upscale.batch import Result, Summary
     from ..upscale.jobs import Job, Settings
@@ -48,7 +51,7 @@ MAX_ROWS = 40  # longer batches list only their failures
 class _ProgressEvents:
     """Feeds run_batch's events to a rich progress bar over images and one over the current image's tiles."""
 
-    def __init__(self, progress: Progress, header: str) -> None:
+    def __init__(self, progress: Progress | LogProgress, header: str) -> None:
         self.progress = progress
         self.header = header
         self.images = progress.add_task("images", total=0)
@@ -189,20 +192,18 @@ def summary_line(summary: Summary) -> str:
     return line
 
 
-def _run(paths: list[str], settings: Settings, ranks: Dist, **load: Any) -> tuple[Summary, Upscaler, list[Job]]:
-    """Plan, load the model, run this process's share; rank 0 shows progress for its share."""
+def _run(jobs: list[Job], settings: Settings, ranks: Dist, quiet: bool, **load: Any) -> tuple[Summary, Upscaler]:
+    """Load the model, run this process's share of the planned jobs; rank 0 shows progress for its share."""
     from ..upscale.batch import NoEvents, run_ranks
-    from ..upscale.jobs import plan_jobs
     from ..upscale.upscaler import load_upscaler
 
-    jobs = plan_jobs(paths[:-1], paths[-1], settings)
     up = load_upscaler(**load)
     header = run_header(up, settings, ranks.world if ranks.active else 1)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=err_console, transient=True, disable=not ranks.main) as progress, \
+    with progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=err_console, unit="images", quiet=quiet or not ranks.main) as bars, \
             _sigterm_as_interrupt():
-        events = _ProgressEvents(progress, header) if ranks.main else NoEvents()
-        return run_ranks(jobs, up, settings, ranks, events), up, jobs
+        events = _ProgressEvents(bars, header) if ranks.main else NoEvents()
+        return run_ranks(jobs, up, settings, ranks, events), up
 
 
 @app.command("upscale", cls=Command)
@@ -221,10 +222,11 @@ def upscale_cmd(
     tile_batch: int = typer.Option(1, "--tile-batch", metavar="N", min=1, help="Tiles run through the model together "
                                    "(helps a GPU with small tiles; auto tiles shrink to fit)."),
     tta: bool = flag("--tta", help="x8 self-ensemble (flips and transposes), averaged."),
-    alpha: Literal["model", "bicubic"] = typer.Option("model", "--alpha", help="Upscale an alpha channel with "
-                                                      "the model or with bicubic."),
+    alpha: Literal["model", "bicubic"] = typer.Option("model", "--alpha", metavar="model|bicubic",
+                                                      help="Upscale an alpha channel with the model or with bicubic."),
     fmt: Literal["same", "png", "jpg", "jpeg", "webp", "tiff", "tif", "bmp"] = typer.Option(
-        "same", "--format", "-f", help="Output format; same = the input's where it can be written, else png."),
+        "same", "--format", "-f", metavar="FORMAT", help="Output format: same, png, jpg, webp, tiff or bmp; same = "
+        "the input's where it can be written, else png."),
     quality: int = typer.Option(95, "--quality", "-q", metavar="N", min=1, max=100, help="JPEG/WebP quality (100 = "
                                 "lossless WebP)."),
     suffix: str = typer.Option("", "--suffix", metavar="TEXT", help="Added to output file stems, e.g. _x4."),
@@ -239,6 +241,7 @@ def upscale_cmd(
     backend: BackendName = backend_option(),
     json_path: str | None = json_option("Also write the summary as JSON to FILE ('-' prints JSON instead "
                                         "of the table)."),
+    quiet: bool = flag("--quiet", help="No progress display (in a log: no progress lines)."),
 ) -> None:
     """sst upscale INPUT... OUTPUT: write OUTPUT/<relative path>/<stem><suffix>.<ext>, or, for one input image and
     an OUTPUT with an image extension, that file. Outputs made before with the same settings are skipped;
@@ -252,17 +255,19 @@ def upscale_cmd(
     if len(paths) < 2:
         raise UsageError("give at least one input and the output (a folder, or a file name for one image): "
                          "sst upscale INPUT... OUTPUT.")
-    from .. import distributed
-    from ..upscale.batch import describe
-    from ..upscale.jobs import Settings
+    from ..upscale.jobs import Settings, plan_jobs
 
     settings = Settings(tile=tile, overlap=tile_overlap, tile_batch=tile_batch, tta=tta, outscale=outscale, alpha=alpha,
                         format=fmt.lower(), quality=quality, suffix=suffix, overwrite=overwrite, recursive=recursive,
                         max_pixels=max_pixels or None)
+    jobs = plan_jobs(paths[:-1], paths[-1], settings)  # before torch: inputs that match nothing answer at once
+    from .. import distributed
+    from ..upscale.batch import describe
+
     ranks = distributed.setup()  # one process, or this rank's share of the files under torchrun
     try:
         distributed.set_threads(threads, ranks)
-        summary, up, jobs = _run(paths, settings, ranks, model=model, weights=weights, scale=scale,
+        summary, up = _run(jobs, settings, ranks, quiet, model=model, weights=weights, scale=scale,
                                  device=ranks.device(device), dtype=dtype, backend=backend, sha256=sha256)
     finally:
         distributed.teardown(ranks)

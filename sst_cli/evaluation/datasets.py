@@ -22,14 +22,16 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ..errors import SSTError
 from ..io import files, images
-from ..model.bicubic import imresize, quantize_uint8
 from ..runtime import default_data_root
+
+if TYPE_CHECKING:  # torch loads with the first image, so a missing dataset is named at once
+    import torch
 
 # Canonical benchmark names and the folder names they go by in the wild (matched case-insensitively).
 DATASETS: dict[str, tuple[str, ...]] = {
@@ -220,12 +222,18 @@ def generate_lr(hr_u8: np.ndarray, scale: int) -> np.ndarray:
     """LR uint8 (h, w, 3) from a mod-cropped HR uint8: MATLAB-style bicubic by 1/scale, rounded.
 
     Reproduces BasicSR's regeneration bit for bit (the same float32 operations and rounding)."""
+    import torch
+
+    from ..model.bicubic import imresize, quantize_uint8
+
     x = torch.from_numpy(np.ascontiguousarray(hr_u8)).permute(2, 0, 1).float() / 255.0
     return quantize_uint8(imresize(x, 1 / scale).permute(1, 2, 0))
 
 
 def to_tensor(img_u8: np.ndarray) -> torch.Tensor:
     """uint8 (H, W, 3) -> float32 (1, 3, H, W) in [0, 1]."""
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(img_u8)).permute(2, 0, 1).unsqueeze(0).float() / 255.0
 
 

@@ -154,6 +154,14 @@ def network_for(config: ProfileConfig) -> dict[str, Any]:
     return net
 
 
+def padded_hw(config: ProfileConfig) -> tuple[int, int]:
+    """The (h, w) the largest attention window works on: each layer pads the input up to a multiple of its
+    window (``network.pad_to_multiple``), so a small input costs what this size costs."""
+    window = max(network_for(config)["window_sizes"])
+    h, w = config.input_hw
+    return -(-h // window) * window, -(-w // window) * window
+
+
 def build(config: ProfileConfig, device: torch.device | str = "cpu") -> SST:
     with torch.device(device):
         return build_model(network_for(config))

@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from .grid import PAPER_SIZE, ProfileConfig, attention_flops, build, count_flops, network_for, precheck
+from .grid import PAPER_SIZE, ProfileConfig, attention_flops, build, count_flops, network_for, padded_hw, precheck
 from .measure import device_peak_tflops, environment, run_config
 from .schema import ROW_KEYS, wxh
 
@@ -138,7 +138,8 @@ def profile(
         row: dict[str, Any] = {
             "model": cfg.model, "scale": cfg.scale, "backend": cfg.backend, "bias": cfg.bias, "dtype": cfg.dtype,
             "device": cfg.device, "input_hw": [h, w],
-            "output_hw": [h * cfg.scale, w * cfg.scale], "batch": cfg.batch, "mode": cfg.mode,
+            "output_hw": [h * cfg.scale, w * cfg.scale], "padded_hw": list(padded_hw(cfg)), "batch": cfg.batch,
+            "mode": cfg.mode,
             "status": "ok", "latency_ms_median": None, "latency_ms_p90": None, "peak_mem_mb": None,
             "params": None, "flops": None, "tflops_per_s": None,
         }

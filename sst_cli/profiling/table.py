@@ -77,6 +77,17 @@ def _device(row: dict[str, Any]) -> str:
     return row["device"] if row.get("device") == "cpu" or not name else f"{row['device']} {short_device_name(name)}"
 
 
+def _padding(rows: list[dict[str, Any]]) -> str | None:
+    """'windows pad the input: 8x4 to 64x64 (...)' where a row's input is not a multiple of its largest
+    attention window (results of older sst versions do not record it)."""
+    pairs = {(wxh(r["input_hw"]), wxh(r["padded_hw"])) for r in rows
+             if r.get("padded_hw") and r.get("input_hw") and list(r["padded_hw"]) != list(r["input_hw"])}
+    if not pairs:
+        return None
+    sizes = ", ".join(f"{i} to {p}" for i, p in sorted(pairs))
+    return f"windows pad the input: {sizes} (costs are those of the padded size)"
+
+
 def run_table(result: dict[str, Any], compare_paper: bool = False) -> TextTable:
     """One ``sst profile`` run: a row per configuration."""
     env, rows = result.get("environment") or {}, result["rows"]
@@ -109,6 +120,9 @@ def run_table(result: dict[str, Any], compare_paper: bool = False) -> TextTable:
         words.append(f"{same_gflop} GFLOP per pass")
     if words:
         t.caption.append(" · ".join(words))
+    padded = _padding(rows)
+    if padded:
+        t.caption.append(padded)
     t.caption.append("ms: median latency" + ("; CPU ms: CPU time per pass, all threads" if has_cpu_ms else ""))
     t.caption.append(MEMORY_NOTE)
     notes = _Notes()

@@ -1,7 +1,7 @@
 """Training configuration: one flat dataclass, read from YAML, overridable with ``--set key=value``.
 
 Types, ranges and choices are declared on the fields and checked by pydantic; a bad value ends in one
-sentence naming the key. Keys a config file leaves out take the paper's recipe (the field defaults);
+sentence naming the key and exits 2 (a usage error), before torch is imported. Keys a config file leaves out take the paper's recipe (the field defaults);
 ``sst train`` with no config file starts from ``defaults.QUICK_START`` instead.
 
 Relative paths inside a config file (``train_hr``, ``train_lr``, ``val_root``, ``init_from``, and
@@ -23,7 +23,7 @@ import yaml
 from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.dataclasses import dataclass
 
-from ..errors import SSTError
+from ..errors import UsageError
 from ..runtime import default_data_root
 from .defaults import QUICK_START
 from .degrade import DegradationMix
@@ -121,7 +121,7 @@ def _sentence(err: dict[str, Any]) -> str:
         what = err["msg"].replace("Input should be", "must be")
     else:
         msg = err["msg"].removeprefix("Value error, ")  # pydantic's framing, not ours
-        what = msg[0].lower() + msg[1:]
+        what = msg if msg.startswith(("must", "is ")) else f"is wrong: {msg[0].lower() + msg[1:] if msg[1:2].islower() else msg}"
     return f"config key '{key}' {what} (got {err['input']!r})."
 
 
@@ -150,26 +150,26 @@ def from_dict(data: dict[str, Any]) -> TrainConfig:
     nested = sorted(k for k in unknown if k in _BASICSR_SECTIONS and isinstance(data[k], dict))
     if len(nested) >= 2:
         mapping = ", ".join(f"{k} -> {v}" for k, v in _BASICSR_NAMES.items() if k not in ("niter", "batch_size"))
-        raise SSTError(f"this looks like a BasicSR options file (sections {', '.join(nested)}); sst's config is "
+        raise UsageError(f"this looks like a BasicSR options file (sections {', '.join(nested)}); sst's config is "
                        f"one flat mapping (see configs/), with BasicSR's keys named {mapping}.")
     if unknown:
         named = ", ".join(_did_you_mean(k, known) for k in unknown)
-        raise SSTError(f"unknown config key(s): {named}; the keys are {', '.join(sorted(known))}.")
+        raise UsageError(f"unknown config key(s): {named}; the keys are {', '.join(sorted(known))}.")
     try:
         cfg = TrainConfig(**data)
     except ValidationError as exc:
-        raise SSTError(_sentence(exc.errors()[0])) from None
+        raise UsageError(_sentence(exc.errors()[0])) from None
     if cfg.degradation is not None and cfg.train_lr:
-        raise SSTError("'degradation' makes LR from HR; it cannot be combined with paired LR folders (train_lr).")
+        raise UsageError("'degradation' makes LR from HR; it cannot be combined with paired LR folders (train_lr).")
     if cfg.model is None and cfg.network is None:
-        raise SSTError("the config needs 'model' (a variant name) or 'network' (official keywords).")
+        raise UsageError("the config needs 'model' (a variant name) or 'network' (official keywords).")
     return cfg
 
 
 def parse_override(item: str) -> tuple[str, Any]:
     """'lr=1e-4' -> ('lr', 0.0001); values are parsed as YAML."""
     if "=" not in item:
-        raise SSTError(f"--set takes key=value (got {item!r}).")
+        raise UsageError(f"--set takes key=value (got {item!r}).")
     key, raw = item.split("=", 1)
     return key.strip(), yaml.safe_load(raw) if raw.strip() else None
 
@@ -205,13 +205,13 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None,
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise SSTError(f"config file {p} does not exist.")
+            raise UsageError(f"config file {p} does not exist.")
         try:
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise SSTError(f"config file {p} is not valid YAML ({str(exc).splitlines()[0]}).") from None
+            raise UsageError(f"config file {p} is not valid YAML ({str(exc).splitlines()[0]}).") from None
         if not isinstance(data, dict):
-            raise SSTError(f"config file {p} must hold a mapping of keys to values.")
+            raise UsageError(f"config file {p} must hold a mapping of keys to values.")
         data = resolve_paths(data, p.resolve().parent)
     for item in overrides or []:
         k, v = parse_override(item)

@@ -25,7 +25,6 @@ from pydantic import ConfigDict, Field, field_validator
 from pydantic.dataclasses import dataclass
 
 from ..io.resample import CV2_FILTERS, gaussian_blur, jpeg_roundtrip, resize_cv2, resize_pil
-from ..model.bicubic import imresize_np
 
 Kernel = Literal["matlab", "cubic", "linear", "lanczos", "area", "cubic_aa", "linear_aa", "lanczos_aa"]
 KERNELS: tuple[str, ...] = Kernel.__args__  # type: ignore[attr-defined]
@@ -76,6 +75,8 @@ class DegradationMix:
 def resize(hr: np.ndarray, size: tuple[int, int], kernel: str) -> np.ndarray:
     """(H, W, C) float32 -> (h, w, C) float32 with one of ``KERNELS``; ``size`` is (h, w)."""
     if kernel == "matlab":
+        from ..model.bicubic import imresize_np  # torch: loaded by the data workers, not by config checks
+
         return imresize_np(hr, size[0] / hr.shape[0])
     return resize_cv2(hr, size, kernel) if kernel in CV2_FILTERS else resize_pil(hr, size, kernel)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import random
 import time
 from collections.abc import Callable
@@ -17,14 +16,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+import yaml
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from ..distributed import Dist, collective_backend, from_env
-from ..errors import SSTError
+from ..errors import SSTError, UsageError
 from ..evaluation.runner import Task, evaluate_model, plan, validation_setup
-from ..io.files import atomic_write
+from ..io.files import atomic_write, atomic_write_text
 from ..model.attention import BackendUnavailable, resolve_backend, uses_cuda_kernels
 from ..model.network import SST, build_model
 from ..model.registry import get_variant
@@ -42,6 +42,7 @@ from .run_dir import (
     set_rng_state,
     worker_ignores_stop_signals,
 )
+from .schedule import describe, resume_schedule, schedule
 
 
 # ------------------------------------------------------------------------------------------ setup
@@ -73,21 +74,6 @@ def network_config(cfg: TrainConfig) -> dict[str, Any]:
     return base
 
 
-def lr_factor(cfg: TrainConfig) -> Callable[[int], float]:
-    """Linear warm-up, then MultiStepLR (or cosine) as a function of the iteration."""
-
-    def f(it: int) -> float:
-        if cfg.warmup and it < cfg.warmup:
-            return (it + 1) / cfg.warmup
-        if cfg.scheduler == "cosine":
-            t = (it - cfg.warmup) / max(1, cfg.iters - cfg.warmup)
-            floor = cfg.min_lr / cfg.lr
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-        return cfg.gamma ** sum(it >= m for m in cfg.milestones)
-
-    return f
-
-
 def make_ema(model: nn.Module, decay: float) -> AveragedModel:
     """Exponential moving average of the weights (evaluated and exported as ``params_ema``).
 
@@ -117,16 +103,24 @@ class TrainResult:
 
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
           log: Callable[[str], None] = print, progress: Callable[[dict[str, Any]], None] | None = None,
-          device: str | None = None, overwrite: bool = False) -> TrainResult:
+          device: str | None = None, overwrite: bool = False, extend: bool = False) -> TrainResult:
     """Train per ``cfg`` into ``run_dir``. Single process, or one rank of a torchrun job.
 
     A ``run_dir`` that already holds a run is refused unless ``resume`` (continue from its newest valid
-    checkpoint) or ``overwrite`` (remove that run's files first). SIGINT/SIGTERM during the loop save a
-    checkpoint and raise :class:`~sst_cli.training.run_dir.TrainingStopped`.
+    checkpoint) or ``overwrite`` (remove that run's files first). A resume with other settings than the
+    run's is refused, unless ``extend`` allows new schedule settings (``schedule.resume_schedule``).
+    SIGINT/SIGTERM during the loop save a checkpoint and raise
+    :class:`~sst_cli.training.run_dir.TrainingStopped`. ``log`` gets a short start banner; all settings go
+    to ``run_dir/config.yaml``.
     """
+    if extend and not resume:
+        raise UsageError("--extend changes the schedule of a resumed run; use it with --resume.")
     d, dev = init_distributed(device)
     run = Path(run_dir)
     prepare(run, resume, overwrite, remove=d.main)
+    # the run folder's checks come first: nothing is printed or built for a resume that would be refused
+    state = load_latest(run, log) if resume else None
+    extension, extended = resume_schedule(state, cfg, run, extend) if state is not None else (None, None)
     if d.main:
         run.mkdir(parents=True, exist_ok=True)
         for stale in run.glob(".*.tmp"):  # left by a run killed mid-write; never a valid checkpoint
@@ -154,10 +148,11 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     model.set_backend(backend).to(dev).train()
     ema = make_ema(model, cfg.ema) if cfg.ema > 0 else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(cfg, extension))
+    if d.main:
+        log(_banner(cfg, run, state, d, dev, "bf16 autocast" if use_amp else "float32", backend))
     start, best, history = 0, None, []
     if resume:
-        state = load_latest(run, log)
         if state is None:
             log("no checkpoint to resume from; starting at iteration 0")
         else:
@@ -169,6 +164,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
             set_rng_state(state["rng"])
             start, best = int(state["iter"]), _best_psnr(state.get("best_psnr"), run, int(state["iter"]))
             log(f"resumed from {Path(state['path']).name} at iteration {start}")
+            if extended:
+                log(extended)
     train_model: nn.Module = model
     if d.world > 1:
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None)
@@ -205,6 +202,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
             "iter": it, "model": model.state_dict(), "ema": ema.module.state_dict() if ema else None,
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": None, "rng": rng_state(),
             "sampler_position": it * per_step, "best_psnr": best, "config": to_dict(cfg), "network_g": net_cfg,
+            "lr_extension": extension,
         }
         path = atomic_write(run / f"ckpt_{it:08d}.pt", lambda tmp: torch.save(state, tmp))
         for old in list_checkpoints(run)[cfg.keep_last:]:
@@ -223,6 +221,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     # every rank validates its share of the images (as `sst eval` under torchrun): no rank idles in a collective
     # for the whole validation, whose length NCCL's timeout would otherwise bound
     val_tasks = plan(cfg.val_sets, [cfg.scale], cfg.val_root) if cfg.val_sets else []
+    if d.main:  # every setting of this start (the banner shows a few); rewritten by each start and resume
+        atomic_write_text(run / "config.yaml", yaml.safe_dump(json.loads(json.dumps(to_dict(cfg))), sort_keys=False))
     t0, last_t, loss_acc, n_acc, loss_val = time.time(), time.time(), 0.0, 0, float("nan")
     it = start
     with StopSignals() as stop:
@@ -309,6 +309,25 @@ def _accumulating(model: nn.Module, last: bool) -> contextlib.AbstractContextMan
     if last or not isinstance(model, nn.parallel.DistributedDataParallel):
         return contextlib.nullcontext()
     return model.no_sync()
+
+
+def _banner(cfg: TrainConfig, run: Path, state: dict[str, Any] | None, d: Dist, dev: torch.device, precision: str,
+            backend: str) -> str:
+    """Four short lines: what trains into where, the data, the optimisation, how it runs (every setting
+    goes to config.yaml)."""
+    where = f"resuming at iteration {int(state['iter'])}" if state is not None else "new run"
+    steps = f"{cfg.iters} iterations of {cfg.batch} x {cfg.patch}-px LR patches"
+    if cfg.accum > 1:
+        steps += f", {cfg.accum} accumulated"
+    if d.world > 1:
+        steps += f", on each of {d.world} processes"
+    ema = f", EMA {cfg.ema:g}" if cfg.ema else ""
+    lr_from = "paired LR files" if cfg.train_lr else ("bicubic" if cfg.degradation is None else "the degradation mix")
+    return (f"training {cfg.model or 'custom SST'} x{cfg.scale} into {run} ({where}); all settings in "
+            f"{run / 'config.yaml'}\n"
+            f"  data: {steps}, LR from {lr_from}\n"
+            f"  optimiser: {describe(cfg)}{ema}\n"
+            f"  runs on: {dev}, {precision}, attention {backend}")
 
 
 def _agreed_stop(signum: int | None, d: Dist, dev: torch.device) -> int | None:

@@ -1,7 +1,8 @@
 """A run folder: its checkpoints, what counts as a run in it, and stopping on a signal with a checkpoint.
 
 A run folder holds ``ckpt_<iter>.pt`` (resumable state, newest ``keep_last`` kept), ``metrics.jsonl``,
-``best.safetensors``, ``final.safetensors``, ``final_basicsr.pth`` and ``tb/``. Starting a new run into
+``best.safetensors``, ``final.safetensors``, ``final_basicsr.pth`` and ``tb/`` (and ``config.yaml``, the
+settings of the latest start, which alone does not make a run). Starting a new run into
 a folder that holds one would interleave two runs' checkpoints and logs, so it is refused unless the
 caller resumes it or asks to start over (which removes only those files).
 """
