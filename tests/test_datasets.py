@@ -313,3 +313,43 @@ def test_cli_list_and_download(tiny: FakeHub, tmp_path: Path, capsys) -> None:
     err = _err(capsys)
     assert "Manga109 is not here" in err and "manga109.org" in err and "Manga109/HR" in err
     assert main(["datasets", "download", "Set6"]) == 2
+
+
+# ----------------------------------------------------------------------------------- maintainer script
+def test_recording_script_completes_an_entry_in_one_command(tiny: FakeHub, monkeypatch, capsys) -> None:
+    """benchmarks/record_dataset_hashes.py against a set with nothing recorded: its printout, pasted, is an
+    entry that verifies, and it says where a recorded entry differs."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "record_dataset_hashes.py"
+    spec = importlib.util.spec_from_file_location("record_dataset_hashes", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    recorded = CATALOG["Tiny"].archive
+    _install_entry(monkeypatch, HubArchive(REPO, ARCHIVE, None, None, None, 0))
+    assert module.main(["Tiny", "--revision", "main"]) == 0
+    out = capsys.readouterr().out  # the Python to paste into the catalog: the pixel table, then the entry
+    namespace: dict = {"HubArchive": HubArchive}
+    start = out.index("\nHubArchive(") + 1
+    exec(out[:start], namespace)
+    entry = eval(out[start:], namespace)
+    assert entry == recorded  # the commit main points to, the archive's sha256 and size, every image's pixels
+    _install_entry(monkeypatch, entry)
+    assert (fetch.fetch_dataset("Tiny") / "HR" / "im1.png").is_file()
+    pixels = dict(recorded.pixels, im2="0" * 64)
+    _install_entry(monkeypatch, HubArchive(REPO, ARCHIVE, COMMIT, recorded.sha256, pixels, 0))
+    assert module.main(["Tiny"]) == 1
+    assert "DIFFERS from the catalog: pixels of im2 differ" in capsys.readouterr().out
+
+
+def test_an_interrupted_download_leaves_nothing(tiny: FakeHub, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(time, "sleep", lambda s: None)  # huggingface_hub resumes 5 times, 1 s apart
+    tiny.drop_after = 500
+    with pytest.raises(SSTError) as info:
+        fetch.fetch_dataset("Tiny")
+    _one_sentence(str(info.value))
+    assert "could not be downloaded" in str(info.value) and "Tiny/HR" in str(info.value)
+    assert _hub_cache_files(tmp_path) == [] and fetch.cached("Tiny") is None
+    assert not (tmp_path / "cache" / "sst" / "datasets").exists()
+    tiny.drop_after = None  # the next try succeeds
+    assert fetch.fetch_dataset("Tiny") == tmp_path / "cache" / "sst" / "datasets" / "Tiny"

@@ -95,6 +95,7 @@ class _Missing(Exception):
     def __init__(self, spec: str, looked: str, known: bool = False) -> None:
         super().__init__(f"dataset {spec} not found ({looked}).")
         self.spec, self.looked, self.known = spec, looked, known
+        self.cached: Path | None = None  # sst's verified copy from before
         self.why: str | None = None
 
 
@@ -128,12 +129,14 @@ def resolve_datasets(specs: Iterable[str], data_root: str | os.PathLike[str] | N
         except _Missing as exc:
             found.append(exc)
     missing = [m for m in found if isinstance(m, _Missing)]
-    for m in missing:
-        m.why = fetch.unavailable(m.spec) if m.known else None
+    for m in (m for m in missing if m.known):
+        m.cached = fetch.cached(m.spec)
+        m.why = fetch.unavailable(m.spec) if m.cached is None else None
     blocked = [m for m in missing if not m.known or m.why]
     if blocked:
         raise SSTError(_missing_message(blocked, root))
-    return [x if isinstance(x, Dataset) else Dataset(x.spec, fetch.fetch_dataset(x.spec), True) for x in found]
+    return [x if isinstance(x, Dataset) else Dataset(x.spec, x.cached or fetch.fetch_dataset(x.spec), True)
+            for x in found]
 
 
 def _resolve(spec: str, root: Path) -> Dataset:
