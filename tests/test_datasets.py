@@ -201,7 +201,7 @@ def test_a_changed_image_is_refused_by_name_when_only_pixels_are_recorded(tiny: 
         fetch.fetch_dataset("Tiny")
     msg = str(info.value)
     _one_sentence(msg)
-    assert "im1.png differ from the recorded pixels" in msg and "im0" not in msg and "im2" not in msg
+    assert "im1.png differs from the recorded pixels" in msg and "im0" not in msg and "im2" not in msg
     assert not (tmp_path / "cache" / "sst" / "datasets").exists() or not any(
         (tmp_path / "cache" / "sst" / "datasets").iterdir())
     assert _hub_cache_files(tmp_path) == []

@@ -234,7 +234,8 @@ def _check_pixels(bench: Benchmark, files: list[Path]) -> dict[str, dict[str, st
         changed = [f for f, v in images.items() if PurePosixPath(f).stem in want
                    and want[PurePosixPath(f).stem] != v["pixels"]]
         if changed:
-            problems.append(f"{', '.join(changed)} differ from the recorded pixels (a changed or re-encoded copy)")
+            verb = "differs" if len(changed) == 1 else "differ"
+            problems.append(f"{', '.join(changed)} {verb} from the recorded pixels (a changed or re-encoded copy)")
         if missing := sorted(set(want) - set(got) - {PurePosixPath(f).stem for f in undecodable}):
             problems.append(f"{', '.join(missing)} missing")
         if extra := sorted(f for f in images if PurePosixPath(f).stem not in want):
