@@ -4,7 +4,8 @@ It answers the calls huggingface_hub makes for sst (read from its source, versio
 
 - ``GET /api/models?author=A&expand=siblings&expand=sha``: the author's repositories, their commit and
   their files (``HfApi.list_models``);
-- ``HEAD /<repo>/resolve/<revision>/<path>``: the file's metadata in headers: ``X-Repo-Commit``, an
+- ``HEAD /<repo>/resolve/<revision>/<path>`` (``/datasets/<repo>/...`` for a dataset repository, kept in
+  ``repos`` as ``datasets/<repo>``): the file's metadata in headers: ``X-Repo-Commit``, an
   ``ETag`` that is the file's sha256 (as the Hub's LFS files have) and ``Content-Length``
   (``get_hf_file_metadata``);
 - ``GET /<repo>/resolve/<revision>/<path>``: the bytes (``http_get``), or, with ``drop_after`` set, the
@@ -63,9 +64,11 @@ def _handler(hub: FakeHub) -> type[http.server.BaseHTTPRequestHandler]:
         def _hub_file(self, head: bool) -> bool:
             path = urllib.parse.unquote(urllib.parse.urlparse(self.path).path)
             parts = path.strip("/").split("/")
+            kind = parts[:1] if parts[:1] == ["datasets"] else []  # a dataset repository
+            parts = parts[len(kind):]
             if len(parts) < 5 or parts[2] != "resolve":
                 return False
-            repo, revision, name = "/".join(parts[:2]), parts[3], "/".join(parts[4:])
+            repo, revision, name = "/".join(kind + parts[:2]), parts[3], "/".join(parts[4:])
             files = hub.repos.get(repo)
             if files is None:
                 self._send(404, b'{"error":"Repository not found"}', {"X-Error-Code": "RepoNotFound"}, head)

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from conftest import DATA, data_path
+from hub_server import fake_hub, set_offline  # noqa: F401 - fake_hub is a fixture
 from sst_cli import build_model
 from sst_cli.cli import main
 from sst_cli.errors import SSTError
@@ -189,7 +190,9 @@ def test_aliases_and_case(tmp_path: Path) -> None:
     assert _run(tmp_path, "BSD100")[0].dataset == "B100"
 
 
-def test_missing_dataset_is_one_sentence_with_the_layout(tmp_path: Path, capsys) -> None:
+def test_missing_dataset_is_one_sentence_with_the_layout(fake_hub, tmp_path: Path, monkeypatch,  # noqa: F811
+                                                         capsys) -> None:
+    set_offline(monkeypatch)  # Set5 could be downloaded otherwise (tests/test_datasets.py)
     with pytest.raises(SSTError) as exc:
         resolve_dataset("Urban100", tmp_path)
     msg = str(exc.value)
@@ -199,10 +202,13 @@ def test_missing_dataset_is_one_sentence_with_the_layout(tmp_path: Path, capsys)
                "--json", "report.json"])
     err = " ".join(capsys.readouterr().err.split())
     assert rc == 1 and "Traceback" not in err
-    # Every missing dataset at once, and how to point sst at them.
+    # Every missing dataset at once, why sst cannot download it, and how to point sst at them.
     squashed = "".join(err.split())  # a long path may be folded over lines
-    assert "".join(f"2 datasets not found under {tmp_path}: Set5, Manga109;".split()) in squashed
+    assert "".join(f"2 datasets not found under {tmp_path}: Set5 (".split()) in squashed
+    assert "Set5 (it cannot be downloaded now, as HF_HUB_OFFLINE is set)" in err
+    assert "Manga109 (sst does not download it: request it" in err and err.count(". ") == 0
     assert "--data-root" in err and "$SST_DATA_ROOT" in err and "LR_bicubic" in err
+    assert fake_hub.requests == []
     assert not (tmp_path / "report.json").exists()
     (tmp_path / "empty").mkdir()
     with pytest.raises(SSTError, match="no images"):

@@ -1,6 +1,8 @@
 """Evaluation as the field reports it: datasets, metrics, and the runner ``sst eval`` and training share.
 
 - ``datasets``: benchmark names and folder layouts, HR/LR pairs, LR generation (MATLAB bicubic);
+- ``catalog``: the benchmark sets sst knows (plain data): names, licences, pinned Hub sources and their hashes;
+- ``fetch``: a benchmark downloaded once from the Hub, verified against the catalog, kept in the sst cache;
 - ``metrics``: BasicSR-exact Y-PSNR/SSIM with border crop;
 - ``report``: results per image/dataset/scale, JSON and CSV;
 - ``runner``: :func:`run_eval` (``sst eval``), :func:`evaluate_task` (one dataset at one scale) and

@@ -1,7 +1,8 @@
 """Benchmark datasets: names, folder layouts, and each image's HR/LR pair.
 
 Finds a dataset (name, alias or folder) and its layout, and gets each image's LR: the shipped file when
-there is one, else our MATLAB-style bicubic of the mod-cropped HR, rounded to uint8.
+there is one, else our MATLAB-style bicubic of the mod-cropped HR, rounded to uint8. A benchmark named but not
+found under the data root comes from :mod:`.fetch` (a verified download, once; its LR is always generated).
 
 Layouts understood, for scale ``s``:
 
@@ -29,20 +30,14 @@ import numpy as np
 from ..errors import SSTError
 from ..io import files, images
 from ..runtime import default_data_root
+from . import fetch
+from .catalog import CATALOG
 
 if TYPE_CHECKING:  # torch loads with the first image, so a missing dataset is named at once
     import torch
 
 # Canonical benchmark names and the folder names they go by in the wild (matched case-insensitively).
-DATASETS: dict[str, tuple[str, ...]] = {
-    "Set5": ("Set5",),
-    "Set14": ("Set14",),
-    "B100": ("B100", "BSD100", "BSDS100"),
-    "Urban100": ("Urban100",),
-    "Manga109": ("Manga109",),
-    "DIV2K-val": ("DIV2K-val", "DIV2K_val", "DIV2K-valid", "DIV2K_valid", "DIV2K"),
-    "LSDIR-val": ("LSDIR-val", "LSDIR_val", "LSDIR-valid", "LSDIR_valid", "LSDIR"),
-}
+DATASETS: dict[str, tuple[str, ...]] = {b.name: b.aliases for b in CATALOG.values()}
 
 def _key(name: str) -> str:
     return name.lower().replace("_", "-")
@@ -96,21 +91,27 @@ def _find_child(parent: Path, names: Iterable[str]) -> Path | None:
 
 
 class _Missing(Exception):
-    """A dataset that is not there; ``looked`` says what was looked for, for the combined message."""
+    """A dataset that is not there; ``looked`` says what was looked for, for the combined message; ``why``,
+    for a benchmark sst knows, why it cannot be downloaded either (None: it can)."""
 
-    def __init__(self, spec: str, looked: str) -> None:
+    def __init__(self, spec: str, looked: str, known: bool = False) -> None:
         super().__init__(f"dataset {spec} not found ({looked}).")
-        self.spec, self.looked = spec, looked
+        self.spec, self.looked, self.known = spec, looked, known
+        self.cached: Path | None = None  # sst's verified copy from before
+        self.why: str | None = None
 
 
 def _missing_message(missing: list[_Missing], root: Path) -> str:
-    """One sentence naming every missing dataset, and how to point sst at them."""
+    """One sentence naming every missing dataset, why sst cannot download it, and where to put it."""
     if len(missing) == 1:
-        what, them = f"dataset {missing[0].spec} not found under {root} ({missing[0].looked})", "it"
+        m = missing[0]
+        what, it, them = f"dataset {m.spec} not found under {root} ({m.looked})" + (
+            f" and {m.why}" if m.why else ""), "it", "it"
     else:
-        what, them = f"{len(missing)} datasets not found under {root}: {', '.join(m.spec for m in missing)}", "them"
-    return (f"{what}; point sst at the folder holding {them} with --data-root DIR or $SST_DATA_ROOT, where each "
-            f"dataset is expected as {expected_layout()}.")
+        names = ", ".join(m.spec + (f" ({m.why})" if m.why else "") for m in missing)
+        what, it, them = f"{len(missing)} datasets not found under {root}: {names}", "them", "them"
+    return (f"{what}; put {it} there or point sst at the folder holding {them} with --data-root DIR or "
+            f"$SST_DATA_ROOT, where each dataset is expected as {expected_layout()}.")
 
 
 def resolve_dataset(spec: str, data_root: str | os.PathLike[str] | None = None) -> Dataset:
@@ -119,18 +120,25 @@ def resolve_dataset(spec: str, data_root: str | os.PathLike[str] | None = None) 
 
 
 def resolve_datasets(specs: Iterable[str], data_root: str | os.PathLike[str] | None = None) -> list[Dataset]:
-    """Every --dataset entry resolved (default root: :func:`default_data_root`); when some are missing,
-    one SSTError naming all of them."""
+    """Every --dataset entry resolved (default root: :func:`default_data_root`). A benchmark that is not under
+    the root is taken from sst's verified download cache, or downloaded once (:mod:`.fetch`); when some
+    cannot be had, one SSTError naming all of them before anything is downloaded."""
     root = Path(data_root) if data_root is not None else default_data_root()
-    found, missing = [], []
+    found: list[Dataset | _Missing] = []
     for spec in specs:
         try:
             found.append(_resolve(spec, root))
         except _Missing as exc:
-            missing.append(exc)
-    if missing:
-        raise SSTError(_missing_message(missing, root))
-    return found
+            found.append(exc)
+    missing = [m for m in found if isinstance(m, _Missing)]
+    for m in (m for m in missing if m.known):
+        m.cached = fetch.cached(m.spec)
+        m.why = fetch.unavailable(m.spec) if m.cached is None else None
+    blocked = [m for m in missing if not m.known or m.why]
+    if blocked:
+        raise SSTError(_missing_message(blocked, root))
+    return [x if isinstance(x, Dataset) else Dataset(x.spec, x.cached or fetch.fetch_dataset(x.spec), True)
+            for x in found]
 
 
 def _resolve(spec: str, root: Path) -> Dataset:
@@ -140,7 +148,7 @@ def _resolve(spec: str, root: Path) -> Dataset:
         if hit is not None:
             return Dataset(canon, hit, True)
         if not Path(spec).is_dir():
-            raise _Missing(canon, f"looked for a folder named {' or '.join(DATASETS[canon])}")
+            raise _Missing(canon, f"looked for a folder named {' or '.join(DATASETS[canon])}", known=True)
     path = Path(spec).expanduser()
     if not path.is_dir() and not path.is_absolute():
         path = root / spec

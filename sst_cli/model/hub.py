@@ -86,16 +86,18 @@ class HubFile:
     repo_id: str
     filename: str
     revision: str | None = None
+    repo_type: str = "model"  # or "dataset" (benchmark sets)
 
     def __str__(self) -> str:
-        return f"hf://{self.repo_id}/{self.filename}" + (f"@{self.revision}" if self.revision else "")
+        kind = "" if self.repo_type == "model" else f"{self.repo_type}s/"  # hf://datasets/owner/name/...
+        return f"hf://{kind}{self.repo_id}/{self.filename}" + (f"@{self.revision}" if self.revision else "")
 
     @property
     def name(self) -> str:
         return PurePosixPath(self.filename).name
 
     def at(self, revision: str) -> HubFile:
-        return HubFile(self.repo_id, self.filename, revision)
+        return HubFile(self.repo_id, self.filename, revision, self.repo_type)
 
 
 def parse_hf(source: str) -> HubFile:
@@ -257,6 +259,12 @@ def _endpoint_unresolvable() -> str | None:
     return None
 
 
+def hub_unavailable() -> str | None:
+    """Why the Hub cannot be asked now, found without a request (HF_HUB_OFFLINE, or a host name that does not
+    resolve); None when a request may succeed."""
+    return "HF_HUB_OFFLINE is set" if hub_offline() else _endpoint_unresolvable()
+
+
 def _blob_sha256(path: str) -> str | None:
     """The Hub stores LFS files under their sha256 (the cache's blob name); None when not visible."""
     name = Path(os.path.realpath(path)).name
@@ -274,7 +282,8 @@ def _download_hub(hub: HubFile, force: bool = False) -> str:
     from huggingface_hub import hf_hub_download
 
     try:
-        return str(hf_hub_download(hub.repo_id, hub.filename, revision=hub.revision, force_download=force))
+        return str(hf_hub_download(hub.repo_id, hub.filename, revision=hub.revision, repo_type=hub.repo_type,
+                                   force_download=force))
     except Exception as exc:  # noqa: BLE001 - network, HTTP and cache errors come in many types
         raise _hub_failure(exc, str(hub)) from None
 
@@ -284,7 +293,7 @@ def fetch_hub(hub: HubFile, sha256: str | None = None) -> Path:
     cached makes no HTTP request); verified, and downloaded again when the cached copy is damaged."""
     from huggingface_hub import try_to_load_from_cache
 
-    hit = try_to_load_from_cache(hub.repo_id, hub.filename, revision=hub.revision)
+    hit = try_to_load_from_cache(hub.repo_id, hub.filename, revision=hub.revision, repo_type=hub.repo_type)
     cached = hit if isinstance(hit, str) else None
     if cached and _HEX40.fullmatch(hub.revision or ""):
         path = cached
