@@ -209,11 +209,18 @@ def make_esc_fixture(name: str, network_g: dict, seed: int, hw: tuple[int, int],
         out_bf16 = model(x)
         with float32_attention(arch_utils):
             out = model(x)
+            saved = {n: p.clone() for n, p in model.named_parameters() if n.endswith(".to_q")}
+            for n in saved:  # the same pass without the RIB term: how much RIB matters
+                model.get_parameter(n).zero_()
+            out_no_rib = model(x)
+            for n, p in saved.items():
+                model.get_parameter(n).copy_(p)
     scale = network_g["upscaling_factor"]
     assert out.shape == (batch, 3, hw[0] * scale, hw[1] * scale), out.shape
     meta = {"network_g": {"type": "ESCRIB", **network_g}, "seed": seed, "input_shape": list(x.shape),
             "note": NOTE.replace("SST", "ESCRIB") + ("; training-mode forward (batch > 1)" if batch > 1 else ""),
-            "bf16_vs_fp32_max_abs_diff": (out_bf16 - out).abs().max().item(), "official_commit": commit,
+            "bf16_vs_fp32_max_abs_diff": (out_bf16 - out).abs().max().item(),
+            "without_rib_max_abs_diff": (out_no_rib - out).abs().max().item(), "official_commit": commit,
             "torch": torch.__version__, "generator": "tests/make_fixtures.py"}
     arrays = {"input": x.numpy(), "output": out.numpy(), "output_bf16attn": out_bf16.numpy(),
               "meta_json": np.array(json.dumps(meta))}

@@ -87,7 +87,7 @@ def test_large_kernel_ensemble_is_symmetric_and_idempotent() -> None:
     k = torch.randn(4, 4, 7, 7)
     e = geo_ensemble(k)
     assert torch.allclose(geo_ensemble(e), e, atol=1e-6)
-    assert torch.allclose(e, e.flip(3)) and torch.allclose(e, torch.rot90(e, 1, (2, 3)), atol=1e-6)
+    assert torch.allclose(e, e.flip(3), atol=1e-6) and torch.allclose(e, torch.rot90(e, 1, (2, 3)), atol=1e-6)
 
 
 def test_any_input_size_and_gradients() -> None:

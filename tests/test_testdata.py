@@ -11,7 +11,8 @@ from PIL import Image
 from conftest import DATA, data_path, manifest, manifest_names
 
 SETS = {"Set5": 5, "Set14": 14}
-FIXTURES = sorted(p.name for p in data_path("fixtures").glob("*.npz"))
+FIXTURES = sorted(p.name for p in data_path("fixtures").glob("*.npz") if "escrib" not in p.name)  # SST
+ESC_FIXTURES = sorted(p.name for p in data_path("fixtures").glob("fixture_escrib_*.npz"))
 PLUS_WINDOWS = [16, 32, 48, 32, 48, 96]  # sst-light+, sst+, sst-l+, sst-xl+
 
 
@@ -78,3 +79,22 @@ def test_fixtures_cover_the_plus_windows_x2_and_both_upsamplers() -> None:
     assert {g["upscaling_factor"] for g in metas} == {2, 3, 4}
     x2 = {g["upsampler_type"] for g in metas if g["upscaling_factor"] == 2}
     assert x2 == {"pixelshuffle", "pixelshuffle_direct"}
+
+
+@pytest.mark.parametrize("name", ESC_FIXTURES)
+def test_escrib_fixture_format(name: str) -> None:
+    data = np.load(data_path("fixtures", name))
+    meta = json.loads(str(data["meta_json"]))
+    g = meta["network_g"]
+    assert g["type"] == "ESCRIB" and g["attn_type"] == "RIB"
+    x, out = data["input"], data["output"]
+    s = g["upscaling_factor"]
+    assert list(x.shape) == meta["input_shape"] and out.shape == (x.shape[0], 3, x.shape[2] * s, x.shape[3] * s)
+    assert meta["without_rib_max_abs_diff"] > 0.05  # RIB matters
+    assert x.shape[2] % g["window_size"] and x.shape[3] % g["window_size"]  # the window pads the input
+
+
+def test_escrib_fixtures_cover_the_released_window_and_batches() -> None:
+    metas = [json.loads(str(np.load(data_path("fixtures", n))["meta_json"])) for n in ESC_FIXTURES]
+    assert any(m["network_g"]["window_size"] == 64 and m["network_g"]["kernel_size"] == 13 for m in metas)
+    assert {m["input_shape"][0] for m in metas} == {1, 2}
