@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -11,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..errors import SSTError
 from . import app
 from ._common import (
     RANK_THREADS_HELP,
@@ -167,7 +170,14 @@ def eval_cmd(
     from ..evaluation.datasets import default_data_root, resolve_datasets
 
     root = data_root or str(default_data_root())
-    resolve_datasets(split_list(dataset), root)  # before torch: every missing dataset is named at once
+    try:
+        resolve_datasets(split_list(dataset), root)  # before torch: every missing dataset is named at once
+    except SSTError as missing:
+        # A --weights path that is not there either is named in the same answer (a name or URL may still be
+        # fetched, so only a path with a folder in it counts).
+        if weights and "://" not in weights and ("/" in weights or os.sep in weights) and not Path(weights).exists():
+            raise SSTError(f"weights file {weights} does not exist. Also, {missing}") from None
+        raise
     from .. import distributed
     from ..evaluation.report import EvalOptions
 
