@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from conftest import data_path
-from sst_cli.model.archs.esc_rib import ESCRIB, ESCRIBConfig
-from sst_cli.model.archs.esc_rib.network import geo_ensemble
+from sst_cli.model.archs.esc_rib import ESCRIBConfig
+from sst_cli.model.archs.esc_rib.network import ESCRIB, geo_ensemble
 from sst_cli.model.attention import BACKENDS, unavailable_reason
 
 FIXTURES = ["fixture_escrib_w16_X2_20x27", "fixture_escrib_w64_pixelshuffle_X3_40x36_b2"]

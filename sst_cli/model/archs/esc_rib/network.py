@@ -2,7 +2,8 @@
 
 Written from the authors' ``esc_rib_arch.py`` (commit bcd6132). Module and parameter names reproduce the
 official state-dict layout, so the published ``ESCRIB_*_X{2,3,4}.pth`` load with ``strict=True``. The
-attention, LayerNorm, fused convolutions and upsampler are SST's own (the official code shares them too).
+attention, LayerNorm, fused convolutions and upsampler are SST's own (``archs/sst/network.py``; the official
+code shares them too).
 
 One block (C channels, P = ``pdim`` of them through the large kernel):
 
@@ -23,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...network import LayerNorm2d, PixelShuffleDirect, PixelShuffleUpsampler, WindowAttention, conv
+from ..sst.network import LayerNorm2d, PixelShuffleDirect, PixelShuffleUpsampler, WindowAttention, conv
 from .config import ESCRIBConfig
 
 
@@ -111,7 +112,6 @@ class ESCRIB(nn.Module):
         cfg = ESCRIBConfig.from_network_g(network_g)
         self.cfg = cfg
         self.scale = cfg.upscaling_factor
-        self.window_sizes = (cfg.window_size,)
         self.config = cfg.to_network_g()
         self.plk_filter = nn.Parameter(torch.empty(cfg.pdim, cfg.pdim, cfg.kernel_size, cfg.kernel_size))
         nn.init.orthogonal_(self.plk_filter)  # the official init: stabilises the first steps
