@@ -87,4 +87,4 @@ class ESCRIBConfig:
     @staticmethod
     def summary(network_g: dict[str, Any]) -> str:
         """A few words for a network that is no registry variant (any partial network_g)."""
-        return f"dim {network_g.get('dim')}, {network_g.get('n_blocks')} blocks of {network_g.get('conv_blocks')}"
+        return f"dim {network_g.get('dim')}, {network_g.get('n_blocks')} blocks"

@@ -24,7 +24,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..sst.network import LayerNorm2d, PixelShuffleDirect, PixelShuffleUpsampler, WindowAttention, conv
+from ..sst.network import (
+    LayerNorm2d,
+    PixelShuffleDirect,
+    PixelShuffleUpsampler,
+    WindowAttention,
+    conv,
+    init_position_bias,
+)
 from .config import ESCRIBConfig
 
 
@@ -122,6 +129,9 @@ class ESCRIB(nn.Module):
             self.upsampler: nn.Module = PixelShuffleDirect(cfg.dim, self.scale)
         else:
             self.upsampler = PixelShuffleUpsampler(cfg.dim, self.scale, cfg.intermediate_dim)
+        for m in self.modules():  # convolutions keep PyTorch's default init, as in the official code
+            if isinstance(m, WindowAttention):
+                init_position_bias(m)
 
     def set_backend(self, backend: str) -> ESCRIB:
         for m in self.modules():

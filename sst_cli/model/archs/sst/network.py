@@ -432,9 +432,15 @@ def _init_weights(m: nn.Module) -> None:
         if m.bias is not None:
             nn.init.zeros_(m.bias)
     elif isinstance(m, WindowAttention):
-        if m.bias == "rib":
-            for p in (m.to_hidden, m.to_q, m.to_k):
-                nn.init.normal_(p, std=0.05)
-            nn.init.zeros_(m.hidden_b)
-        elif m.bias == "rpb":
-            nn.init.trunc_normal_(m.rpb_table, std=0.02)
+        init_position_bias(m)
+
+
+def init_position_bias(m: WindowAttention) -> None:
+    """The official initial positional parameters: RIB's normal (std 0.05, hidden bias 0), RPB's table
+    truncated normal (std 0.02). Their tensors are created empty: every network built on WindowAttention calls this."""
+    if m.bias == "rib":
+        for p in (m.to_hidden, m.to_q, m.to_k):
+            nn.init.normal_(p, std=0.05)
+        nn.init.zeros_(m.hidden_b)
+    elif m.bias == "rpb":
+        nn.init.trunc_normal_(m.rpb_table, std=0.02)
