@@ -67,8 +67,8 @@ class Network:
 
 def _windows_assumed(variant: Variant, scale: int, missing: list[str]) -> str:
     windows = ",".join(map(str, archs.config_of(variant.network_g(scale)).windows))
-    return (f"windows {windows} of {variant.name}, the only known network with these tensors "
-            f"(the file does not record its windows)") if missing else ""
+    return f"windows {windows} assumed: those of {variant.name}, the only known network with these tensors" \
+        if missing else ""
 
 
 def identify(ckpt: Checkpoint, model: str | None = None) -> Network:
