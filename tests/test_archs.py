@@ -162,12 +162,15 @@ def test_two_escrib_variants_differing_only_in_window_are_refused(monkeypatch: p
 
 @pytest.mark.parametrize("bias", ["RIB", "RPB"])
 def test_a_new_escrib_is_initialised_like_the_official_one(bias: str) -> None:
-    """The positional parameters are created empty; left so, a new network (training, --random-weights)
-    would start from whatever memory held."""
+    """As the official ESCRIB starts: RIB vectors' MLP normal (std 0.05), dynamic-kernel predictor zero. The
+    positional parameters are created empty: left so, training or --random-weights would start from whatever
+    memory held."""
     torch.manual_seed(0)
     net = build_model({**get_variant("esc-rib").network_g(2), "attn_type": bias})
     assert all(torch.isfinite(p).all() for p in net.parameters())
     attn = net.blocks[0].attn
+    dynamic = net.blocks[0].pconvs[0].plk.dwc_proj[3]  # zero: no dynamic kernel until trained
+    assert not dynamic.weight.any() and not dynamic.bias.any()
     if bias == "RIB":
         assert abs(attn.to_q.std().item() - 0.05) < 0.005 and torch.equal(attn.hidden_b, torch.zeros_like(attn.hidden_b))
     else:
@@ -300,6 +303,32 @@ def test_memory_estimates_bound_what_a_forward_allocates(network_g: dict) -> Non
     up = Upscaler(model, "m", model.scale, torch.device("cpu"), torch.float32, "sdpa", "test")
     assert per_pixel <= tiling.bytes_per_pixel(up)
     assert largest <= tiling.widest_activation(up) * side**2
+
+
+def test_receptive_field_bounds_what_one_pixel_reaches() -> None:
+    torch.manual_seed(0)
+    sst = build_model({"dim": 8, "window_sizes": [4, 8], "num_heads": 2, "ranks": 4, "n_blocks": 1,
+                       "upscaling_factor": 2}).eval()
+    reach = cost_of(sst).receptive_field
+    x = torch.rand(1, 3, 64, 64)
+    poked = x.clone()
+    poked[:, :, 32, 32] += 0.5
+    with torch.no_grad():
+        moved = (sst(poked) - sst(x)).abs().amax(dim=(0, 1)) > 0  # (128, 128): output pixels that changed
+    ys, xs = moved.nonzero(as_tuple=True)
+    assert len(ys) and reach is not None and reach < 32
+    assert (ys // 2 - 32).abs().max() <= reach and (xs // 2 - 32).abs().max() <= reach
+    # ESC-RIB predicts its dynamic kernels from the mean of the whole image: one pixel reaches every output
+    data = np.load(data_path("fixtures", "fixture_escrib_w16_X2_20x27.npz"))
+    esc = build_model(json.loads(str(data["meta_json"]))["network_g"]).eval()
+    esc.load_state_dict({k.removeprefix("state_dict/"): torch.from_numpy(data[k]) for k in data.files
+                         if k.startswith("state_dict/")})
+    assert cost_of(esc).receptive_field is None
+    x = torch.rand(1, 3, 64, 64)
+    poked = x.clone()
+    poked[:, :, 0, 0] += 0.5
+    with torch.no_grad():
+        assert (esc(poked) - esc(x))[..., -8:, -8:].abs().max() > 0  # the far corner, beyond any window
 
 
 def test_a_batch_limit_in_the_cost_model_bounds_the_tiles_run_together(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -66,6 +66,24 @@ def test_fixture_matches_official_output(fixture: str, backend: str) -> None:
     assert diff <= 1e-4, f"{fixture} with {backend}: max |ours - official| = {diff:.3g}"
 
 
+@pytest.mark.parametrize("fixture", FIXTURES)
+def test_every_branch_of_the_fixtures_matters(fixture: str) -> None:
+    """The fixtures' weights were re-drawn so that a wrong RIB term, dynamic kernel or large kernel cannot pass."""
+    model, x, want = load_fixture(fixture)
+    sd = model.state_dict()
+    knocked_out = {"RIB position term": [k for k in sd if k.endswith("attn.to_q")],
+                   "dynamic 3x3 kernels": [k for k in sd if k.endswith("dwc_proj.3.weight") or k.endswith("dwc_proj.3.bias")],
+                   "large kernel": ["plk_filter"]}
+    for branch, keys in knocked_out.items():
+        changed = model.state_dict()
+        changed.update({k: torch.zeros_like(sd[k]) for k in keys})
+        probe = load_fixture(fixture)[0]
+        probe.load_state_dict(changed)
+        with torch.no_grad():
+            diff = (probe(x) - want).abs().max().item()
+        assert diff > 0.05, f"{fixture}: dropping the {branch} changes the output by only {diff:.3g}"
+
+
 def test_batch_entries_are_independent() -> None:
     """The official inference path takes only batch 1; ours gives each image what batch 1 gives it."""
     model, x, want = load_fixture(FIXTURES[1])
@@ -192,6 +210,7 @@ def test_cli_eval_and_models(workdir: Path, capsys: pytest.CaptureFixture[str]) 
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["variants"]}
     esc = rows["esc-rib"]
     assert esc["architecture"] == "ESCRIB" and esc["windows"] == [64] and esc["official"] == "ESCRIB"
+    assert esc["flops_per_pixel"]["4"] > esc["flops_per_pixel"]["2"] > 10e6  # 64x64 attention: ~12 MFLOP a pixel
     assert esc["checkpoints"]["4"] == ["ESCRIB_DFLIP_X4.pth"]
     with gzip.open(data_path("manifests_escrib.json.gz"), "rt") as f:
         official = json.load(f)

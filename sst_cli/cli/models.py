@@ -38,10 +38,12 @@ def _params(name: str) -> dict[int, int]:
     return {s: total + (s * s - 16) * per_subpixel for s in SCALES}
 
 
-def _windows(v: Variant) -> list[int]:
-    from ..model.archs import config_of
+def _costs(v: Variant) -> dict[str, object]:
+    """What the architecture says of the variant: its windows and FLOPs per input pixel at every scale."""
+    from ..model.archs import config_of, network_cost
 
-    return list(config_of(v.network_g(4)).windows)
+    return {"windows": list(config_of(v.network_g(4)).windows),
+            "flops_per_pixel": {s: int(network_cost(v.network_g(s)).flops) for s in SCALES}}
 
 
 def _emit_json(path: str, data: object) -> bool:
@@ -94,7 +96,7 @@ def models_cmd(
         urban = {s: (q["psnr_y"] if (q := quality(v.name, "Urban100", s)) else None) for s in SCALES}
         rows.append({
             "name": v.name, "official": v.official, "scales": list(SCALES),
-            "architecture": v.type, "params": _params(v.name), "windows": _windows(v),
+            "architecture": v.type, "params": _params(v.name), **_costs(v),
             "checkpoints": {s: v.checkpoint_names(s) for s in SCALES}, "paper_urban100_psnr": urban,
             "local_weights": {s: str(next(p for f, p in mine if f.scale == s)) for s in SCALES
                               if any(f.scale == s for f, _ in mine)},

@@ -77,6 +77,11 @@ def cost_of(model: Any) -> Cost | None:
     return arch.cost(cfg) if arch is not None else None
 
 
+def network_cost(network_g: Mapping[str, Any]) -> Cost:
+    """The cost model of the network an official ``network_g`` describes, without building it."""
+    return arch_of(network_g).cost(config_of(network_g))
+
+
 # ---------------------------------------------------------------------------------- state dicts
 def detect(sd: Mapping[str, Any]) -> dict[str, Any] | None:
     """What the tensors of ``sd`` say about their network: a partial official ``network_g`` (the keywords the
@@ -114,4 +119,4 @@ def describe_custom(network_g: Mapping[str, Any]) -> str:
 
 
 __all__ = ["ARCHS", "Arch", "Cost", "arch_of", "build_model", "config_of", "cost_of", "describe_custom", "detect",
-           "fits", "scale_of", "unrecorded"]
+           "fits", "network_cost", "scale_of", "unrecorded"]

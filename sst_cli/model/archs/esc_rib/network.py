@@ -65,6 +65,8 @@ class ConvolutionalAttention(nn.Module):
         self.pdim = pdim
         self.dwc_proj = nn.Sequential(  # (B, P, H, W) -> (B, P*9, 1, 1): one 3x3 kernel per channel and image
             nn.AdaptiveAvgPool2d(1), nn.Conv2d(pdim, pdim // 2, 1), nn.GELU(), nn.Conv2d(pdim // 2, pdim * 9, 1))
+        nn.init.zeros_(self.dwc_proj[3].weight)  # as the official init: training starts with no dynamic kernel
+        nn.init.zeros_(self.dwc_proj[3].bias)
 
     def forward(self, x: Tensor, lk_filter: Tensor) -> Tensor:  # (B, C, H, W), (P, P, k, k)
         b, p = x.shape[0], self.pdim
