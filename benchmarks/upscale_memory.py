@@ -59,7 +59,7 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     from sst_cli.io.images import read_image
-    from sst_cli.model.network import build_model
+    from sst_cli.model.archs import build_model
     from sst_cli.upscale.batch import process_file
     from sst_cli.upscale.jobs import Settings
     from sst_cli.upscale.tiling import plan_tiles, resolve_tile

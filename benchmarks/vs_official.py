@@ -1,4 +1,4 @@
-"""sst against the official SST network, side by side, with the same weights on the same CPU.
+"""sst against the official networks (SST, ESC-RIB), side by side, with the same weights on the same CPU.
 
 Both networks run as their users run them: the official one as published (its attention casts q/k/v to
 bfloat16 even on CPU, under ``torch.no_grad`` as BasicSR tests it), ours through the public API in
@@ -17,7 +17,7 @@ first forward of a process. The ratio is official / ours; its spread is the rang
 ratios. max |diff| compares our output, and the official default, with the float32 reference.
 
     pip install -e '.[bench]'      # einops, which the official code imports
-    python benchmarks/vs_official.py                                # sst-light x4 64/128/256, sst x2 64/128
+    python benchmarks/vs_official.py              # sst-light x4 64/128/256, sst x2 64/128, esc-rib x4 64
     python benchmarks/vs_official.py --cases sst-light:4:512 --pairs 5 --json out.json
 
 The official code is looked up in --official DIR (a checkout of the authors' repository, or the copy
@@ -40,9 +40,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OFFICIAL = ROOT.parent / "shared" / "reference" / "official"
-DEFAULT_CASES = "sst-light:4:64,sst-light:4:128,sst-light:4:256,sst:2:64,sst:2:128"
-OFFICIAL_NAME = {"sst-light": "SSTlight", "sst-light+": "SSTlight_Plus", "sst": "SST", "sst+": "SST_Plus",
-                 "sst-l": "SSTLarge", "sst-l+": "SSTLarge_Plus", "sst-xl+": "SSTXL_Plus"}
+DEFAULT_CASES = "sst-light:4:64,sst-light:4:128,sst-light:4:256,sst:2:64,sst:2:128,esc-rib:4:64"
+# the official class of each network_g type: (module under the official sst/archs, class)
+OFFICIAL_CLASS = {"SST": ("sst_arch", "SST"), "ESCRIB": ("esc_rib_arch", "ESCRIB")}
 
 
 def vm_hwm_mb() -> float:
@@ -68,9 +68,11 @@ def _official_net(official: str, network_g: dict, float32_attention: bool):
                 return getattr(torch, name)
 
         arch_utils.torch = _Float32Torch()
-    from sst.archs.sst_arch import SST
+    import importlib
 
-    return SST(**{k: v for k, v in network_g.items() if k != "type"})
+    module, name = OFFICIAL_CLASS[network_g.get("type", "SST")]
+    cls = getattr(importlib.import_module(f"sst.archs.{module}"), name)
+    return cls(**{k: v for k, v in network_g.items() if k != "type"})
 
 
 def prepare(args: argparse.Namespace) -> dict:
@@ -83,7 +85,7 @@ def prepare(args: argparse.Namespace) -> dict:
     network_g = get_variant(args.model).network_g(args.scale)
     torch.manual_seed(0)
     net = _official_net(args.official, network_g, float32_attention=True).eval()
-    weights = Path(args.work) / f"{OFFICIAL_NAME[args.model]}_X{args.scale}.pth"
+    weights = Path(args.work) / f"{get_variant(args.model).official}_X{args.scale}.pth"
     torch.save({"params": net.state_dict()}, weights)
     x = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(args.size))
     torch.save(x, Path(args.work) / "input.pt")

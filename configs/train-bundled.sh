@@ -14,7 +14,8 @@ for s in 4 3 2; do
   $SST train --config configs/sst-tiny_x$s.yaml --run-dir runs/sst-tiny_x$s --resume
 done
 .venv/bin/python - <<'PY'
-from sst_cli.model.weights import load_checkpoint, model_from_checkpoint, save_checkpoint
+from sst_cli.model.loading import model_from_checkpoint
+from sst_cli.model.weights import load_checkpoint, save_checkpoint
 import torch
 for s in (2, 3, 4):
     ck = load_checkpoint(f"runs/sst-tiny_x{s}/final.safetensors")

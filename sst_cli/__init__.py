@@ -18,8 +18,8 @@ __version__ = "0.5.0"
 
 # public name -> module that defines it
 _API = {
-    "SST": "sst_cli.model.network",
-    "build_model": "sst_cli.model.network",
+    "SST": "sst_cli.model.archs.sst.network",
+    "build_model": "sst_cli.model.archs",
     "create_model": "sst_cli.model.registry",
     "VARIANTS": "sst_cli.model.registry",
     "load_checkpoint": "sst_cli.model.weights",
@@ -35,7 +35,8 @@ _API = {
 if TYPE_CHECKING:
     from .errors import SSTError
     from .evaluation.runner import evaluate
-    from .model.network import SST, build_model
+    from .model.archs import build_model
+    from .model.archs.sst.network import SST
     from .model.registry import VARIANTS, create_model
     from .model.weights import load_checkpoint, save_checkpoint
     from .profiling.runner import profile

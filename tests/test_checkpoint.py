@@ -18,20 +18,11 @@ from safetensors.torch import save_file
 from conftest import data_path, manifest, manifest_names
 from sst_cli import build_model, create_model
 from sst_cli.errors import SSTError
-from sst_cli.model.network import SST
+from sst_cli.model.archs.sst.network import SST
+from sst_cli.model.identify import describe_network, detect_network, identify
+from sst_cli.model.loading import load_into, model_from_checkpoint, resample_upsampler
 from sst_cli.model.registry import VARIANTS, get_variant
-from sst_cli.model.weights import (
-    Checkpoint,
-    describe_network,
-    identify,
-    infer_network_g,
-    load_checkpoint,
-    load_into,
-    model_from_checkpoint,
-    resample_upsampler,
-    save_basicsr,
-    save_checkpoint,
-)
+from sst_cli.model.weights import Checkpoint, load_checkpoint, save_basicsr, save_checkpoint
 
 OFFICIAL_TO_OURS = {v.official: v.name for v in VARIANTS.values()}
 MANIFESTS = manifest_names()
@@ -55,6 +46,10 @@ def _same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> boo
 
 def _one_sentence(msg: str) -> None:
     assert "\n" not in msg and msg.endswith(".") and "Traceback" not in msg, msg
+
+
+def _windows(name: str) -> list[int]:
+    return get_variant(name).network_g(4)["window_sizes"]
 
 
 def _normalised(network_g: dict) -> dict:
@@ -129,7 +124,7 @@ def test_plain_safetensors_and_content_sniffing(tmp_path: Path) -> None:
     ckpt = load_checkpoint(plain)
     assert ckpt.network_g is None and _same_tensors(ckpt.state_dict, sd)
     model = model_from_checkpoint(ckpt)
-    assert model.scale == 3 and model.window_sizes == get_variant("sst-light+").window_sizes  # "Plus" in the name
+    assert model.scale == 3 and list(model.window_sizes) == _windows("sst-light+")  # "Plus" in the name
     # A safetensors file with a .pth name is recognised by its content, not its extension.
     disguised = tmp_path / "SSTlight_DIV2K_X3.pth"
     disguised.write_bytes(plain.read_bytes())
@@ -217,9 +212,9 @@ def test_wrong_variant_names_what_the_file_looks_like() -> None:
 
 
 def test_not_an_sst_file_says_so() -> None:
-    with pytest.raises(SSTError, match="not look like an SST network"):
-        infer_network_g({"fc.weight": torch.zeros(2, 2)})
-    with pytest.raises(SSTError, match="does not look like an SST network"):
+    with pytest.raises(SSTError, match="not look like any network sst knows \\(SST or ESC-RIB\\)"):
+        detect_network({"fc.weight": torch.zeros(2, 2)})
+    with pytest.raises(SSTError, match="does not look like any network sst knows"):
         load_into(_tiny(), Checkpoint({"fc.weight": torch.zeros(2, 2)}, "resnet.pth"))
 
 
@@ -265,7 +260,7 @@ def _bare(name: str, scale: int = 4) -> dict[str, torch.Tensor]:
 def test_plus_twins_share_every_tensor_shape(base: str, plus: str) -> None:
     a, b = _bare(base), _bare(plus)
     assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
-    assert get_variant(base).window_sizes != get_variant(plus).window_sizes
+    assert _windows(base) != _windows(plus)
 
 
 @pytest.mark.parametrize("name", ["sst-light", "sst-light+", "sst", "sst+", "sst-l", "sst-l+"])
@@ -280,7 +275,7 @@ def test_a_bare_state_dict_of_a_twin_needs_model(name: str) -> None:
     # --model decides between the twins, and is what runs
     net = identify(ckpt, name)
     assert net.name == name and net.basis == "--model"
-    assert net.network_g["window_sizes"] == list(get_variant(name).window_sizes)
+    assert net.network_g["window_sizes"] == _windows(name)
 
 
 @pytest.mark.parametrize("name", ["sst-xl+", "sst-tiny"])
@@ -367,7 +362,7 @@ def test_variant_and_scale_detected_for_every_manifest(manifest: str) -> None:
         net = identify(Checkpoint(sd, f"/some/dir/{file_name}"))
         assert _normalised(net.network_g) == _normalised(m["network_g"]), file_name
         assert describe_network(net.network_g) == f"{variant.name} x{scale}"
-    shapes = infer_network_g(sd)
+    shapes = detect_network(sd)
     assert "window_sizes" not in shapes  # RIB weights do not record them
     assert _normalised(shapes) == {k: v for k, v in _normalised(m["network_g"]).items() if k != "window_sizes"}
 

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from sst_cli import runtime
-from sst_cli.model import attention, network
+from sst_cli.model import attention
+from sst_cli.model.archs.sst import network
+from sst_cli.model.archs.sst.network import SST
 from sst_cli.model.attention import BackendUnavailable, attend
-from sst_cli.model.network import SST
 
 
 @pytest.fixture

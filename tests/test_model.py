@@ -12,11 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import sst_cli.model.network as model_module
+import sst_cli.model.archs.sst.network as model_module
 from conftest import data_path, manifest, manifest_names
 from sst_cli import build_model, create_model
-from sst_cli.model.attention import BACKENDS, unavailable_reason
-from sst_cli.model.network import (
+from sst_cli.model.archs.sst.network import (
     SST,
     WindowAttention,
     pad_to_multiple,
@@ -25,6 +24,7 @@ from sst_cli.model.network import (
     window_partition,
     window_reverse,
 )
+from sst_cli.model.attention import BACKENDS, unavailable_reason
 from sst_cli.model.registry import VARIANTS, get_variant
 
 OFFICIAL_TO_OURS = {
@@ -178,7 +178,9 @@ def _small_versions() -> list:
     share one case (the ids list them)."""
     groups: dict[tuple, list[str]] = {}
     for v in VARIANTS.values():
-        groups.setdefault((v.window_sizes, v.upsampler_type), []).append(v.name)
+        if v.type == "SST":
+            g = v.network_g(4)
+            groups.setdefault((tuple(g["window_sizes"]), g["upsampler_type"]), []).append(v.name)
     return [pytest.param(names[0], id="/".join(names)) for names in groups.values()]
 
 

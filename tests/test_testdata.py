@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import DATA, data_path, manifest, manifest_names
+from sst_cli.model.archs import config_of
 
 SETS = {"Set5": 5, "Set14": 14}
 FIXTURES = sorted(p.name for p in data_path("fixtures").glob("*.npz") if "escrib" not in p.name)  # SST
@@ -59,21 +60,23 @@ def test_fixture_format(name: str) -> None:
     data = np.load(data_path("fixtures", name))
     meta = json.loads(str(data["meta_json"]))
     g = meta["network_g"]
-    assert g["type"] == "SST" and g["attn_type"] == "RIB"
+    cfg = config_of(g)  # SST or ESCRIB (ESC-RIB's branches: test_escrib.py)
+    assert g["type"] in ("SST", "ESCRIB") and cfg.bias == "rib"
     x, out, bf16 = data["input"], data["output"], data["output_bf16attn"]
     assert x.dtype == out.dtype == bf16.dtype == np.float32
     assert list(x.shape) == meta["input_shape"] and 0 <= x.min() and x.max() <= 1
-    s = g["upscaling_factor"]
-    assert out.shape == bf16.shape == (1, 3, x.shape[2] * s, x.shape[3] * s)
+    s = cfg.scale
+    assert out.shape == bf16.shape == (x.shape[0], 3, x.shape[2] * s, x.shape[3] * s)
     assert np.abs(out - bf16).max() == pytest.approx(meta["bf16_vs_fp32_max_abs_diff"])
-    assert meta["without_rib_max_abs_diff"] > 0.05  # RIB matters: a wrong position term cannot pass
+    if g["type"] == "SST":
+        assert meta["without_rib_max_abs_diff"] > 0.05  # RIB matters: a wrong position term cannot pass
     assert any(k.startswith("state_dict/") for k in data.files)
     # Every window size pads the input (reflect padding is part of what is compared).
-    assert all(x.shape[2] % w and x.shape[3] % w for w in g["window_sizes"])
+    assert all(x.shape[2] % w and x.shape[3] % w for w in cfg.windows)
 
 
 def test_fixtures_cover_the_plus_windows_x2_and_both_upsamplers() -> None:
-    metas = [_meta(name)["network_g"] for name in FIXTURES]
+    metas = [g for name in FIXTURES if (g := _meta(name)["network_g"])["type"] == "SST"]
     assert any(g["window_sizes"] == PLUS_WINDOWS for g in metas)
     assert {w for g in metas for w in g["window_sizes"]} >= {8, 16, 32, 48, 64, 96}
     assert {g["upscaling_factor"] for g in metas} == {2, 3, 4}

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from sst_cli import runtime
+from sst_cli.model.archs import build_model
 from sst_cli.model.bicubic import imresize
-from sst_cli.model.network import build_model
 from sst_cli.upscale import tiling
 from sst_cli.upscale.tiling import axis_starts, axis_weights, plan_tiles, upscale_tensor
 from sst_cli.upscale.upscaler import Upscaler, load_upscaler

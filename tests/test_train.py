@@ -22,7 +22,8 @@ from sst_cli.cli import main as cli_main
 from sst_cli.errors import SSTError, UsageError
 from sst_cli.evaluation.runner import evaluate_model, plan
 from sst_cli.model.bicubic import Bicubic
-from sst_cli.model.weights import load_checkpoint, model_from_checkpoint
+from sst_cli.model.loading import model_from_checkpoint
+from sst_cli.model.weights import load_checkpoint
 from sst_cli.training.config import load_config
 from sst_cli.training.loop import train
 from sst_cli.training.run_dir import TrainingStopped, list_checkpoints, worker_ignores_stop_signals
@@ -284,7 +285,7 @@ def test_shipped_configs_are_valid() -> None:
 # ------------------------------------------------------------------------------------- libraries
 def test_ema_is_averaged_model_with_our_weights() -> None:
     """torch's AveragedModel, seeded with n_averaged=1, gives bit for bit ema = d*ema + (1-d)*w from step 0."""
-    from sst_cli.model.network import build_model
+    from sst_cli.model.archs import build_model
     from sst_cli.training.loop import make_ema
 
     torch.manual_seed(0)

@@ -25,8 +25,8 @@ from sst_cli.evaluation.metrics import psnr
 from sst_cli.io import files
 from sst_cli.io import images as imageio
 from sst_cli.io.images import from_float, read_image, save_array, to_float
+from sst_cli.model.archs import build_model
 from sst_cli.model.bicubic import imresize, quantize_uint8
-from sst_cli.model.network import build_model
 from sst_cli.model.weights import save_checkpoint
 from sst_cli.upscale import batch as up_mod
 from sst_cli.upscale import manifest

@@ -16,6 +16,7 @@ from ..model.registry import (
     SCALES,
     VARIANTS,
     OfficialFile,
+    Variant,
     create_model,
     official_file_for,
 )
@@ -25,8 +26,8 @@ from ._common import Command, Group, console, device_option, flag, json_option, 
 
 
 def _params(name: str) -> dict[int, int]:
-    """Parameter count at every scale from one shape-only build: only ``upsampler.up_conv`` depends on
-    the scale, with (channels per sub-pixel) x s^2 outputs."""
+    """Parameter count at every scale from one shape-only build: only ``upsampler.up_conv`` (shared by every
+    architecture) depends on the scale, with (channels per sub-pixel) x s^2 outputs."""
     import torch
 
     with torch.device("meta"):
@@ -35,6 +36,14 @@ def _params(name: str) -> dict[int, int]:
     up = model.upsampler.up_conv
     per_subpixel = (up.weight.numel() + up.bias.numel()) // 16
     return {s: total + (s * s - 16) * per_subpixel for s in SCALES}
+
+
+def _costs(v: Variant) -> dict[str, object]:
+    """What the architecture says of the variant: its windows and FLOPs per input pixel at every scale."""
+    from ..model.archs import config_of, network_cost
+
+    return {"windows": list(config_of(v.network_g(4)).windows),
+            "flops_per_pixel": {s: int(network_cost(v.network_g(s)).flops) for s in SCALES}}
 
 
 def _emit_json(path: str, data: object) -> bool:
@@ -87,7 +96,7 @@ def models_cmd(
         urban = {s: (q["psnr_y"] if (q := quality(v.name, "Urban100", s)) else None) for s in SCALES}
         rows.append({
             "name": v.name, "official": v.official, "scales": list(SCALES),
-            "params": _params(v.name), "windows": list(v.window_sizes),
+            "architecture": v.type, "params": _params(v.name), **_costs(v),
             "checkpoints": {s: v.checkpoint_names(s) for s in SCALES}, "paper_urban100_psnr": urban,
             "local_weights": {s: str(next(p for f, p in mine if f.scale == s)) for s in SCALES
                               if any(f.scale == s for f, _ in mine)},

@@ -63,7 +63,7 @@ def plan(datasets: Iterable[str], scales: Iterable[int], data_root: str | os.Pat
 
 def paper_variant(options: EvalOptions, upscaler: Any) -> str | None:
     """Our variant name when the model evaluated is an official SST variant, else None. The upscaler's
-    name is the network that ran, decided by the weights (see :func:`sst_cli.model.weights.identify`)."""
+    name is the network that ran, decided by the weights (see :func:`sst_cli.model.identify.identify`)."""
     from ..model.registry import VARIANTS, get_variant
 
     if options.model == "bicubic":

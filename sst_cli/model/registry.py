@@ -1,17 +1,19 @@
-"""The variant registry: every SST variant as a plain dataclass config, in one place.
+"""The variant registry: every published network (and the bundled one) as plain data, in one place.
 
 Plain data (no torch import), so the CLI can list and validate names without loading PyTorch. Each
-variant knows its network, its window sizes, the official checkpoint file names and where its weights
-come from. ``sst-tiny`` is the small model sst ships inside the package.
+variant is its official ``network_g`` (the authors' options file, less the scale), the training sets of its
+published files and its paper row; ``sst-tiny`` is the small model sst ships inside the package. The
+keywords mean what their architecture's config says (``sst_cli.model.archs``); this file only lists values.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import copy
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .network import SST
+    from torch import nn
 
 SCALES = (2, 3, 4)
 # Attention backends by name; their kernels are in attention.py (which imports torch).
@@ -29,35 +31,23 @@ CLASSIC_WINDOWS = (16, 32, 64, 16, 32, 64)
 PLUS_WINDOWS = (16, 32, 48, 32, 48, 96)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # one object per variant: compared and hashed by identity
 class Variant:
     name: str  # our name, e.g. "sst-l+"
-    official: str  # official config name, e.g. "SSTLarge_Plus"
-    dim: int
-    n_blocks: int
-    window_sizes: tuple[int, ...]
-    num_heads: int
-    ranks: tuple[int, ...]
-    exp_ratio: float
-    upsampler_type: str
-    intermediate_dim: int | None = None
-    checkpoint_sets: tuple[str, ...] = ()  # training sets of the published .pth files
+    official: str  # official config name, e.g. "SSTLarge_Plus" (file names: <official>_<set>_X<scale>.pth)
+    network: dict[str, Any]  # the official network_g without upscaling_factor ("type" included)
+    checkpoint_sets: tuple[str, ...] = ()  # training sets of the published .pth files, the paper's first
     paper_name: str = ""  # row name in shared/paper/tables
     notes: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def network_g(self, scale: int) -> dict[str, Any]:
         """The official constructor keywords for this variant at ``scale``."""
-        n = len(self.window_sizes)
-        cfg: dict[str, Any] = {
-            "type": "SST", "dim": self.dim, "window_sizes": list(self.window_sizes),
-            "num_heads": [self.num_heads] * n, "ranks": list(self.ranks), "n_blocks": self.n_blocks,
-            "exp_ratio": self.exp_ratio, "attn_type": "RIB", "rib_hidden_dim": 32, "rib_n_freqs": 10,
-            "upscaling_factor": scale, "upsampler_type": self.upsampler_type, "gate_type": "DWC",
-        }
-        if self.intermediate_dim is not None:
-            cfg["intermediate_dim"] = self.intermediate_dim
-        return cfg
+        return {**copy.deepcopy(self.network), "upscaling_factor": scale}  # callers may edit their copy
+
+    @property
+    def type(self) -> str:
+        """The official architecture type: "SST", "ESCRIB"."""
+        return str(self.network["type"])
 
     def checkpoint_names(self, scale: int) -> list[str]:
         """Official file names at ``scale``, one per training set (none for our own models)."""
@@ -68,38 +58,55 @@ class Variant:
         """Shipped inside the package (sst_cli/data/weights/), needing no download."""
         return self.name == BUNDLED
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+
+def _sst(dim: int, n_blocks: int, windows: tuple[int, ...], heads: int, ranks: tuple[int, ...], exp_ratio: float,
+         upsampler: str, intermediate_dim: int | None = None) -> dict[str, Any]:
+    """An SST network_g as the official options files write it (heads per layer; intermediate_dim only
+    where the file gives one: the official default is 64)."""
+    cfg: dict[str, Any] = {
+        "type": "SST", "dim": dim, "window_sizes": list(windows), "num_heads": [heads] * len(windows),
+        "ranks": list(ranks), "n_blocks": n_blocks, "exp_ratio": exp_ratio, "attn_type": "RIB",
+        "rib_hidden_dim": 32, "rib_n_freqs": 10, "upsampler_type": upsampler, "gate_type": "DWC",
+    }
+    if intermediate_dim is not None:
+        cfg["intermediate_dim"] = intermediate_dim
+    return cfg
 
 
 _LIGHT_RANKS = (16, 16, 16, 24, 24, 24)
 _SST_RANKS = (18, 18, 18, 34, 34, 34)
 _L_RANKS = (16, 16, 16, 32, 32, 32)
+# ESC-RIB: options/test/ESCRIB_X{2,3,4}.yaml of the official repository (commit bcd6132)
+_ESCRIB = {"type": "ESCRIB", "dim": 64, "pdim": 16, "kernel_size": 13, "n_blocks": 5, "conv_blocks": 5,
+           "window_size": 64, "num_heads": 4, "exp_ratio": 1.25, "attn_type": "RIB", "rank": 16,
+           "rib_hidden_dim": 32, "rib_n_freqs": 10, "gate_type": "DWC"}
 
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
-        Variant("sst-light", "SSTlight", 48, 5, (8, 16, 32, 16, 32, 64), 3, _LIGHT_RANKS, 1.5,
-                "pixelshuffle_direct", None, ("DIV2K", "DFLIP"), "sst-light"),
-        Variant("sst-light+", "SSTlight_Plus", 48, 5, PLUS_WINDOWS, 3, _LIGHT_RANKS, 1.5,
-                "pixelshuffle_direct", None, ("DIV2K", "DFLIP"), "sst-light+"),
-        Variant("sst", "SST", 180, 6, CLASSIC_WINDOWS, 6, _SST_RANKS, 1.25, "pixelshuffle", None,
-                ("DF2K",), "sst"),
-        Variant("sst+", "SST_Plus", 180, 6, PLUS_WINDOWS, 6, _SST_RANKS, 1.25, "pixelshuffle", None,
-                ("DF2K",), "sst+"),
-        Variant("sst-l", "SSTLarge", 192, 8, CLASSIC_WINDOWS, 6, _L_RANKS, 2, "pixelshuffle", 96,
+        Variant("sst-light", "SSTlight", _sst(48, 5, (8, 16, 32, 16, 32, 64), 3, _LIGHT_RANKS, 1.5, "pixelshuffle_direct"),
+                ("DIV2K", "DFLIP"), "sst-light"),
+        Variant("sst-light+", "SSTlight_Plus", _sst(48, 5, PLUS_WINDOWS, 3, _LIGHT_RANKS, 1.5, "pixelshuffle_direct"),
+                ("DIV2K", "DFLIP"), "sst-light+"),
+        Variant("sst", "SST", _sst(180, 6, CLASSIC_WINDOWS, 6, _SST_RANKS, 1.25, "pixelshuffle"), ("DF2K",), "sst"),
+        Variant("sst+", "SST_Plus", _sst(180, 6, PLUS_WINDOWS, 6, _SST_RANKS, 1.25, "pixelshuffle"), ("DF2K",), "sst+"),
+        Variant("sst-l", "SSTLarge", _sst(192, 8, CLASSIC_WINDOWS, 6, _L_RANKS, 2, "pixelshuffle", 96),
                 ("DF2K", "DFLIP"), "sst-l"),
-        Variant("sst-l+", "SSTLarge_Plus", 192, 8, PLUS_WINDOWS, 6, _L_RANKS, 2, "pixelshuffle", 96,
+        Variant("sst-l+", "SSTLarge_Plus", _sst(192, 8, PLUS_WINDOWS, 6, _L_RANKS, 2, "pixelshuffle", 96),
                 ("DF2K", "DFLIP"), "sst-l+"),
-        Variant("sst-xl+", "SSTXL_Plus", 224, 10, PLUS_WINDOWS, 7, _L_RANKS, 2, "pixelshuffle", 96,
+        Variant("sst-xl+", "SSTXL_Plus", _sst(224, 10, PLUS_WINDOWS, 7, _L_RANKS, 2, "pixelshuffle", 96),
                 ("DFLIP",), "sst-xl+"),
+        # Released 2026-05; only DFLIP files are named by the official options. Another training set is one
+        # more word in the tuple.
+        Variant("esc-rib", "ESCRIB", _ESCRIB, ("DFLIP",), "", "ESC-RIB: large-kernel convolutions beside one "
+                "64x64-window RIB attention per block (authors' repository, after the paper)"),
     )
 }
 BUNDLED = "sst-tiny"  # the small model sst ships, trained by `sst train` (checkpoints/README.md)
 # Trained on a 2-core CPU for the default path: 32 channels, 2 blocks of two layers with windows 8 and 16
 # (four layers: half the cost per pixel of the first bundled model's eight, at higher PSNR; checkpoints/README.md).
-VARIANTS[BUNDLED] = Variant(BUNDLED, "", 32, 2, (8, 16), 2, (8, 8), 2, "pixelshuffle_direct",
-                            None, (), "", "bundled with sst; trained here (checkpoints/README.md)")
+VARIANTS[BUNDLED] = Variant(BUNDLED, "", _sst(32, 2, (8, 16), 2, (8, 8), 2, "pixelshuffle_direct"), (), "",
+                            "bundled with sst; trained here (checkpoints/README.md)")
 BY_OFFICIAL = {v.official: v for v in VARIANTS.values() if v.official}
 
 
@@ -157,9 +164,9 @@ def get_variant(name: str) -> Variant:
     raise KeyError(f"unknown model '{name}' (choose from: {', '.join(VARIANTS)}, bicubic)")
 
 
-def create_model(name: str, scale: int) -> SST:
-    """A randomly initialised SST variant, e.g. ``create_model("sst-l+", 4)``."""
-    from .network import build_model
+def create_model(name: str, scale: int) -> nn.Module:
+    """A randomly initialised variant, e.g. ``create_model("sst-l+", 4)`` or ``create_model("esc-rib", 2)``."""
+    from .archs import build_model
 
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES} (got {scale})")

@@ -14,11 +14,12 @@ import torch.nn.functional as F
 
 from ..errors import SSTError
 from ..model import attention
-from ..model.network import SST, WindowAttention, build_model
+from ..model.archs import build_model, config_of, network_cost
+from ..model.archs.sst.network import WindowAttention
 from ..model.registry import SCALES, get_variant
 from ..runtime import DTYPE_NAMES, torch_dtype
 
-BIASES = {"rib": "RIB", "rpb": "RPB", "none": "none"}
+BIASES = ("rib", "rpb", "none")
 MODES = ("inference", "train")
 
 # Defaults that keep a CPU run to seconds, not minutes: the output size (w, h) (the paper's 1280x720 on a GPU;
@@ -149,25 +150,23 @@ def build_grid(
 # ------------------------------------------------------------------------------------ model and FLOPs
 def network_for(config: ProfileConfig) -> dict[str, Any]:
     net = dict(config.network_g) if config.network_g else get_variant(config.model).network_g(config.scale)
-    net["upscaling_factor"] = config.scale
-    net["attn_type"] = BIASES[config.bias]
-    return net
+    return config_of(net).at_scale(config.scale).with_bias(config.bias).to_network_g()
 
 
 def padded_hw(config: ProfileConfig) -> tuple[int, int]:
     """The (h, w) the largest attention window works on: each layer pads the input up to a multiple of its
-    window (``network.pad_to_multiple``), so a small input costs what this size costs."""
-    window = max(network_for(config)["window_sizes"])
+    window, so a small input costs what this size costs."""
+    window = network_cost(network_for(config)).window
     h, w = config.input_hw
     return -(-h // window) * window, -(-w // window) * window
 
 
-def build(config: ProfileConfig, device: torch.device | str = "cpu") -> SST:
+def build(config: ProfileConfig, device: torch.device | str = "cpu") -> torch.nn.Module:
     with torch.device(device):
         return build_model(network_for(config))
 
 
-def attention_flops(model: SST, input_hw: tuple[int, int], batch: int = 1, train: bool = False) -> int:
+def attention_flops(model: torch.nn.Module, input_hw: tuple[int, int], batch: int = 1, train: bool = False) -> int:
     """Analytic FLOPs of the attention matmuls (q·kᵀ and p·v, 2 FLOPs per multiply-add).
 
     Each layer pads the image to a multiple of its window; q and k carry d + r channels with RIB.

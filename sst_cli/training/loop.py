@@ -25,10 +25,11 @@ from ..distributed import Dist, collective_backend, from_env
 from ..errors import SSTError, UsageError
 from ..evaluation.runner import Task, evaluate_model, plan, validation_setup
 from ..io.files import atomic_write, atomic_write_text
+from ..model.archs import arch_of, build_model, config_of
 from ..model.attention import BackendUnavailable, resolve_backend, uses_cuda_kernels
-from ..model.network import SST, build_model
+from ..model.loading import load_into
 from ..model.registry import get_variant
-from ..model.weights import load_checkpoint, load_into, save_basicsr, save_checkpoint
+from ..model.weights import load_checkpoint, save_basicsr, save_checkpoint
 from ..runtime import dtype_name, resolve_device, set_tf32
 from .config import TrainConfig, to_dict
 from .data import CounterSampler, ScanReport, SRTrainSet, scan_images
@@ -63,15 +64,20 @@ def init_distributed(device: str | None = None) -> tuple[Dist, torch.device]:
 
 
 def network_config(cfg: TrainConfig) -> dict[str, Any]:
+    """The official network_g to train: the variant's, with ``network``'s keywords over it (a ``network`` of
+    another architecture type replaces it), at ``scale``."""
     base: dict[str, Any] = {}
     if cfg.model:
         try:
             base = get_variant(cfg.model).network_g(cfg.scale)
         except KeyError as exc:
             raise SSTError(str(exc.args[0]) + ".") from None
-    base.update(cfg.network or {})
-    base["upscaling_factor"] = cfg.scale
-    return base
+    try:
+        if cfg.network and "type" in cfg.network and base and arch_of(cfg.network) is not arch_of(base):
+            base = {}
+        return config_of({**base, **(cfg.network or {})}).at_scale(cfg.scale).to_network_g()
+    except ValueError as exc:
+        raise SSTError(f"the network of the config cannot be built: {exc}.") from None
 
 
 def make_ema(model: nn.Module, decay: float) -> AveragedModel:
@@ -134,7 +140,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
 
     # model
     net_cfg = network_config(cfg)
-    model: SST = build_model(net_cfg)
+    model = build_model(net_cfg)
     if cfg.init_from:
         ckpt = load_checkpoint(cfg.init_from)
         load_into(model, ckpt, resample_scale=True)
@@ -142,7 +148,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     use_amp = cfg.bf16 and uses_cuda_kernels(dev)  # bf16 autocast on CUDA
     try:
         backend = resolve_backend(cfg.backend, dev, torch.bfloat16 if use_amp else torch.float32,
-                                  with_bias=net_cfg.get("attn_type", "RIB").lower() == "rpb")
+                                  with_bias=config_of(net_cfg).bias == "rpb")
     except BackendUnavailable as exc:
         raise SSTError(str(exc)) from None
     model.set_backend(backend).to(dev).train()

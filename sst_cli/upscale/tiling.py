@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..model.archs import Cost, cost_of
 from ..runtime import free_memory, is_oom
 
 Progress = Callable[[int, int], None]
@@ -136,33 +137,31 @@ def plan_tiles(upscaler: Any, height: int, width: int, tile: int, overlap: int |
     return TilePlan(height, width, tile, overlap, ys, xs, th, tw)
 
 
+def model_cost(upscaler: Any) -> Cost | None:
+    """The cost model of the upscaler's network (None for bicubic and other models without windows)."""
+    return cost_of(getattr(upscaler, "model", upscaler))
+
+
 def window_align(upscaler: Any) -> int:
-    """Least common multiple of the model's window sizes (1 for models without windows)."""
-    model = getattr(upscaler, "model", upscaler)
-    sizes = getattr(model, "window_sizes", None) or (1,)
-    return math.lcm(*(int(s) for s in sizes))
+    """Tile starts are multiples of this: the model's window alignment (1 for models without windows)."""
+    cost = model_cost(upscaler)
+    return cost.align if cost is not None else 1
 
 
 # ---------------------------------------------------------------------------------------- auto tile
 def bytes_per_pixel(upscaler: Any) -> float:
     """Rough peak bytes of activations per input pixel for one forward pass of ``upscaler``."""
-    model = getattr(upscaler, "model", upscaler)
     dtype = getattr(upscaler, "dtype", torch.float32)
     elem = torch.finfo(dtype).bits // 8
     scale = int(getattr(upscaler, "scale", 4))
-    cfg = getattr(model, "config", {}) or {}
-    dim = int(cfg.get("dim", 0) or 0)
     out = 3 * scale * scale * 4 * 3  # model output, float32 copy, blending product
-    if not dim:  # bicubic and other tiny models
+    cost = model_cost(upscaler)
+    if cost is None:  # bicubic and other tiny models
         return float(out + 3 * 4 * 4)
-    hidden = dim * float(cfg.get("exp_ratio", 2))
-    act = elem * (8 * dim + 3 * hidden)
-    up = elem * int(cfg.get("intermediate_dim", dim) or dim) * scale * scale * 2
+    act = elem * cost.activation_elems
     if getattr(upscaler, "backend", "") in ("naive", "sdpa-math"):  # materialised attention matrix
-        heads = cfg.get("num_heads", [1])
-        heads = max(heads) if isinstance(heads, list) else int(heads)
-        act += elem * heads * max(getattr(model, "window_sizes", (1,))) ** 2 * 2
-    return float(act + up + out)
+        act += elem * cost.attention_elems
+    return float(act + out)
 
 
 def auto_tile(upscaler: Any, height: int, width: int, fraction: float = 0.5, channels: int = 4) -> int:
@@ -195,14 +194,10 @@ CPU_ACTIVATION_BYTES = 32 << 20
 
 def widest_activation(upscaler: Any) -> int:
     """Bytes per input pixel of the model's widest activation (one channel-wide tensor of a tile)."""
-    model = getattr(upscaler, "model", upscaler)
-    cfg = getattr(model, "config", {}) or {}
     elem = torch.finfo(getattr(upscaler, "dtype", torch.float32)).bits // 8
     s = int(getattr(upscaler, "scale", 4))
-    dim = int(cfg.get("dim", 0) or 0)
-    hidden = int(dim * float(cfg.get("exp_ratio", 2)))
-    up = int(cfg.get("intermediate_dim", 0) or 0) * s * s if cfg.get("upsampler_type") == "pixelshuffle" else 3 * s * s
-    return max(dim, hidden, up, 3 * s * s) * elem
+    cost = model_cost(upscaler)
+    return (cost.widest_elems if cost is not None else 3 * s * s) * elem
 
 
 def cpu_tile(upscaler: Any, height: int, width: int, batch: int = 1) -> int:
@@ -362,6 +357,9 @@ def run_tiled(
     fn = fn or upscaler  # type: ignore[assignment]
     assert fn is not None
     s = int(upscaler.scale)
+    cost = model_cost(upscaler)
+    if cost is not None and cost.max_batch is not None:  # a network that takes only so many images at once
+        batch = min(batch, cost.max_batch)
     size = resolve_tile(upscaler, tile, height, width, batch)
     while True:
         plan = plan_tiles(upscaler, height, width, size, overlap)

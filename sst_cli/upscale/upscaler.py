@@ -17,10 +17,13 @@ from torch import Tensor, nn
 
 from ..errors import SSTError, UsageError
 from ..io.images import PillowImage, from_pil, to_pil
+from ..model.archs import cost_of
 from ..model.attention import BackendUnavailable, resolve_backend
 from ..model.bicubic import Bicubic
+from ..model.identify import identify
+from ..model.loading import model_from_checkpoint
 from ..model.registry import BUNDLED, VARIANTS, get_variant, official_file_for
-from ..model.weights import Checkpoint, bundled_path, identify, load_checkpoint, model_from_checkpoint
+from ..model.weights import Checkpoint, bundled_path, load_checkpoint
 from ..runtime import resolve_device, resolve_dtype
 
 
@@ -109,7 +112,9 @@ class Upscaler:
 
     @property
     def window_max(self) -> int:
-        return max(getattr(self.model, "window_sizes", (1,)))
+        """The largest attention window of the model (1: none)."""
+        cost = cost_of(self.model)
+        return cost.window if cost is not None else 1
 
 
 def _bundled(scale: int) -> tuple[Checkpoint, str]:
@@ -191,8 +196,10 @@ def load_upscaler(
         own = str(ckpt.meta.get("name") or Path(ckpt.path).stem)
         # A custom network never borrows a registry name (its windows or shapes differ from that variant's).
         name = network.name or (f"custom {own}" if own in VARIANTS else own)
+        if network.assumed:
+            source += f"; {network.assumed}"
     try:
-        with_bias = str(getattr(net, "config", {}).get("attn_type", "RIB")).lower() == "rpb"
+        with_bias = getattr(getattr(net, "cfg", None), "bias", None) == "rpb"
         chosen = resolve_backend(backend, dev, dt, with_bias=with_bias)
     except BackendUnavailable as exc:
         raise SSTError(str(exc)) from None

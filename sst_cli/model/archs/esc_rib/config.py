@@ -1,11 +1,15 @@
-"""ESC-RIB's keywords: the one home of their names, defaults and checks (official ``network_g``, type ESCRIB)."""
+"""ESC-RIB's keywords: the one home of their names, defaults and checks (official ``network_g``, type ESCRIB).
+
+Plain Python (no torch): the variant registry and the CLI read it before PyTorch loads.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass
 from typing import Any
+
+from ..common import BIASES, canonical_bias, check_keywords
 
 
 @dataclass(frozen=True)
@@ -28,11 +32,11 @@ class ESCRIBConfig:
     upsampler_type: str = "pixelshuffle_direct"
     intermediate_dim: int = 64
 
-    TYPE = "ESCRIB"
+    TYPE = "ESCRIB"  # the official ``type`` (a class attribute, not a keyword)
+    WINDOW_KEYS = ("window_size",)  # what RIB weights do not record
 
     def __post_init__(self) -> None:
-        if self.attn_type.lower() not in ("rib", "rpb", "none"):
-            raise ValueError(f"ESCRIB attn_type must be RIB, RPB or none here (got {self.attn_type!r})")
+        object.__setattr__(self, "attn_type", canonical_bias(self.attn_type, "ESCRIB"))
         if self.gate_type != "DWC":
             raise ValueError(f"only gate_type='DWC' is supported (got {self.gate_type!r})")
         if self.upsampler_type not in ("pixelshuffle_direct", "pixelshuffle"):
@@ -51,12 +55,7 @@ class ESCRIBConfig:
         if kw.get("flashbias_rank") is not None and kw.get("rank") is None:
             kw["rank"] = kw["flashbias_rank"]  # the official alias
         kw.pop("flashbias_rank", None)
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(kw) - set(names))
-        if unknown:
-            hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, names, 1)) else k
-                     for k in unknown]
-            raise ValueError(f"unknown ESCRIB keyword(s): {', '.join(hints)}")
+        check_keywords("ESCRIB", kw, [f.name for f in dataclasses.fields(cls)])
         return cls(**kw)
 
     def to_network_g(self) -> dict[str, Any]:
@@ -64,3 +63,28 @@ class ESCRIBConfig:
         if self.upsampler_type != "pixelshuffle":
             out.pop("intermediate_dim")
         return out
+
+    # -- what other modules ask, without knowing the keyword names ---------------------------------
+    @property
+    def scale(self) -> int:
+        return self.upscaling_factor
+
+    @property
+    def bias(self) -> str:
+        """The positional bias: "rib", "rpb" or "none"."""
+        return self.attn_type.lower()
+
+    @property
+    def windows(self) -> tuple[int, ...]:
+        return (self.window_size,)
+
+    def at_scale(self, scale: int) -> ESCRIBConfig:
+        return dataclasses.replace(self, upscaling_factor=scale)
+
+    def with_bias(self, bias: str) -> ESCRIBConfig:
+        return dataclasses.replace(self, attn_type=BIASES[bias])
+
+    @staticmethod
+    def summary(network_g: dict[str, Any]) -> str:
+        """A few words for a network that is no registry variant (any partial network_g)."""
+        return f"dim {network_g.get('dim')}, {network_g.get('n_blocks')} blocks"

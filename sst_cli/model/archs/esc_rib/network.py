@@ -2,7 +2,8 @@
 
 Written from the authors' ``esc_rib_arch.py`` (commit bcd6132). Module and parameter names reproduce the
 official state-dict layout, so the published ``ESCRIB_*_X{2,3,4}.pth`` load with ``strict=True``. The
-attention, LayerNorm, fused convolutions and upsampler are SST's own (the official code shares them too).
+attention, LayerNorm, fused convolutions and upsampler are SST's own (``archs/sst/network.py``; the official
+code shares them too).
 
 One block (C channels, P = ``pdim`` of them through the large kernel):
 
@@ -23,7 +24,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...network import LayerNorm2d, PixelShuffleDirect, PixelShuffleUpsampler, WindowAttention, conv
+from ..sst.network import (
+    LayerNorm2d,
+    PixelShuffleDirect,
+    PixelShuffleUpsampler,
+    WindowAttention,
+    conv,
+    init_position_bias,
+)
 from .config import ESCRIBConfig
 
 
@@ -57,6 +65,8 @@ class ConvolutionalAttention(nn.Module):
         self.pdim = pdim
         self.dwc_proj = nn.Sequential(  # (B, P, H, W) -> (B, P*9, 1, 1): one 3x3 kernel per channel and image
             nn.AdaptiveAvgPool2d(1), nn.Conv2d(pdim, pdim // 2, 1), nn.GELU(), nn.Conv2d(pdim // 2, pdim * 9, 1))
+        nn.init.zeros_(self.dwc_proj[3].weight)  # as the official init: training starts with no dynamic kernel
+        nn.init.zeros_(self.dwc_proj[3].bias)
 
     def forward(self, x: Tensor, lk_filter: Tensor) -> Tensor:  # (B, C, H, W), (P, P, k, k)
         b, p = x.shape[0], self.pdim
@@ -111,7 +121,6 @@ class ESCRIB(nn.Module):
         cfg = ESCRIBConfig.from_network_g(network_g)
         self.cfg = cfg
         self.scale = cfg.upscaling_factor
-        self.window_sizes = (cfg.window_size,)
         self.config = cfg.to_network_g()
         self.plk_filter = nn.Parameter(torch.empty(cfg.pdim, cfg.pdim, cfg.kernel_size, cfg.kernel_size))
         nn.init.orthogonal_(self.plk_filter)  # the official init: stabilises the first steps
@@ -122,6 +131,9 @@ class ESCRIB(nn.Module):
             self.upsampler: nn.Module = PixelShuffleDirect(cfg.dim, self.scale)
         else:
             self.upsampler = PixelShuffleUpsampler(cfg.dim, self.scale, cfg.intermediate_dim)
+        for m in self.modules():  # convolutions keep PyTorch's default init, as in the official code
+            if isinstance(m, WindowAttention):
+                init_position_bias(m)
 
     def set_backend(self, backend: str) -> ESCRIB:
         for m in self.modules():

@@ -1,14 +1,15 @@
 """The SST network: window attention with RIB position vectors, CLA gate, cyclic windows, ConvFFN.
 
 Written from ``shared/design/ARCHITECTURE.md``. Module and parameter names reproduce the official
-state-dict layout exactly, so published BasicSR checkpoints load with ``strict=True``.
+state-dict layout exactly, so published BasicSR checkpoints load with ``strict=True``. Its keywords are
+``SSTConfig``'s (config.py). The building blocks here (window attention, LayerNorm, fused convolutions,
+upsamplers) are shared with ESC-RIB, as the official code shares its ``arch_utils``.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -16,10 +17,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..runtime import autocast_off
-from .attention import attend, position_dtype
-
-BIAS_TYPES = ("rib", "rpb", "none")
+from ....runtime import autocast_off
+from ...attention import attend, position_dtype
+from .config import SSTConfig
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -406,60 +406,29 @@ class PixelShuffleUpsampler(nn.Module):
 class SST(nn.Module):
     """SST super-resolution network. Input (B, 3, H, W) in [0, 1] -> (B, 3, sH, sW), not clamped."""
 
-    def __init__(
-        self,
-        dim: int = 48,
-        window_sizes: Sequence[int] = (8, 16, 32, 16, 32, 64),
-        num_heads: int | Sequence[int] = 3,
-        ranks: int | Sequence[int] = 16,
-        n_blocks: int = 5,
-        exp_ratio: float = 1.5,
-        attn_type: str = "RIB",
-        rib_hidden_dim: int = 32,
-        rib_n_freqs: int = 10,
-        upscaling_factor: int = 4,
-        upsampler_type: str = "pixelshuffle_direct",
-        gate_type: str = "DWC",
-        intermediate_dim: int = 64,
-    ) -> None:
+    def __init__(self, **network_g: Any) -> None:  # the official keywords (SSTConfig)
         super().__init__()
-        n_layers = len(window_sizes)
-        heads = [num_heads] * n_layers if isinstance(num_heads, int) else list(num_heads)
-        ranks_ = [ranks] * n_layers if isinstance(ranks, int) else list(ranks)
-        bias = attn_type.lower()
-        if bias not in BIAS_TYPES:
-            raise ValueError(f"attn_type must be one of RIB, RPB, none (got {attn_type!r})")
-        if gate_type != "DWC":
-            raise ValueError(f"only gate_type='DWC' exists in the official code (got {gate_type!r})")
-        if len(heads) != n_layers or len(ranks_) != n_layers:
-            raise ValueError("window_sizes, num_heads and ranks must have one entry per layer")
-        self.scale = int(upscaling_factor)
-        self.window_sizes = tuple(int(w) for w in window_sizes)
-        self.config = {
-            "dim": dim, "window_sizes": list(self.window_sizes), "num_heads": heads, "ranks": ranks_,
-            "n_blocks": n_blocks, "exp_ratio": exp_ratio, "attn_type": attn_type,
-            "rib_hidden_dim": rib_hidden_dim, "rib_n_freqs": rib_n_freqs, "upscaling_factor": self.scale,
-            "upsampler_type": upsampler_type, "gate_type": gate_type,
-        }
-        if upsampler_type == "pixelshuffle":
-            self.config["intermediate_dim"] = intermediate_dim
+        cfg = SSTConfig.from_network_g(network_g)
+        self.cfg = cfg
+        self.scale = cfg.upscaling_factor
+        self.window_sizes = cfg.window_sizes
+        self.config = cfg.to_network_g()
+        dim = cfg.dim
 
         self.proj = nn.Conv2d(3, dim, 3, padding=1)
-        attn_kw = {"bias": bias, "rib_hidden_dim": rib_hidden_dim, "rib_n_freqs": rib_n_freqs}
+        attn_kw = {"bias": cfg.bias, "rib_hidden_dim": cfg.rib_hidden_dim, "rib_n_freqs": cfg.rib_n_freqs}
         blocks: list[nn.Module] = []
-        for _ in range(n_blocks):
+        for _ in range(cfg.n_blocks):
             layers = [
-                TransformerLayer(dim, w, h, r, exp_ratio, **attn_kw)
-                for w, h, r in zip(self.window_sizes, heads, ranks_, strict=True)
+                TransformerLayer(dim, w, h, r, cfg.exp_ratio, **attn_kw)
+                for w, h, r in zip(cfg.window_sizes, cfg.num_heads, cfg.ranks, strict=True)
             ]
             blocks.append(ResidualSequential(*layers, nn.Conv2d(dim, dim, 3, padding=1)))
         self.body = ResidualSequential(*blocks, LayerNorm2d(dim), nn.Conv2d(dim, dim, 3, padding=1))
-        if upsampler_type == "pixelshuffle_direct":
+        if cfg.upsampler_type == "pixelshuffle_direct":
             self.upsampler: nn.Module = PixelShuffleDirect(dim, self.scale)
-        elif upsampler_type == "pixelshuffle":
-            self.upsampler = PixelShuffleUpsampler(dim, self.scale, intermediate_dim)
         else:
-            raise ValueError(f"upsampler_type must be pixelshuffle or pixelshuffle_direct (got {upsampler_type!r})")
+            self.upsampler = PixelShuffleUpsampler(dim, self.scale, cfg.intermediate_dim)
         self.apply(_init_weights)
 
     def set_backend(self, backend: str) -> SST:
@@ -489,24 +458,15 @@ def _init_weights(m: nn.Module) -> None:
         if m.bias is not None:
             nn.init.zeros_(m.bias)
     elif isinstance(m, WindowAttention):
-        if m.bias == "rib":
-            for p in (m.to_hidden, m.to_q, m.to_k):
-                nn.init.normal_(p, std=0.05)
-            nn.init.zeros_(m.hidden_b)
-        elif m.bias == "rpb":
-            nn.init.trunc_normal_(m.rpb_table, std=0.02)
+        init_position_bias(m)
 
 
-OFFICIAL_KEYWORDS = (
-    "dim", "window_sizes", "num_heads", "ranks", "n_blocks", "exp_ratio", "attn_type", "rib_hidden_dim",
-    "rib_n_freqs", "upscaling_factor", "upsampler_type", "gate_type", "intermediate_dim",
-)
-
-
-def build_model(network_g: dict[str, Any]) -> SST:
-    """Build SST from the official constructor keywords (BasicSR ``network_g``; ``type`` is ignored)."""
-    kwargs = {k: v for k, v in network_g.items() if k != "type"}
-    unknown = sorted(set(kwargs) - set(OFFICIAL_KEYWORDS))
-    if unknown:
-        raise ValueError(f"unknown SST keyword(s): {', '.join(unknown)}")
-    return SST(**kwargs)
+def init_position_bias(m: WindowAttention) -> None:
+    """The official initial positional parameters: RIB's normal (std 0.05, hidden bias 0), RPB's table
+    truncated normal (std 0.02). Their tensors are created empty: every network built on WindowAttention calls this."""
+    if m.bias == "rib":
+        for p in (m.to_hidden, m.to_q, m.to_k):
+            nn.init.normal_(p, std=0.05)
+        nn.init.zeros_(m.hidden_b)
+    elif m.bias == "rpb":
+        nn.init.trunc_normal_(m.rpb_table, std=0.02)
