@@ -234,6 +234,13 @@ def test_one_video_to_a_named_file_and_subtitles_copied(tmp_path: Path, capsys: 
     assert sst(capsys, str(tmp_path / "a.png"), str(tmp_path / "a.mp4"), "-m", "bicubic")[0] == 2
 
 
+def test_video_options_are_checked_before_anything_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "clip.mp4").write_bytes(b"x")
+    for flags in (["--audio", "mute"], ["--segment-frames", "0"], ["--crf", "-1"]):
+        assert sst(capsys, str(tmp_path / "clip.mp4"), str(tmp_path / "out"), "-m", "bicubic", *flags)[0] == 2
+    assert not (tmp_path / "out").exists()
+
+
 def test_videos_in_folders_are_found_and_named(tmp_path: Path) -> None:
     (tmp_path / "in" / "sub").mkdir(parents=True)
     for name in ("a.mp4", "b.avi", "sub/c.webm", "d.png", ".hidden.mp4"):
@@ -251,15 +258,24 @@ def test_corrupt_and_unsupported_videos_fail_alone(tmp_path: Path, capsys: pytes
     (inp / "noise.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
     (inp / "cut.mp4").write_bytes(good.read_bytes()[: good.stat().st_size // 3])  # moov atom lost
     make_clip(inp / "silent.mkv", frames=4).write_bytes(b"")  # empty
+    import av
+
+    with av.open(str(inp / "song.m4v"), "w", format="mp4") as c:  # audio only
+        a = c.add_stream("aac", rate=16000, layout="mono")
+        f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="flt", layout="mono")
+        f.sample_rate, f.pts = 16000, 0
+        c.mux(a.encode(f))
+        c.mux(a.encode())
     save_array(inp / "photo.png", np.zeros((8, 8, 3), np.uint8))
     code, text, err = sst(capsys, str(inp), str(tmp_path / "out"), "-m", "bicubic", "-s", "2", "--json", "-")
     report = json.loads(text)
     assert code == 1 and "Traceback" not in err
     status = {Path(r["input"]).name: (r["status"], r["reason"]) for r in report["results"]}
     assert status["good.mp4"][0] == status["photo.png"][0] == "done"
-    for name in ("noise.mp4", "cut.mp4", "silent.mkv"):
+    for name in ("noise.mp4", "cut.mp4", "silent.mkv", "song.m4v"):
         state, why = status[name]
         assert state == "failed" and why.startswith(name) and why.endswith(".") and "\n" not in why, why
+    assert status["song.m4v"][1] == "song.m4v holds no video stream."
     assert leftovers(tmp_path / "out") == []
 
 
@@ -327,7 +343,6 @@ def test_an_interrupted_video_resumes_and_gives_the_same_video(tmp_path: Path, c
     assert leftovers(out) == []  # the work folder and the killed run's temporary are gone
 
 
-@needs_av
 def test_a_changed_recipe_starts_the_segments_over(tmp_path: Path) -> None:
     work = WorkFolder(tmp_path / ".clip.mp4.sst-work")
     assert work.prepare({"crf": 18}) == 0

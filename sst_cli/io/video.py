@@ -126,6 +126,7 @@ class VideoInfo:
     rotation: int  # degrees, counter-clockwise, as the display matrix says
     streams: tuple[Stream, ...] = ()
     index: int = 0  # of the video stream
+    alpha: bool = False  # the frames carry transparency (upscaled frames do not: it is dropped)
 
     @property
     def estimated_frames(self) -> int | None:
@@ -171,7 +172,7 @@ def probe(path: Path) -> VideoInfo:
             return VideoInfo(path.name, first.width, first.height, cc.name, first.format.name,
                              max(comp.bits for comp in first.format.components), v.average_rate or v.guessed_rate,
                              tb, v.frames or None, duration, colour, sar if sar else None, int(first.rotation), others,
-                             v.index)
+                             v.index, any(comp.is_alpha for comp in first.format.components))
     except SSTError:
         raise
     except MemoryError:
@@ -225,9 +226,9 @@ def _subsampled(pix_fmt: str, width: int, height: int) -> bool:
 
 
 def _default_pix_fmt(info: VideoInfo, formats: list[str], width: int, height: int) -> tuple[str, list[str]]:
-    """The source's pixel format when the encoder takes it (the full-range "yuvj" names as their plain twins),
-    else 4:2:0 at the source's depth; 4:4:4 when the size is odd."""
-    own = info.pix_fmt.replace("yuvj", "yuv")
+    """The source's pixel format when the encoder takes it (the full-range "yuvj" names as their plain twins,
+    without alpha), else 4:2:0 at the source's depth; 4:4:4 when the size is odd."""
+    own = info.pix_fmt.replace("yuvj", "yuv").replace("yuva", "yuv")
     deep = info.bits > 8
     order = [own, "yuv420p10le" if deep else "yuv420p", "yuv420p", "yuv444p10le" if deep else "yuv444p", "yuv444p"]
     notes: list[str] = []
@@ -274,6 +275,8 @@ def choose_encoding(info: VideoInfo, dst: Path, width: int, height: int, codec: 
                            "4:4:4 --pix-fmt or another --outscale.")
     else:
         pix_fmt, notes = _default_pix_fmt(info, formats, width, height)
+    if info.alpha:
+        notes.insert(0, "alpha channel dropped")
     options: dict[str, str] = {}
     if enc.name in CRF_DEFAULTS:
         crf = CRF_DEFAULTS[enc.name] if crf is None else crf
