@@ -490,3 +490,21 @@ def test_frames_dir_holds_every_upscaled_frame(tmp_path: Path, capsys: pytest.Ca
     bicubic = load_upscaler("bicubic", 2, device="cpu")
     for d, png in zip(av_io.read_frames(clip, info), pngs, strict=True):
         assert np.array_equal(read_image(png).pixels, upscale_array(d.rgb(8), bicubic))
+
+
+@needs_av
+def test_progress_reports_frames_and_speed(tmp_path: Path) -> None:
+    from sst_cli.upscale.batch import NoEvents
+
+    seen: list[tuple[int, int, float]] = []
+
+    class Events(NoEvents):
+        def frames(self, done: int, total: int, fps: float) -> None:
+            seen.append((done, total, fps))
+
+    clip = make_clip(tmp_path / "clip.mp4", frames=12, audio=False)
+    settings = Settings(video=VideoSettings(segment_frames=5))
+    summary = run_batch(plan_jobs([str(clip)], tmp_path / "out", settings), load_upscaler("bicubic", 2, device="cpu"),
+                        settings, Events())
+    assert summary.count("done") == 1
+    assert [d for d, _, _ in seen] == list(range(1, 13)) and all(t == 12 and f > 0 for _, t, f in seen)

@@ -252,10 +252,10 @@ def recipe(upscaler: Any, settings: Settings, dst: Path) -> dict[str, Any]:
     fmt = output_format_of(dst, settings)
     dtype = getattr(upscaler, "dtype", None)
     rec = {"model": getattr(upscaler, "name", type(upscaler).__name__),
-            "weights_sha256": manifest.weights_fingerprint(upscaler), "scale": int(upscaler.scale),
-            "outscale": settings.outscale, "tta": settings.tta, "alpha": settings.alpha,
-            "dtype": dtype_name(dtype) if dtype is not None else None, "format": fmt,
-            "quality": settings.quality if fmt in ("jpg", "webp") else None}
+           "weights_sha256": manifest.weights_fingerprint(upscaler), "scale": int(upscaler.scale),
+           "outscale": settings.outscale, "tta": settings.tta, "alpha": settings.alpha,
+           "dtype": dtype_name(dtype) if dtype is not None else None, "format": fmt,
+           "quality": settings.quality if fmt in ("jpg", "webp") else None}
     return video.recipe(rec, settings, dst) if files.is_video(dst) else rec
 
 

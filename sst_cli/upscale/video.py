@@ -44,9 +44,10 @@ FrameProgress = Callable[[int, int, float], None]
 
 
 def recipe(base: dict[str, Any], settings: Settings, dst: Path) -> dict[str, Any]:
-    """The image recipe (model, weights, scale, ...) with what decides a video's bytes instead of format/quality."""
+    """The image recipe (model, weights, scale, ...) with what decides a video's bytes instead of format, quality
+    and alpha mode."""
     v = settings.video
-    return {**base, "format": av_io.CONTAINERS.get(dst.suffix.lower(), "matroska"), "quality": None,
+    return {**{k: val for k, val in base.items() if k != "alpha"}, "format": av_io.CONTAINERS.get(dst.suffix.lower(), "matroska"), "quality": None,
             "codec": v.codec, "crf": v.crf, "pix_fmt": v.pix_fmt, "audio": v.audio, "segment_frames": v.segment_frames}
 
 
