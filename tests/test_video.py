@@ -345,11 +345,13 @@ def test_an_interrupted_video_resumes_and_gives_the_same_video(tmp_path: Path, c
 
 def test_a_changed_recipe_starts_the_segments_over(tmp_path: Path) -> None:
     work = WorkFolder(tmp_path / ".clip.mp4.sst-work")
-    assert work.prepare({"crf": 18}) == 0
+    assert work.prepare({"crf": 18}, tile=96) == 0 and work.tile() == 96
     work.segment(0, "mp4").write_bytes(b"a whole segment")
     (work.path / f".seg-000001.mp4{files.TEMP_MARK}999999999-abcd").write_bytes(b"a dead run's")
-    assert work.prepare({"crf": 18}) == 1 and len(list(work.path.iterdir())) == 2  # key + segment
-    assert work.prepare({"crf": 20}) == 0 and not work.segment(0, "mp4").exists()
+    # "auto" tiles may come out otherwise with other free memory: a resumed run keeps the first run's
+    assert work.prepare({"crf": 18}, tile=64) == 1 and work.tile() == 96
+    assert len(list(work.path.iterdir())) == 2  # key + segment: the dead run's temporary is gone
+    assert work.prepare({"crf": 20}, tile=64) == 0 and not work.segment(0, "mp4").exists() and work.tile() == 64
 
 
 # ------------------------------------------------------------------------------------------- encoders
@@ -463,7 +465,7 @@ def test_each_rank_encodes_only_its_segments_and_any_process_joins_them(tmp_path
 
         info = av_io.probe(clip)
         enc = av_io.choose_encoding(info, job.dst, 128, 96)
-        work.prepare(_key(job, settings, recipe(up, settings, job.dst), enc))
+        work.prepare(_key(job, settings, recipe(up, settings, job.dst), enc), tile=0)
         frames, _ = _encode_share(job, up, settings, info, enc, work, (128, 96), rank, None)
         assert frames == 25
         return sorted(p.name for p in work.path.glob("seg-*"))

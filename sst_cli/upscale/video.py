@@ -20,7 +20,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,7 @@ from ..io import files, images
 from ..io import video as av_io
 from . import manifest
 from .array import _target_size, upscale_array
+from .tiling import resolve_tile
 
 if TYPE_CHECKING:
     from ..distributed import Dist
@@ -73,19 +74,28 @@ class WorkFolder:
     def segment(self, k: int, muxer: str) -> Path:
         return self.path / f"seg-{k:06d}.{muxer}"
 
-    def prepare(self, key: dict[str, Any]) -> int:
-        """Keep the segments of an interrupted run with the same ``key``, else start over; returns how many
-        segments are already complete. Temporaries of dead runs are removed."""
-        try:
-            old = json.loads((self.path / KEY_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            old = None
-        if old != key:
+    def prepare(self, key: dict[str, Any], tile: int) -> int:
+        """Keep the segments of an interrupted run with the same ``key``, else start over with ``tile`` (the
+        tile size every frame is cut into); returns how many segments are already complete. Temporaries of dead
+        runs are removed."""
+        if self._stored().get("key") != key:
             shutil.rmtree(self.path, ignore_errors=True)
             files.ensure_folder(self.path)
-            files.atomic_write_text(self.path / KEY_FILE, json.dumps(key, indent=1) + "\n")
+            files.atomic_write_text(self.path / KEY_FILE, json.dumps({"key": key, "tile": tile}, indent=1) + "\n")
         files.clean_stale_temps(self.path)
         return sum(1 for p in self.path.glob("seg-*") if not files.is_temp(p))
+
+    def tile(self) -> int:
+        """The tile size of the run that started this folder: "auto" is decided once, so a resumed run (or
+        another process) cuts frames as the first one did."""
+        return int(self._stored()["tile"])
+
+    def _stored(self) -> dict[str, Any]:
+        try:
+            stored = json.loads((self.path / KEY_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return stored if isinstance(stored, dict) else {}
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
@@ -203,14 +213,16 @@ def upscale_video(job: Job, upscaler: Any, settings: Settings, rec: dict[str, An
         enc = av_io.choose_encoding(info, job.dst, ow, oh, v.codec, v.crf, v.pix_fmt)
         if dist.main:
             files.ensure_folder(job.dst.parent)
-            work.prepare(_key(job, settings, rec, enc))
+            tile = resolve_tile(upscaler, settings.tile, info.height, info.width, settings.tile_batch)
+            work.prepare(_key(job, settings, rec, enc), tile)
     except SSTError as exc:
         error = str(exc)
     _agree(dist, error)  # the work folder is ready before any process writes into it
     resumed = sum(1 for p in work.path.glob("seg-*") if not files.is_temp(p))
     error, counts = None, (0, 0)
     try:
-        counts = _encode_share(job, upscaler, settings, info, enc, work, (ow, oh), dist, progress)
+        frames_settings = replace(settings, tile=work.tile())
+        counts = _encode_share(job, upscaler, frames_settings, info, enc, work, (ow, oh), dist, progress)
     except SSTError as exc:
         error = str(exc)
     _agree(dist, error)
