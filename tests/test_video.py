@@ -510,3 +510,22 @@ def test_progress_reports_frames_and_speed(tmp_path: Path) -> None:
                         settings, Events())
     assert summary.count("done") == 1
     assert [d for d, _, _ in seen] == list(range(1, 13)) and all(t == 12 and f > 0 for _, t, f in seen)
+
+
+@needs_av
+def test_mpeg4_runs_at_its_fixed_quantiser(tmp_path: Path) -> None:
+    """mpeg4 has no --crf: without its quantiser set it falls back to a low bit rate (visibly blocky)."""
+    import av
+
+    from sst_cli.io import video as av_io
+
+    clip = make_clip(tmp_path / "clip.mp4", frames=4, audio=False)
+    info = av_io.probe(clip)
+    enc = av_io.choose_encoding(info, tmp_path / "o.mkv", 128, 96, "mpeg4")
+    assert enc.describe() == "mpeg4 qscale 2, yuv420p"
+    frames = [(d.pts, upscale_array(d.rgb(8), load_upscaler("bicubic", 2, device="cpu")))
+              for d in av_io.read_frames(clip, info)]
+    av_io.write_segment(tmp_path / "seg.mp4", frames, info, enc, 128, 96)
+    with av.open(str(tmp_path / "seg.mp4")) as c:
+        got = [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
+    assert min(psnr(g, want) for g, (_, want) in zip(got, frames, strict=True)) > 34

@@ -48,6 +48,7 @@ DEFAULT_ENCODERS = ("libx264", "libx265", "libsvtav1", "libvpx-vp9", "libaom-av1
 # Constant-quality encoders and their default --crf (x264's 18 is about visually lossless).
 CRF_DEFAULTS = {"libx264": 18, "libx265": 20, "libvpx-vp9": 24, "libsvtav1": 24, "libaom-av1": 24}
 MPEG4_QSCALE = 2  # mpeg4 has no --crf: a fixed quantiser, its best quality but 1
+FF_QP2LAMBDA = 118  # FFmpeg's quantiser -> lambda factor
 COPIED_TAGS = ("language", "title")  # stream tags kept; others (encoder, duration) describe the old stream
 MAX_REORDER = 32  # frames an encoder may hold back for B-frames (x265's limit is 16)
 
@@ -194,9 +195,10 @@ class Encoding:
     segments: str  # the segments' muxer: mp4 or mov, which keep every timestamp the encoder gives (dts included)
     colour: Colour  # what the output declares (the source's)
     notes: tuple[str, ...] = ()
+    qscale: int | None = None  # a fixed quantiser, for encoders without --crf
 
     def describe(self) -> str:
-        quality = f" crf {self.crf}" if self.crf is not None else (" qscale 2" if self.codec == "mpeg4" else "")
+        quality = f" crf {self.crf}" if self.crf is not None else (f" qscale {self.qscale}" if self.qscale else "")
         return f"{self.codec}{quality}, {self.pix_fmt}"
 
 
@@ -283,15 +285,14 @@ def choose_encoding(info: VideoInfo, dst: Path, width: int, height: int, codec: 
         options["crf"] = str(crf)
     elif crf is not None:
         raise SSTError(f"--crf applies to {', '.join(CRF_DEFAULTS)}, not {enc.name}.")
-    elif enc.name == "mpeg4":
-        options["qscale"] = str(MPEG4_QSCALE)
     if enc.name == "libx265":
         options["x265-params"] = "log-level=error"  # x265 prints its settings to stderr otherwise
     colour = info.colour
     if colour.space == SPACE_RGB and not _is_rgb(pix_fmt):  # RGB source, YUV output: name the matrix used
         colour = Colour(colour.primaries, colour.trc, SPACE_BT709, RANGE_LIMITED)
     segments = "mp4" if enc.canonical_name in segment_muxers["mp4"] else "mov"
-    return Encoding(enc.name, pix_fmt, crf, options, container, segments, colour, tuple(notes))
+    return Encoding(enc.name, pix_fmt, crf, options, container, segments, colour, tuple(notes),
+                    MPEG4_QSCALE if enc.name == "mpeg4" else None)
 
 
 def _is_rgb(pix_fmt: str) -> bool:
@@ -418,6 +419,8 @@ def write_segment(path: Path, frames: Iterable[tuple[int, np.ndarray]], info: Vi
         cc.time_base = info.time_base
         if enc.crf is not None:
             cc.bit_rate = 0  # constant quality, not a bit rate
+        if enc.qscale is not None:
+            cc.qscale, cc.global_quality = True, enc.qscale * FF_QP2LAMBDA
         cc.color_primaries, cc.color_trc = enc.colour.primaries, enc.colour.trc
         cc.colorspace, cc.color_range = enc.colour.space, enc.colour.range
         if info.sample_aspect_ratio:
