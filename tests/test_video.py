@@ -529,3 +529,13 @@ def test_mpeg4_runs_at_its_fixed_quantiser(tmp_path: Path) -> None:
     with av.open(str(tmp_path / "seg.mp4")) as c:
         got = [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
     assert min(psnr(g, want) for g, (_, want) in zip(got, frames, strict=True)) > 34
+
+
+def test_only_io_video_touches_pyav() -> None:
+    """PyAV stays an optional extra behind one module: nothing else imports it."""
+    import sst_cli
+
+    root = Path(sst_cli.__file__).parent
+    users = [str(f.relative_to(root)) for f in root.rglob("*.py")
+             if any(s in f.read_text(encoding="utf-8") for s in ("import av\n", "from av ", "from av.", "import av."))]
+    assert users == ["io/video.py"]
