@@ -1,4 +1,4 @@
-"""`sst upscale`: batch upscaling of image files and folders."""
+"""`sst upscale`: batch upscaling of image and video files and folders."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import contextlib
 import json
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import typer
@@ -69,6 +70,12 @@ class _ProgressEvents:
         if total > 1:
             self.progress.update(self.tile_task, completed=done, total=total, visible=True,
                                  description=f"  tiles {done}/{total}")
+
+    def frames(self, done: int, total: int, fps: float) -> None:
+        if done == 1:  # a new video: speed and time left start from its first frame
+            self.progress.reset(self.tile_task, total=total, completed=done, visible=True)
+        self.progress.update(self.tile_task, completed=done, total=total, visible=True,
+                             description=f"  frames, {fps:.1f}/s")
 
     def retry(self, job: Job, old: int, new: int) -> None:
         self.progress.console.print(f"[yellow]{job.rel}: out of memory with {old}px tiles; retrying with {new}px[/]")
@@ -209,7 +216,7 @@ def _run(jobs: list[Job], settings: Settings, ranks: Dist, quiet: bool, **load: 
 @app.command("upscale", cls=Command)
 def upscale_cmd(
     paths: list[str] = typer.Argument(..., metavar="INPUT... OUTPUT",
-                                      help="Image files, folders or globs, then the output folder."),
+                                      help="Image or video files, folders or globs, then the output folder."),
     model: str | None = model_option(),
     weights: str | None = weights_option(),
     sha256: str | None = typer.Option(None, "--sha256", metavar="HEX", help="Expected SHA-256 of the weights (--weights file or download, or --model's official file)."),
@@ -242,10 +249,25 @@ def upscale_cmd(
     json_path: str | None = json_option("Also write the summary as JSON to FILE ('-' prints JSON instead "
                                         "of the table)."),
     quiet: bool = flag("--quiet", help="No progress display (in a log: no progress lines)."),
+    codec: str | None = typer.Option(None, "--codec", metavar="NAME", help="Video encoder, e.g. libx264, libx265, "
+                                     "libvpx-vp9, libsvtav1 (default: the first of these the installed PyAV has and "
+                                     "the container holds)."),
+    crf: int | None = typer.Option(None, "--crf", min=0, max=63, metavar="N", help="Video quality, lower is "
+                                   "better (default 18 for libx264, 20 libx265, 24 vp9/av1)."),
+    pix_fmt: str | None = typer.Option(None, "--pix-fmt", metavar="NAME", help="Video pixel format (default: the "
+                                       "source's, e.g. yuv420p or yuv420p10le)."),
+    audio: Literal["copy", "drop"] = typer.Option("copy", "--audio", help="Copy a video's audio streams unchanged, "
+                                                  "or drop them (subtitles are always copied)."),
+    segment_frames: int = typer.Option(300, "--segment-frames", min=1, metavar="N", help="A video is encoded in "
+                                       "segments of N frames; an interrupted run resumes at the last whole one."),
+    frames_dir: str | None = typer.Option(None, "--frames-dir", metavar="DIR", help="Also write every upscaled "
+                                          "video frame as DIR/<video>/<index>.png."),
 ) -> None:
     """sst upscale INPUT... OUTPUT: write OUTPUT/<relative path>/<stem><suffix>.<ext>, or, for one input image and
     an OUTPUT with an image extension, that file. Outputs made before with the same settings are skipped;
     an existing output made otherwise is replaced only with --overwrite.
+
+    Videos (pip install 'sst-cli[video]') keep their frame rate, colour tags, audio and subtitles.
 
     Under torchrun every process upscales its share of the files, and rank 0 reports for all.
 
@@ -255,11 +277,13 @@ def upscale_cmd(
     if len(paths) < 2:
         raise UsageError("give at least one input and the output (a folder, or a file name for one image): "
                          "sst upscale INPUT... OUTPUT.")
-    from ..upscale.jobs import Settings, plan_jobs
+    from ..upscale.jobs import Settings, VideoSettings, plan_jobs
 
     settings = Settings(tile=tile, overlap=tile_overlap, tile_batch=tile_batch, tta=tta, outscale=outscale, alpha=alpha,
                         format=fmt.lower(), quality=quality, suffix=suffix, overwrite=overwrite, recursive=recursive,
-                        max_pixels=max_pixels or None)
+                        max_pixels=max_pixels or None,
+                        video=VideoSettings(codec, crf, pix_fmt, audio, segment_frames,
+                                            Path(frames_dir) if frames_dir else None))
     jobs = plan_jobs(paths[:-1], paths[-1], settings)  # before torch: inputs that match nothing answer at once
     from .. import distributed
     from ..upscale.batch import describe

@@ -1,10 +1,12 @@
-"""Images and files: the only place sst reads or writes an image, and the one atomic write.
+"""Images, videos and files: the only place sst reads or writes an image or a video, and the one atomic write.
 
 - ``images``: the API: decode (``read_image``, ``probe``), encode (``write_image``, ``encode``), pixel
   conversions, what each output format can hold;
 - ``opencv``: cv2, the codec for decoding PNG (8/16-bit), JPEG, TIFF (8/16-bit), WebP, BMP and PNM, and for
   encoding every output format; the only module that imports cv2 or handles BGR order;
-- ``files``: atomic writes, stale temporaries, finding image files in folders.
+- ``files``: atomic writes, stale temporaries, finding image and video files in folders;
+- ``video``: PyAV (the optional extra ``[video]``), the only module that demuxes, decodes, encodes or muxes a
+  video.
 
 What stays on Pillow or hand-written, each because cv2 cannot do it:
 - ``pillow``: header reads without decoding pixels (``probe``; EXIF orientation, ICC profile, DPI of every

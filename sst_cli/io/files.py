@@ -1,4 +1,4 @@
-"""Files: atomic writes, temporaries left by killed runs, and finding image files.
+"""Files: atomic writes, temporaries left by killed runs, and finding image and video files.
 
 Every file sst writes (images, weights, checkpoints, reports) goes through :func:`atomic_write`: a hidden
 temporary beside the target, fsynced, then renamed into place, so a crash or Ctrl-C never leaves a
@@ -24,6 +24,9 @@ TEMP_MARK = ".sst-partial-"  # hidden temp files are ".<name>.sst-partial-<pid>-
 # Extensions looked for when a folder is given (files named explicitly may have any extension).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm",
                     ".pnm", ".tga")
+# Videos found in folders go to sst_cli.upscale.video (decoded with PyAV, the optional extra [video]).
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".wmv", ".flv", ".mpg", ".mpeg", ".ts", ".m2ts",
+                    ".mts", ".3gp", ".ogv")
 
 
 def reason(exc: BaseException) -> str:
@@ -126,14 +129,25 @@ def clean_stale_temps(folder: Path, max_age_s: float = 24 * 3600) -> list[Path]:
 
 
 # --------------------------------------------------------------------------------------- discovery
-def list_images(folder: str | os.PathLike[str], recursive: bool = False) -> list[Path]:
+def list_images(folder: str | os.PathLike[str], recursive: bool = False,
+                extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[Path]:
     """Image files (by extension) in ``folder``, sorted; hidden files, hidden folders and our
-    temporaries are skipped; subfolders only with ``recursive``."""
+    temporaries are skipped; subfolders only with ``recursive``. ``extensions``: what counts as an image."""
     root = Path(folder)
     pattern = "**/*" if recursive else "*"
     return [f for f in sorted(root.glob(pattern))
-            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+            if f.is_file() and f.suffix.lower() in extensions
             and not any(part.startswith(".") for part in f.relative_to(root).parts)]
+
+
+def list_inputs(folder: str | os.PathLike[str], recursive: bool = False) -> list[Path]:
+    """:func:`list_images` with videos too: what ``sst upscale`` takes from a folder."""
+    return list_images(folder, recursive, IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
+
+
+def is_video(path: str | os.PathLike[str]) -> bool:
+    """Whether a file is taken as a video (by its extension)."""
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
 def ensure_folder(folder: Path) -> None:

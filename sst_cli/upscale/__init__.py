@@ -3,7 +3,8 @@
 - ``upscaler``: :func:`load_upscaler` turns model/weights/device/dtype/backend into an ``Upscaler``;
 - ``tiling``: overlapping, window-aligned tiles blended into bands of finished rows; TTA;
 - ``array``: :func:`upscale_array`, one (H, W[, C]) image of any depth, grey, alpha;
-- ``batch``: files and folders to output files, skip rules, the batch runner.
+- ``batch``: files and folders to output files, skip rules, the batch runner;
+- ``video``: one video through the batch: frames upscaled and encoded in resumable segments, then joined.
 
 Imports ``sst_cli.model``, ``sst_cli.io`` and ``sst_cli.runtime``; never the CLI.
 """

@@ -5,8 +5,9 @@ then run image by image:
 one bad file is a failed row, never the end of the batch. An existing output is kept only when its
 record (:mod:`sst_cli.upscale.manifest`) says the same recipe made it from the same input. Each image's
 header is read before it is decoded, so an image over ``--max-pixels`` or one that cannot fit in memory
-is refused at once. Outputs too large for memory are streamed to disk as PNG rows. Under torchrun,
-:func:`run_ranks` gives each process its share of the jobs and merges the results.
+is refused at once. Outputs too large for memory are streamed to disk as PNG rows. Videos are rows of the
+same batch, run by :mod:`sst_cli.upscale.video`. Under torchrun, :func:`run_ranks` gives each process its
+share of the images (and of every video's segments) and merges the results.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ..errors import SSTError
 from ..io import files, images
 from ..io.images import ImageData, PngWriter
 from ..runtime import free_memory, is_oom
-from . import manifest
+from . import manifest, video
 from .array import _target_size, _upscale_pixels
 from .jobs import EXT_FORMAT, Job, Settings
 from .tiling import Progress, resolve_tile
@@ -170,6 +171,7 @@ class Result:
     in_size: tuple[int, int] | None = None  # (w, h)
     out_size: tuple[int, int] | None = None
     notes: list[str] = field(default_factory=list)
+    video: dict[str, Any] | None = None  # frames, fps, codec, streams copied, ... (videos only)
 
     @property
     def redone(self) -> bool:
@@ -179,7 +181,8 @@ class Result:
         return {"input": str(self.job.src), "output": str(self.job.dst), "status": self.status,
                 "reason": self.reason, "seconds": round(self.seconds, 3),
                 "input_size": list(self.in_size) if self.in_size else None,
-                "output_size": list(self.out_size) if self.out_size else None, "notes": self.notes}
+                "output_size": list(self.out_size) if self.out_size else None, "notes": self.notes,
+                **({"video": self.video} if self.video else {})}
 
 
 @dataclass
@@ -220,6 +223,7 @@ class Events(Protocol):
     def planned(self, todo: list[Job], kept: list[Result]) -> None: ...
     def start(self, index: int, job: Job) -> None: ...
     def tiles(self, done: int, total: int) -> None: ...
+    def frames(self, done: int, total: int, fps: float) -> None: ...
     def retry(self, job: Job, old: int, new: int) -> None: ...
     def finish(self, index: int, result: Result) -> None: ...
 
@@ -232,6 +236,9 @@ class NoEvents:
         pass
 
     def tiles(self, done: int, total: int) -> None:
+        pass
+
+    def frames(self, done: int, total: int, fps: float) -> None:
         pass
 
     def retry(self, job: Job, old: int, new: int) -> None:
@@ -247,14 +254,15 @@ def recipe(upscaler: Any, settings: Settings, dst: Path) -> dict[str, Any]:
 
     fmt = output_format_of(dst, settings)
     dtype = getattr(upscaler, "dtype", None)
-    return {"model": getattr(upscaler, "name", type(upscaler).__name__),
-            "weights_sha256": manifest.weights_fingerprint(upscaler), "scale": int(upscaler.scale),
-            "outscale": settings.outscale, "tta": settings.tta, "alpha": settings.alpha,
-            "dtype": (precision_name(dtype, torch.device(getattr(upscaler, "device", "cpu")))
-                      + (" (16-bit input: fp32)" if getattr(upscaler, "widens_16bit", False) else "")
-                      if dtype is not None else None),
-            "format": fmt,
-            "quality": settings.quality if fmt in ("jpg", "webp") else None}
+    rec = {"model": getattr(upscaler, "name", type(upscaler).__name__),
+           "weights_sha256": manifest.weights_fingerprint(upscaler), "scale": int(upscaler.scale),
+           "outscale": settings.outscale, "tta": settings.tta, "alpha": settings.alpha,
+           "dtype": (precision_name(dtype, torch.device(getattr(upscaler, "device", "cpu")))
+                     + (" (16-bit input: fp32)" if getattr(upscaler, "widens_16bit", False) else "")
+                     if dtype is not None else None),
+           "format": fmt,
+           "quality": settings.quality if fmt in ("jpg", "webp") else None}
+    return video.recipe(rec, settings, dst) if files.is_video(dst) else rec
 
 
 def triage(jobs: list[Job], upscaler: Any, settings: Settings) -> tuple[list[Job], list[Result]]:
@@ -284,9 +292,11 @@ class _Later:
     size: tuple[int, int]
 
 
-def _read(job: Job, upscaler: Any, settings: Settings) -> ImageData | SSTError | _Later:
+def _read(job: Job, upscaler: Any, settings: Settings) -> ImageData | SSTError | _Later | None:
     """Check the header, then decode, in the prefetch thread; errors come back as values so the batch
-    can report them."""
+    can report them. Videos are read frame by frame later (None)."""
+    if files.is_video(job.src):
+        return None
     try:
         size = header_size(job.src, settings.max_pixels)
         try:
@@ -302,15 +312,45 @@ def _read(job: Job, upscaler: Any, settings: Settings) -> ImageData | SSTError |
         return SSTError(f"{job.src.name} cannot be decoded ({files.reason(exc)}).")
 
 
+def _image(result: Result, decoded: ImageData | SSTError | _Later | None, upscaler: Any, settings: Settings,
+           ev: Events) -> None:
+    """One image of the batch, decoded ahead (or refused, or put off: ``_read``), into ``result``."""
+    job = result.job
+    if isinstance(decoded, _Later):  # the previous image is done: check again, then decode
+        check_before_decode(job.src, job.dst, upscaler, settings, decoded.size)
+        decoded = images.read_image(job.src)
+    if isinstance(decoded, SSTError):
+        raise decoded
+    assert decoded is not None
+    result.in_size = decoded.size
+    rec = recipe(upscaler, settings, job.dst)
+    files.ensure_folder(job.dst.parent)
+    with manifest.recording(job.src, job.dst, rec):
+        result.notes = process_file(job.src, job.dst, upscaler, settings, decoded, ev.tiles,
+                                    lambda old, new, job=job: ev.retry(job, old, new))
+    oh, ow = _target_size(decoded.size[1], decoded.size[0], int(upscaler.scale), settings.outscale)
+    result.out_size = (ow, oh)
+
+
+def _video(result: Result, upscaler: Any, settings: Settings, dist: Dist | None, ev: Events) -> None:
+    """One video of the batch into ``result`` (:func:`sst_cli.upscale.video.upscale_video`)."""
+    from ..distributed import Dist
+
+    job = result.job
+    done = video.upscale_video(job, upscaler, settings, recipe(upscaler, settings, job.dst), dist or Dist(), ev.frames)
+    result.in_size, result.out_size, result.notes, result.video = done.in_size, done.out_size, done.notes, done.summary
+
+
 def run_batch(jobs: list[Job], upscaler: Any, settings: Settings, events: Events | None = None,
-              clean_temps: bool = True) -> Summary:
+              clean_temps: bool = True, dist: Dist | None = None) -> Summary:
     """Upscale every job; one bad file is a failed row, never the end of the batch.
 
     Stale temporaries of killed runs are removed from the output folders first (unless ``clean_temps``
     is off: another process did it). Outputs made before with the same recipe are kept; each image's
     header is checked before it is decoded. The next image is decoded in a background thread while the
     current one runs. Ctrl-C stops after cleaning up the current temporary file and returns what was
-    done (``interrupted``).
+    done (``interrupted``). Videos: see :func:`sst_cli.upscale.video.upscale_video`; under torchrun (``dist``)
+    every process runs every video, in the same order.
     """
     ev = events or NoEvents()
     t0 = time.perf_counter()
@@ -321,7 +361,7 @@ def run_batch(jobs: list[Job], upscaler: Any, settings: Settings, events: Events
     summary.results.extend(kept)
     ev.planned(todo, kept)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sst-decode")
-    pending: Future[ImageData | SSTError | _Later] | None = None
+    pending: Future[ImageData | SSTError | _Later | None] | None = None
     if todo:
         pending = pool.submit(_read, todo[0], upscaler, settings)
     try:
@@ -333,19 +373,10 @@ def run_batch(jobs: list[Job], upscaler: Any, settings: Settings, events: Events
             pending = pool.submit(_read, todo[i + 1], upscaler, settings) if i + 1 < len(todo) else None
             result = Result(job, "done", job.redo)
             try:
-                if isinstance(decoded, _Later):  # the previous image is done: check again, then decode
-                    check_before_decode(job.src, job.dst, upscaler, settings, decoded.size)
-                    decoded = images.read_image(job.src)
-                if isinstance(decoded, SSTError):
-                    raise decoded
-                result.in_size = decoded.size
-                rec = recipe(upscaler, settings, job.dst)
-                files.ensure_folder(job.dst.parent)
-                with manifest.recording(job.src, job.dst, rec):
-                    result.notes = process_file(job.src, job.dst, upscaler, settings, decoded, ev.tiles,
-                                                lambda old, new, job=job: ev.retry(job, old, new))
-                oh, ow = _target_size(decoded.size[1], decoded.size[0], int(upscaler.scale), settings.outscale)
-                result.out_size = (ow, oh)
+                if files.is_video(job.src):  # decoded, upscaled and encoded frame by frame
+                    _video(result, upscaler, settings, dist, ev)
+                else:
+                    _image(result, decoded, upscaler, settings, ev)
             except SSTError as exc:
                 result.status, result.reason = "failed", str(exc)
             except MemoryError:
@@ -380,9 +411,12 @@ def run_ranks(jobs: list[Job], upscaler: Any, settings: Settings, dist: Dist, ev
         return run_batch(jobs, upscaler, settings, events)
     removed = remove_stale_temps(jobs) if dist.main else 0  # once, before any rank writes
     dist.barrier()
-    parts = dist.gather(run_batch(dist.shard(jobs), upscaler, settings, events, clean_temps=False))
+    # images are shared out; every rank takes part in every video (its share of the segments), in one order
+    share = dist.shard([j for j in jobs if not files.is_video(j.src)]) + [j for j in jobs if files.is_video(j.src)]
+    parts = dist.gather(run_batch(share, upscaler, settings, events, clean_temps=False, dist=dist))
     order = {str(j.dst): i for i, j in enumerate(jobs)}
-    results = sorted((r for p in parts for r in p.results), key=lambda r: order[str(r.job.dst)])
+    mine = (r for rank, p in enumerate(parts) for r in p.results if rank == 0 or not files.is_video(r.job.src))
+    results = sorted(mine, key=lambda r: order[str(r.job.dst)])
     return Summary(results, any(p.interrupted for p in parts), max(p.seconds for p in parts), removed)
 
 

@@ -10,15 +10,28 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
 from ..io import files, images
+from ..io.video import CONTAINERS, output_extension
 from .limits import DEFAULT_MAX_PIXELS
 
 EXT_FORMAT = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".jpe": "jpg", ".webp": "webp", ".bmp": "bmp",
               ".tif": "tiff", ".tiff": "tiff"}
+
+
+@dataclass
+class VideoSettings:
+    """How videos are encoded (see :mod:`sst_cli.upscale.video`); None: chosen from what PyAV provides."""
+
+    codec: str | None = None
+    crf: int | None = None
+    pix_fmt: str | None = None
+    audio: str = "copy"  # copy | drop (subtitles are always copied)
+    segment_frames: int = 300  # frames per resumable segment
+    frames_dir: Path | None = None  # also write every upscaled frame there as PNG
 
 
 @dataclass
@@ -37,7 +50,7 @@ class Settings:
     overwrite: bool = False
     recursive: bool = False
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # refuse larger images before decoding; None: no limit
-
+    video: VideoSettings = field(default_factory=VideoSettings)
 
 
 @dataclass
@@ -77,7 +90,7 @@ def discover(inputs: Iterable[str], recursive: bool = False,
         p = Path(text)
         if p.is_dir():
             outside = _outside(exclude, p)
-            found += [(f, f.relative_to(p)) for f in files.list_images(p, recursive) if outside(f)]
+            found += [(f, f.relative_to(p)) for f in files.list_inputs(p, recursive) if outside(f)]
         elif p.exists() or p.is_symlink():
             found.append((p, Path(p.name)))
         else:
@@ -110,6 +123,8 @@ def _relative(p: Path, root: Path) -> Path:
 
 
 def output_path(rel: Path, src: Path, out_dir: Path, settings: Settings) -> Path:
+    if files.is_video(src):  # the source's container where sst writes it, else Matroska
+        return out_dir / rel.parent / f"{rel.stem}{settings.suffix}{output_extension(src)}"
     fmt = images.output_format(settings.format, EXT_FORMAT.get(src.suffix.lower(), "png"))
     ext = src.suffix if settings.format == "same" and src.suffix.lower() in EXT_FORMAT else images.OUTPUT_FORMATS[fmt]
     return out_dir / rel.parent / f"{rel.stem}{settings.suffix}{ext}"
@@ -118,13 +133,15 @@ def output_path(rel: Path, src: Path, out_dir: Path, settings: Settings) -> Path
 def names_a_file(out: str | os.PathLike[str]) -> bool:
     """Whether an output names one image file (an image extension, and not an existing folder)."""
     p = Path(out)
-    return p.suffix.lower() in (*EXT_FORMAT, *files.IMAGE_EXTENSIONS) and not p.is_dir()
+    return p.suffix.lower() in (*EXT_FORMAT, *files.IMAGE_EXTENSIONS, *files.VIDEO_EXTENSIONS) and not p.is_dir()
 
 
 def _single_output(found: list[tuple[Path, Path]], out: Path, settings: Settings) -> list[Job]:
     """The one job of ``sst upscale photo.png big.png``: the output is that file, in its extension's format."""
     if len(found) != 1:
         raise UsageError(f"{len(found)} input images but the output {out} names one file; give an output folder.")
+    if files.is_video(found[0][0]) or files.is_video(out):
+        return [_single_video(found[0], out)]
     fmt = EXT_FORMAT.get(out.suffix.lower())
     if fmt is None:
         writable = ", ".join(sorted(set(EXT_FORMAT)))
@@ -135,6 +152,19 @@ def _single_output(found: list[tuple[Path, Path]], out: Path, settings: Settings
     if out.resolve() == src.resolve():
         raise UsageError(f"the output {out} is the input; choose another name.")
     return [Job(src, out, rel)]
+
+
+def _single_video(found: tuple[Path, Path], out: Path) -> Job:
+    """``sst upscale clip.mp4 big.mkv``: a video into a container sst writes."""
+    src, rel = found
+    writable = ", ".join(CONTAINERS)
+    if not files.is_video(src):
+        raise UsageError(f"{out.name} names a video but {src.name} is an image; name the output as an image.")
+    if out.suffix.lower() not in CONTAINERS:
+        raise UsageError(f"{src.name} is a video: name the output with one of {writable}, or give a folder.")
+    if out.resolve() == src.resolve():
+        raise UsageError(f"the output {out} is the input; choose another name.")
+    return Job(src, out, rel)
 
 
 def plan_jobs(inputs: Iterable[str], out: str | os.PathLike[str], settings: Settings) -> list[Job]:
