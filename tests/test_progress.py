@@ -81,3 +81,22 @@ def test_profile_writes_progress_lines_to_a_log_and_quiet_silences_them(tmp_path
     assert [line.split(" in ")[0] for line in lines] == ["1/2 configurations", "2/2 configurations"], lines
     assert "ETA" in lines[0] and "sst-light x4" in lines[0]
     assert "configurations" not in _profile(tmp_path, "--quiet")
+
+
+def test_a_long_video_shows_its_frames_in_a_log() -> None:
+    """One video is one item of the main count: its frames (the visible second-level task) keep the log
+    moving, and rich's reset() (a new video) works on the plain-line display too."""
+    console, out = _log()
+    clock = Clock()
+    with LogProgress(console, "images", interval=10, clock=clock) as bars:
+        task = bars.add_task("", total=1)
+        frames = bars.add_task("frames", total=1, visible=False)
+        bars.update(task, description="clip.mp4")
+        bars.reset(frames, total=500, completed=1, visible=True)
+        clock.now += 11
+        bars.update(frames, completed=120, description="  frames, 11.0/s")
+        assert out.getvalue() == "0/1 images in 11s: clip.mp4 (frames, 11.0/s, 120/500)\n"
+        bars.update(frames, visible=False)
+        clock.now += 11
+        bars.advance(task)
+        assert out.getvalue().splitlines()[-1] == "1/1 images in 22s, 0.045/s, ETA 0s: clip.mp4"

@@ -183,9 +183,14 @@ def test_video_in_video_out_keeps_frames_rate_colour_and_audio(tmp_path: Path,
     # the skip rule: the same settings keep it, other ones redo it
     code, text, _ = sst(capsys, str(clip), str(out), "-m", "bicubic", "-s", "2", "--segment-frames", "20")
     assert code == 0 and "1 skipped" in text
+    # ... other ones keep it (nothing a user made is replaced without --overwrite), and --overwrite redoes it
+    before = (out / "clip.mp4").read_bytes()
     code, text, _ = sst(capsys, str(clip), str(out), "-m", "bicubic", "-s", "2", "--segment-frames", "20",
                         "--crf", "30")
-    assert code == 0 and "1 redone: made with other settings" in text
+    assert code == 1 and "not replaced: clip.mp4" in " ".join(text.split()) and (out / "clip.mp4").read_bytes() == before
+    code, text, _ = sst(capsys, str(clip), str(out), "-m", "bicubic", "-s", "2", "--segment-frames", "20",
+                        "--crf", "30", "--overwrite")
+    assert code == 0 and (out / "clip.mp4").read_bytes() != before
 
 
 @needs_av

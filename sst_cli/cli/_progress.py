@@ -38,14 +38,16 @@ def _interval() -> float:
 
 
 class LogProgress:
-    """``rich.progress.Progress``'s calls, printed as plain lines: the first task (the command's main count)
-    at most every ``interval`` seconds; other tasks (e.g. tiles of one image) only update its description."""
+    """``rich.progress.Progress``'s calls, printed as plain lines at most every ``interval`` seconds: the first
+    task (the command's main count), and the visible second-level task (tiles of an image, frames of a
+    video) when it moves, so a long single item still shows progress in a log."""
 
     def __init__(self, console: Console, unit: str, interval: float | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.console, self.unit, self.clock = console, unit, clock
         self.interval = _interval() if interval is None else interval
         self.tasks: list[dict[str, Any]] = []
+        self.sub: int | None = None  # the second-level task shown with the main one
         self.started = self.last = clock()
 
     def __enter__(self) -> LogProgress:
@@ -60,8 +62,11 @@ class LogProgress:
         return len(self.tasks) - 1
 
     def update(self, task_id: int, *, total: float | None = None, completed: float | None = None,
-               advance: float | None = None, description: str | None = None, **_: Any) -> None:
+               advance: float | None = None, description: str | None = None, visible: bool | None = None,
+               **_: Any) -> None:
         task = self.tasks[task_id]
+        if task_id and visible is not None:
+            self.sub = task_id if visible else (None if self.sub == task_id else self.sub)
         if total is not None:
             task["total"] = total
         if completed is not None:
@@ -70,8 +75,13 @@ class LogProgress:
             task["completed"] += advance
         if description is not None:
             task["description"] = description
-        if task_id == 0 and (completed is not None or advance):
+        if (task_id == 0 or task_id == self.sub) and (completed is not None or advance):
             self._maybe_print()
+
+    def reset(self, task_id: int, **fields: Any) -> None:
+        """As rich's: the task starts over (its counts as given)."""
+        self.tasks[task_id]["completed"] = 0
+        self.update(task_id, **fields)
 
     def advance(self, task_id: int, advance: float = 1) -> None:
         self.update(task_id, advance=advance)
@@ -88,7 +98,12 @@ class LogProgress:
             text += f", {rate:.2g}/s"
             if total:
                 text += f", ETA {duration((total - done) / rate)}"
-        return f"{text}: {task['description']}" if task["description"] else text
+        text = f"{text}: {task['description']}" if task["description"] else text
+        if self.sub is not None:
+            sub = self.tasks[self.sub]
+            of = f"/{int(sub['total'])}" if sub["total"] else ""
+            text += f" ({sub['description'].strip()}, {int(sub['completed'])}{of})"
+        return text
 
     def _maybe_print(self) -> None:
         now = self.clock()
