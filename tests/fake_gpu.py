@@ -30,9 +30,11 @@ input's device is not modelled (it compares C++ devices); a forward that mixed d
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from unittest import mock
@@ -352,6 +354,26 @@ _CUDA_PATCHES: dict[str, Any] = {
     "set_rng_state_all": lambda states: None,
     "Event": _Event,
 }
+
+
+# ------------------------------------------------------------------------------------------ subprocesses
+# "1": tests/kernel_packages/sitecustomize.py runs the whole subprocess under fake_gpus() (for_this_process).
+SUBPROCESS_ENV = "SST_TEST_FAKE_GPUS"
+_SITE = Path(__file__).resolve().parent / "kernel_packages"  # holds that sitecustomize.py
+_for_good = contextlib.ExitStack()
+
+
+def in_subprocesses(monkeypatch: Any) -> None:
+    """Python subprocesses the test starts (`sst profile`'s workers) run on the same two fake GPUs:
+    the variable and that folder (with tests/) are set for them, undone by ``monkeypatch``."""
+    monkeypatch.setenv(SUBPROCESS_ENV, "1")
+    paths = [str(_SITE), str(_SITE.parent), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+
+
+def for_this_process() -> None:
+    """:func:`fake_gpus` entered until the process ends (a subprocess's start-up)."""
+    _for_good.enter_context(fake_gpus())
 
 
 @contextlib.contextmanager

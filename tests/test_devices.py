@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fake_gpu import DeviceMixing, GpuTensor, fake_gpus
+from fake_gpu import GPU_NAME, DeviceMixing, GpuTensor, fake_gpus, in_subprocesses
 from PIL import Image
 
 from conftest import data_path
@@ -152,6 +152,27 @@ def test_eval_on_a_gpu(tiny_set: Path, tmp_path: Path, model: list[str]) -> None
     assert main([*common, "--device", "cpu", "--json", str(tmp_path / "cpu.json")]) == 0
     gpu, cpu = (json.loads((tmp_path / f"{k}.json").read_text())["results"][0] for k in ("gpu", "cpu"))
     assert gpu["num_images"] == 2 and gpu["psnr_y"] == cpu["psnr_y"]
+
+
+def test_profile_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One tiny training configuration on cuda:1, measured in its worker process, which runs on the fake GPUs
+    too (a worker without them could not even select a CUDA device, and a device mix would fail its row)."""
+    import yaml
+
+    from sst_cli.profiling.grid import ProfileConfig
+    from sst_cli.profiling.runner import profile
+
+    in_subprocesses(monkeypatch)
+    tiny = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())["network"]
+    config = ProfileConfig("tiny", 2, "sdpa", "rib", "fp32", "cuda:1", (16, 16), mode="train", warmup=0, repeat=1,
+                           network_g=tiny, timeout_s=120)
+    with fake_gpus():
+        result = profile([config])
+    [row] = result["rows"]
+    assert row["status"] == "ok", row["status"]
+    assert (row["device"], row["device_name"], row["mode"]) == ("cuda:1", GPU_NAME, "train")
+    assert row["latency_ms_median"] > 0 and row["peak_mem_mb"] is not None
+    assert [g["name"] for g in result["environment"]["gpus"]] == [GPU_NAME] * 2  # the parent's view
 
 
 def test_train_with_validation_and_resume_on_a_gpu(tiny_set: Path, tmp_path: Path,
