@@ -25,6 +25,9 @@ a tensor the engine itself asks for on the CPU during a backward from a GPU loss
 that GPU, as the real options would have said. Python code (custom backward functions, hooks) gets no
 such help: a CPU tensor it makes is a CPU tensor. The engine's own check that each gradient sits on its
 input's device is not modelled (it compares C++ devices); a forward that mixed devices fails first.
+
+Python subprocesses a test starts (`sst profile`'s workers) get the same two GPUs with
+:func:`in_subprocesses`, through ``tests/kernel_packages/sitecustomize.py``.
 """
 
 from __future__ import annotations
