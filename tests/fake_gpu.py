@@ -18,13 +18,26 @@ kernel, FlashAttention) is not modelled here. Known leniencies: no pinned memory
 accelerator and skips pinning) and ``torch.save`` writes GPU tensors as CPU ones (every load in sst uses
 ``map_location="cpu"``, which gives the same result). Everything runs in this thread: backward runs with
 autograd's multithreading off, since the engine has no device threads for a CPU build's CUDA.
+
+Autograd's C++ side builds some tensors from another tensor's options (AccumulateGrad's grad with its
+parameter's strides, zeros for an output that got no gradient), and the options of a GpuTensor say CPU:
+a tensor the engine itself asks for on the CPU during a backward from a GPU loss is therefore made on
+that GPU, as the real options would have said. Python code (custom backward functions, hooks) gets no
+such help: a CPU tensor it makes is a CPU tensor. The engine's own check that each gradient sits on its
+input's device is not modelled (it compares C++ devices); a forward that mixed devices fails first.
+
+Python subprocesses a test starts (`sst profile`'s workers) get the same two GPUs with
+:func:`in_subprocesses`, through ``tests/kernel_packages/sitecustomize.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from unittest import mock
@@ -152,6 +165,8 @@ def _run(func: Any, args: Any, kwargs: dict) -> Any:
     out_device = common or torch.device("cpu")
     if kwargs.get("device") is not None:
         out_device = _normalise(kwargs["device"])
+        if out_device.type == "cpu" and _state.backward_device is not None and _from_autograd_engine():
+            out_device = common if common is not None and common.type == "cuda" else _state.backward_device
         kwargs = {**kwargs, "device": torch.device("cpu")}
     if kwargs.get("pin_memory"):
         kwargs = {**kwargs, "pin_memory": False}
@@ -173,6 +188,19 @@ def _run(func: Any, args: Any, kwargs: dict) -> Any:
     return tree_map(wrap, out)
 
 
+# Frames between the C++ engine's dispatch and our handler: dynamo's disable wrappers and this module.
+_WRAPPER_FILES = (__file__, "torch/_compile.py", "torch/_dynamo/")
+
+
+def _from_autograd_engine() -> bool:
+    """Whether the op being dispatched comes from autograd's C++ code (a derivative formula,
+    AccumulateGrad, the engine) rather than from Python: the nearest Python frame is the engine's entry."""
+    f: Any = sys._getframe(1)
+    while f is not None and any(w in f.f_code.co_filename for w in _WRAPPER_FILES):
+        f = f.f_back
+    return f is not None and f.f_code.co_name == "_engine_run_backward"
+
+
 def _unwrap(x: Any) -> Any:
     return x.elem if isinstance(x, GpuTensor) else x
 
@@ -188,6 +216,7 @@ _CREATE_FROM_DATA = {torch.tensor, torch.as_tensor, torch.asarray, torch.Tensor.
 
 
 _SUBSCRIPTS = {torch.Tensor.__getitem__, torch.Tensor.__setitem__}
+_BACKWARDS = {torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad}
 
 
 def _check_indices(func: Any, target: torch.device, indices: Any) -> None:
@@ -205,6 +234,8 @@ class _Functions(TorchFunctionMode):
         kwargs = kwargs or {}
         if func in _SUBSCRIPTS:
             _check_indices(func, args[0].device, args[1])
+        if func in _BACKWARDS:
+            return _backward(func, args, kwargs)
         if func is torch.Tensor.cuda:  # its C++ side opens a CUDA device guard: the same as .to()
             device = args[1] if len(args) > 1 else kwargs.get("device")
             return args[0].to(_normalise("cuda" if device is None else torch.device("cuda", device) if isinstance(device, int) else device),
@@ -218,6 +249,17 @@ class _Functions(TorchFunctionMode):
         if func in _CREATE_FROM_DATA and device is not None and torch.device(device).type == "cuda":
             return func(*args, **{**kwargs, "device": "cpu"}).to(_normalise(device))
         return func(*args, **kwargs)
+
+
+def _backward(func: Any, args: Any, kwargs: dict) -> Any:
+    """Run a backward pass with its loss's device known to :func:`_run` (see the module docstring)."""
+    roots = args[0] if args else kwargs.get("tensors", kwargs.get("outputs"))
+    root = next(t for t in tree_flatten(roots)[0] if isinstance(t, torch.Tensor))
+    outer, _state.backward_device = _state.backward_device, root.device if root.device.type == "cuda" else None
+    try:
+        return func(*args, **kwargs)
+    finally:
+        _state.backward_device = outer
 
 
 def _move(t: torch.Tensor, cpu: bool, args: Any, kwargs: dict) -> torch.Tensor:
@@ -240,7 +282,8 @@ def _move(t: torch.Tensor, cpu: bool, args: Any, kwargs: dict) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------ torch.cuda
-_state = SimpleNamespace(current=0)
+# current: torch.cuda.current_device(); backward_device: the loss's GPU while a backward pass runs.
+_state = SimpleNamespace(current=0, backward_device=None)
 
 
 class _Event:
@@ -316,10 +359,30 @@ _CUDA_PATCHES: dict[str, Any] = {
 }
 
 
+# ------------------------------------------------------------------------------------------ subprocesses
+# "1": tests/kernel_packages/sitecustomize.py runs the whole subprocess under fake_gpus() (for_this_process).
+SUBPROCESS_ENV = "SST_TEST_FAKE_GPUS"
+_SITE = Path(__file__).resolve().parent / "kernel_packages"  # holds that sitecustomize.py
+_for_good = contextlib.ExitStack()
+
+
+def in_subprocesses(monkeypatch: Any) -> None:
+    """Python subprocesses the test starts (`sst profile`'s workers) run on the same two fake GPUs:
+    the variable and that folder (with tests/) are set for them, undone by ``monkeypatch``."""
+    monkeypatch.setenv(SUBPROCESS_ENV, "1")
+    paths = [str(_SITE), str(_SITE.parent), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+
+
+def for_this_process() -> None:
+    """:func:`fake_gpus` entered until the process ends (a subprocess's start-up)."""
+    _for_good.enter_context(fake_gpus())
+
+
 @contextlib.contextmanager
 def fake_gpus() -> Iterator[None]:
     """Two fake CUDA GPUs for the duration of the block (see the module docstring)."""
-    _state.current = 0
+    _state.current, _state.backward_device = 0, None
     with contextlib.ExitStack() as stack:
         for name, value in _CUDA_PATCHES.items():
             stack.enter_context(mock.patch.object(torch.cuda, name, value))

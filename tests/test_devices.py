@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fake_gpu import DeviceMixing, GpuTensor, fake_gpus
+from fake_gpu import GPU_NAME, DeviceMixing, GpuTensor, fake_gpus, in_subprocesses
 from PIL import Image
 
 from conftest import data_path
@@ -57,6 +57,41 @@ def test_fake_gpu_trains_a_module_like_the_cpu() -> None:
         assert loss.item() == ref.item()
         for p, g in zip(model.parameters(), grads, strict=True):
             assert p.grad.device == p.device and torch.equal(p.grad.cpu(), g)
+
+
+class _TwoOutputs(torch.autograd.Function):
+    """y = (2x, 3x); ``cpu_in_backward`` makes its backward build a CPU tensor, as a careless one would."""
+
+    cpu_in_backward = False
+
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x * 2, x * 3
+
+    @staticmethod
+    def backward(ctx: object, ga: torch.Tensor, gb: torch.Tensor) -> torch.Tensor:
+        # gb: zeros made by the engine, since the second output got no gradient
+        scale = torch.full(ga.shape, 3.0) if _TwoOutputs.cpu_in_backward else 3.0
+        return ga * 2 + gb * scale
+
+
+def test_fake_gpu_puts_the_tensors_autograd_makes_on_the_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Autograd's C++ side makes some tensors from a tensor's options, which say CPU for a GpuTensor: a
+    grad whose strides differ from its parameter's (AccumulateGrad), zeros for an output with no gradient."""
+    with fake_gpus():
+        w = torch.nn.Parameter(torch.ones(4, 3, device="cuda:1"))
+        c = torch.arange(12.0, device="cuda:1").reshape(3, 4)
+        for _ in range(2):  # the second one accumulates into the first
+            (w.t() * c).sum().backward()
+        assert w.grad.device == w.device and w.grad.stride() == w.stride()
+        assert torch.equal(w.grad.cpu(), 2 * torch.arange(12.0).reshape(3, 4).t())
+        x = torch.ones(3, device="cuda:1", requires_grad=True)
+        _TwoOutputs.apply(x)[0].sum().backward()
+        assert x.grad.device == x.device and torch.equal(x.grad.cpu(), torch.full((3,), 2.0))
+        # Python code in a backward gets no help: a CPU tensor there is a device mix, as on a GPU
+        monkeypatch.setattr(_TwoOutputs, "cpu_in_backward", True)
+        with pytest.raises(DeviceMixing, match="cuda:1 and cpu"):
+            _TwoOutputs.apply(x)[0].sum().backward()
 
 
 # ------------------------------------------------------------------------------------ the commands
@@ -119,18 +154,56 @@ def test_eval_on_a_gpu(tiny_set: Path, tmp_path: Path, model: list[str]) -> None
     assert gpu["num_images"] == 2 and gpu["psnr_y"] == cpu["psnr_y"]
 
 
-@pytest.mark.xfail(strict=True, raises=DeviceMixing, reason=(
-    "fake_gpu limitation, not an sst bug: autograd's AccumulateGrad builds a grad whose strides differ from "
-    "its parameter with the parameter's C++ options, which say CPU for a GpuTensor, so the grad lands on "
-    "the CPU (tests/fake_gpu.py needs a fix there)"))
-def test_train_with_validation_and_resume_on_a_gpu(tiny_set: Path, tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    args = ["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--run-dir", str(run), "--device", "cuda:1",
-            "--set", f"train_hr=[{tiny_set}]", "--set", f"val_sets=[{tiny_set}]", "--set", "patch=8",
-            "--set", "batch=2", "--set", "val_every=2", "--set", "ckpt_every=2", "--set", "log_every=1",
-            "--set", "backend=sdpa", "--set", "accum=2"]
-    assert _on_fake_gpus(*args, "--set", "iters=2") == 0
-    assert _on_fake_gpus(*args, "--set", "iters=4", "--resume") == 0
-    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["iter"] for r in lines if "val_psnr_y" in r] == [2, 4]
-    assert (run / "final.safetensors").is_file()
+def test_profile_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One tiny training configuration on cuda:1, measured in its worker process, which runs on the fake GPUs
+    too (a worker without them could not even select a CUDA device, and a device mix would fail its row)."""
+    import yaml
+
+    from sst_cli.profiling.grid import ProfileConfig
+    from sst_cli.profiling.runner import profile
+
+    in_subprocesses(monkeypatch)
+    tiny = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())["network"]
+    config = ProfileConfig("tiny", 2, "sdpa", "rib", "fp32", "cuda:1", (16, 16), mode="train", warmup=0, repeat=1,
+                           network_g=tiny, timeout_s=120)
+    with fake_gpus():
+        result = profile([config])
+    [row] = result["rows"]
+    assert row["status"] == "ok", row["status"]
+    assert (row["device"], row["device_name"], row["mode"]) == ("cuda:1", GPU_NAME, "train")
+    assert row["latency_ms_median"] > 0 and row["peak_mem_mb"] is not None
+    assert [g["name"] for g in result["environment"]["gpus"]] == [GPU_NAME] * 2  # the parent's view
+
+
+def test_train_with_validation_and_resume_on_a_gpu(tiny_set: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """2 iterations, validation and a checkpoint, then --resume to 4 on cuda:1 (gradient accumulation too):
+    the same weights and scores as 4 straight iterations on the CPU (the fake computes with CPU kernels)."""
+    from safetensors.torch import load_file
+
+    predicted_on: set[torch.device] = set()
+    l1 = torch.nn.functional.l1_loss
+
+    def spy(pred: torch.Tensor, target: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        predicted_on.add(pred.device)
+        return l1(pred, target, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "l1_loss", spy)
+    common = ["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--set", f"train_hr=[{tiny_set}]",
+              "--set", f"val_sets=[{tiny_set}]", "--set", "patch=8", "--set", "batch=2", "--set", "val_every=2",
+              "--set", "ckpt_every=2", "--set", "log_every=1", "--set", "backend=sdpa", "--set", "accum=2"]
+    gpu, cpu = tmp_path / "gpu", tmp_path / "cpu"
+    on_gpu = [*common, "--run-dir", str(gpu), "--device", "cuda:1"]
+    assert _on_fake_gpus(*on_gpu, "--set", "iters=2") == 0
+    assert _on_fake_gpus(*on_gpu, "--set", "iters=4", "--resume") == 0
+    assert predicted_on == {torch.device("cuda:1")}  # the model really ran on the second GPU
+    assert main([*common, "--run-dir", str(cpu), "--device", "cpu", "--set", "iters=4"]) == 0
+
+    def scores(run: Path) -> list[tuple[int, float]]:
+        lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return [(r["iter"], r["val_psnr_y"]) for r in lines if "val_psnr_y" in r]
+
+    assert [it for it, _ in scores(gpu)] == [2, 4]
+    assert scores(gpu) == scores(cpu)
+    a, b = load_file(gpu / "final.safetensors"), load_file(cpu / "final.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -218,7 +218,7 @@ def test_checkpoint_is_saved_before_validation_and_a_failed_validation_loses_not
 
     seen: list[list[str]] = []
 
-    def failing(model, tasks, name="model", options=None, dist=None):  # noqa: ANN001, ANN202
+    def failing(model, tasks, name="model", options=None, dist=None):  # noqa: ANN001, ANN202 - the real signature
         seen.append(sorted(p.name for p in (tmp_path / "run").glob("ckpt_*.pt")))
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.util
 import io
 import json
@@ -468,3 +469,69 @@ def test_padding_of_a_small_input_is_stated_in_the_table_and_the_json():
     assert padded == ["windows pad the input: 8x4 to 16x16 (costs are those of the padded size)"]
     t = table.run_table({**result, "rows": result["rows"][1:]})  # no padding: nothing said
     assert not [line for line in t.caption if "pad" in line]
+
+
+# ----------------------------------------------------------------------- backend probing (issue 22, finding 10)
+@pytest.fixture
+def fresh_probes():
+    """No availability answer cached by another test (it would hide a probe), none left for the next."""
+    from sst_cli.model import attention
+
+    attention._probe.cache_clear()
+    yield
+    attention._probe.cache_clear()
+
+
+def _count_kernel_calls(monkeypatch) -> list[str]:
+    """Every attention backend call this process makes on real tensors (meta ones only count FLOPs)."""
+    from sst_cli.model import attention
+
+    calls: list[str] = []
+    for name, backend in attention._REGISTRY.items():
+        def run(q, k, v, bias, _name=name, _run=backend.run):
+            if q.device.type != "meta":
+                calls.append(_name)
+            return _run(q, k, v, bias)
+
+        monkeypatch.setitem(attention._REGISTRY, name, dataclasses.replace(backend, run=run))
+    return calls
+
+
+def test_the_parent_runs_no_kernel_and_the_workers_report_the_kernels_refusals(strict_kernels, monkeypatch,
+                                                                               fresh_probes):
+    """Probing a backend runs it, which on a GPU leaves a CUDA context and compiled kernels behind: only the
+    measuring worker may; the parent keeps the checks that need no kernel."""
+    ran_here = _count_kernel_calls(monkeypatch)
+    configs = [tiny("sdpa-flash", dtype="fp32"), tiny("sdpa-flash", dtype="bf16"), tiny("fa3", dtype="fp32")]
+    rows = runner.profile(configs)["rows"]
+    assert ran_here == []
+    # only running the kernel tells: its own refusal, found in the worker
+    assert rows[0]["status"] == "backend unavailable: sdpa-flash cannot run on cpu/float32: No available kernel."
+    assert rows[0]["latency_ms_median"] is None and rows[0]["peak_mem_mb"] is None
+    assert rows[1]["status"] == "ok", rows[1]["status"]
+    assert rows[2]["status"].startswith("backend unavailable: fa3 runs only in fp16/bf16")  # the parent's check
+
+
+class _NoBackward(torch.autograd.Function):
+    """Identity forward; a backward that refuses, as a kernel without a backward pass does."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("this kernel has no backward pass. Use another one.")
+
+
+def test_training_rows_probe_a_backward_pass(monkeypatch, fresh_probes):
+    from sst_cli.model import attention
+
+    forward_only = attention._REGISTRY["sdpa-math"]
+    monkeypatch.setitem(attention._REGISTRY, "sdpa-math", dataclasses.replace(
+        forward_only, run=lambda q, k, v, bias: _NoBackward.apply(forward_only.run(q, k, v, bias))))
+    infer, train = runner.profile([tiny("sdpa-math"), tiny("sdpa-math", mode="train", batch=2, repeat=1)],
+                                  isolate=False)["rows"]
+    assert infer["status"] == "ok", infer["status"]
+    assert train["status"] == ("backend unavailable: sdpa-math cannot run backward on cpu/float32: this kernel has "
+                               "no backward pass.")

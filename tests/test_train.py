@@ -220,6 +220,48 @@ def test_torchrun_gloo_averages_gradients(crops: Path, tmp_path: Path) -> None:
     assert any(not torch.allclose(a[k], c[k], atol=1e-5) for k in a)
 
 
+def _torchrun_recorded(run: Path, *args: str) -> list[dict]:
+    """`sst train ARGS` on 2 CPU processes (gloo) through tests/instrumented_sst.py: each rank's record."""
+    record = run.parent / f"{run.name}-record"
+    record.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "SST_TEST_RECORD": str(record),
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         str(REPO / "tests" / "instrumented_sst.py"), "train", "--config", str(TINY), "--run-dir", str(run), *args],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads((record / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+def test_torchrun_validation_is_shared_by_the_ranks(crops: Path, tmp_path: Path, capsys) -> None:
+    """Each rank validates its share of the images (no rank idles in a collective meanwhile), and rank 0
+    records the PSNR one process gets for the same weights."""
+    run = tmp_path / "run"
+    ranks = _torchrun_recorded(run, "--set", f"train_hr=[{crops}]", "--set", f"val_sets=[{crops}]", "--set",
+                               "iters=2", "--set", "val_every=2", "--set", "ckpt_every=2", "--set", "batch=2")
+    names = sorted(p.stem for p in crops.iterdir())  # baby, bird, butterfly
+    assert [r["validated"] for r in ranks] == [names[0::2], names[1::2]]
+    [val] = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "val_psnr_y" in line]
+    assert cli_main(["eval", "--weights", str(run / "final.safetensors"), "--dataset", str(crops), "--scale", "2",
+                     "--device", "cpu", "--json", "-"]) == 0
+    one = json.loads(capsys.readouterr().out)["results"][0]
+    assert one["num_images"] == 3 and val["val_psnr_y"] == pytest.approx(one["psnr_y"], abs=1e-9)
+
+
+def test_torchrun_accumulation_all_reduces_once_per_step(crops: Path, tmp_path: Path) -> None:
+    """accum=2 under DDP: gradients add up locally (no_sync) and are all-reduced once per step, as often as
+    without accumulation, and the weights equal those of one micro-batch twice the size."""
+    common = ["--set", f"train_hr=[{crops}]", "--set", "iters=2", "--set", "ckpt_every=2", "--set", "ema=0"]
+    accumulated = _torchrun_recorded(tmp_path / "accum", *common, "--set", "batch=1", "--set", "accum=2")
+    whole = _torchrun_recorded(tmp_path / "whole", *common, "--set", "batch=2", "--set", "accum=1")
+    assert whole[0]["allreduces"] > 0  # one per bucket of gradients and step
+    assert [r["allreduces"] for r in accumulated] == [r["allreduces"] for r in whole]
+    a, b = _weights(tmp_path / "accum"), _weights(tmp_path / "whole")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
+
+
 def test_bad_data_is_skipped_and_counted(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()

@@ -318,9 +318,8 @@ def _module_importable(name: str) -> bool:
     return True
 
 
-@functools.cache
-def _probe(name: str, device_type: str, device_index: int | None, dtype: torch.dtype, with_bias: bool) -> str | None:
-    """Run the backend once on tiny tensors; return None if it works, else a one-sentence reason."""
+def _static_reason(name: str, device_type: str, dtype: torch.dtype, with_bias: bool) -> str | None:
+    """Why ``name`` cannot run, from what needs no kernel call: device type, dtype, bias, package installed."""
     backend = _REGISTRY[name]
     where = f"{device_type}/{str(dtype).replace('torch.', '')}"
     if backend.cuda_only and device_type not in CUDA_KERNEL_DEVICES:
@@ -332,28 +331,62 @@ def _probe(name: str, device_type: str, device_index: int | None, dtype: torch.d
                "sdpa-efficient or flex)."
     if backend.module and not _module_importable(backend.module):
         return f"{name} needs the Python module '{backend.module}', which is not installed."
-    device = torch.device(device_type, device_index) if device_index is not None else torch.device(device_type)
+    return None
+
+
+def _run_probe(name: str, device: torch.device, dtype: torch.dtype, with_bias: bool, backward: bool) -> str | None:
+    """Run the backend once on tiny tensors (and back through it with ``backward``): None if that works,
+    else the kernel's refusal as one sentence. On a GPU this creates a CUDA context and loads (or JIT-compiles)
+    the kernel, so it belongs in the process that then uses the backend."""
     try:
         g = torch.Generator().manual_seed(0)
         q, k = (torch.randn(1, 2, 16, 24, generator=g).to(device, dtype) for _ in range(2))
         v = torch.randn(1, 2, 16, 16, generator=g).to(device, dtype)
         bias = torch.zeros(2, 16, 16, device=device, dtype=dtype) if with_bias else None
-        with torch.no_grad():
-            backend.run(q, k, v, bias)
+        if backward:  # a training step differentiates q, k, v and the RPB table
+            for t in (q, k, v, bias):
+                if t is not None:
+                    t.requires_grad_(True)
+            with torch.enable_grad():
+                _REGISTRY[name].run(q, k, v, bias).float().sum().backward()
+        else:
+            with torch.no_grad():
+                _REGISTRY[name].run(q, k, v, bias)
     except Exception as exc:  # noqa: BLE001 - the kernel's own refusal is what we report
         text = str(exc).strip()
         # The kernel's first sentence only: the reason must stay one sentence.
         first = text.splitlines()[0].split(". ")[0].rstrip(".")[:160] if text else type(exc).__name__
-        return f"{name} cannot run on {where}: {first}."
+        where = f"{device.type}/{str(dtype).replace('torch.', '')}"
+        return f"{name} cannot run{' backward' if backward else ''} on {where}: {first}."
     return None
 
 
-def unavailable_reason(name: str, device: torch.device | str, dtype: torch.dtype, with_bias: bool = False) -> str | None:
-    """None when ``name`` runs on ``device``/``dtype``; otherwise one sentence saying why not."""
+@functools.cache
+def _probe(name: str, device_type: str, device_index: int | None, dtype: torch.dtype, with_bias: bool,
+           backward: bool) -> str | None:
+    """The static checks, then the kernel run once (:func:`_run_probe`); None if both pass."""
+    reason = _static_reason(name, device_type, dtype, with_bias)
+    if reason is not None:
+        return reason
+    device = torch.device(device_type, device_index) if device_index is not None else torch.device(device_type)
+    return _run_probe(name, device, dtype, with_bias, backward)
+
+
+def unavailable_reason(name: str, device: torch.device | str, dtype: torch.dtype, with_bias: bool = False, *,
+                       backward: bool = False, run_kernel: bool = True) -> str | None:
+    """None when ``name`` runs on ``device``/``dtype``; otherwise one sentence saying why not.
+
+    ``backward``: the backend must also differentiate (training). ``run_kernel=False`` keeps to the checks
+    that need no kernel call (device type, dtype, bias, package installed): for a process that will not run
+    the backend itself, such as `sst profile`'s parent, which would otherwise keep a CUDA context (and
+    compiled kernels) on every GPU it probes.
+    """
     if name not in _REGISTRY:
         return f"unknown attention backend '{name}' (choose from: auto, {', '.join(BACKENDS)})."
     device = torch.device(device)
-    return _probe(name, device.type, device.index, dtype, with_bias)
+    if not run_kernel:
+        return _static_reason(name, device.type, dtype, with_bias)
+    return _probe(name, device.type, device.index, dtype, with_bias, backward)
 
 
 def resolve_backend(name: str, device: torch.device | str, dtype: torch.dtype, with_bias: bool = False) -> str:

@@ -204,7 +204,9 @@ def count_flops(config: ProfileConfig) -> tuple[int, int]:
 
 # ------------------------------------------------------------------------------------- prechecks
 def precheck(config: ProfileConfig) -> str | None:
-    """Why ``config`` cannot run here (one sentence), or None. Cheap: no model is run."""
+    """Why ``config`` cannot run here (one sentence), or None. Cheap, and runs no kernel: the measuring
+    worker probes the backend itself (:func:`~sst_cli.profiling.measure.measure`), so this process keeps no
+    CUDA context or compiled kernel on the GPUs it profiles."""
     dev = torch.device(config.device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
@@ -220,7 +222,8 @@ def precheck(config: ProfileConfig) -> str | None:
     if config.bias == "rpb" and config.backend not in attention.BIAS_BACKENDS:
         return (f"bias unsupported by backend: {config.backend} takes no additive logit bias, so rpb cannot run on it "
                 f"(rpb runs with {', '.join(attention.BIAS_BACKENDS)}).")
-    reason = attention.unavailable_reason(config.backend, dev, torch_dtype(config.dtype), with_bias=config.bias == "rpb")
+    reason = attention.unavailable_reason(config.backend, dev, torch_dtype(config.dtype), with_bias=config.bias == "rpb",
+                                          run_kernel=False)
     if reason is not None:
         return f"backend unavailable: {reason}"
     return None

@@ -18,7 +18,10 @@ How the figures are taken (so they can be trusted):
   is charged the same model FLOPs; softmax and elementwise work are not counted, and kernels that
   zero-pad head dims execute somewhat more than they are charged. ``attention_flops`` gives the
   attention share analytically (the tests check it against the counter).
-* A configuration that cannot run gets a row whose ``status`` says why; the run continues.
+* A configuration that cannot run gets a row whose ``status`` says why; the run continues. The parent
+  checks what needs no kernel (device, dtype, bias, package installed); the worker runs the backend once
+  on tiny tensors first (and back through it for a training step), so the parent never holds a CUDA
+  context or compiled kernels on a profiled GPU.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__
+from ..model.attention import unavailable_reason
 from ..model.registry import KERNEL_DISTRIBUTIONS
 from ..runtime import is_oom, set_tf32, tf32_settings, torch_dtype
 from .grid import ProfileConfig, build
@@ -141,6 +145,9 @@ def measure(config: ProfileConfig) -> dict[str, Any]:
                 torch.set_num_threads(config.threads)
             out["device_name"] = _cpu_name()
             out["threads"] = torch.get_num_threads()
+        reason = unavailable_reason(config.backend, dev, dtype, with_bias=config.bias == "rpb", backward=train)
+        if reason is not None:  # a refusal, not a failure: no partial figures to keep aside
+            return {**out, "status": f"backend unavailable: {reason}"}
         model = build(config, dev).set_backend(config.backend)
         h, w = config.input_hw
         s = config.scale
