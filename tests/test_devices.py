@@ -191,11 +191,12 @@ def test_train_with_validation_and_resume_on_a_gpu(tiny_set: Path, tmp_path: Pat
     monkeypatch.setattr(torch.nn.functional, "l1_loss", spy)
     common = ["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--set", f"train_hr=[{tiny_set}]",
               "--set", f"val_sets=[{tiny_set}]", "--set", "patch=8", "--set", "batch=2", "--set", "val_every=2",
-              "--set", "ckpt_every=2", "--set", "log_every=1", "--set", "backend=sdpa", "--set", "accum=2"]
+              "--set", "ckpt_every=2", "--set", "log_every=1", "--set", "backend=sdpa", "--set", "accum=2",
+              "--set", "warmup=0"]  # a constant rate: resuming 2 -> 4 with --extend is then the straight run
     gpu, cpu = tmp_path / "gpu", tmp_path / "cpu"
     on_gpu = [*common, "--run-dir", str(gpu), "--device", "cuda:1"]
     assert _on_fake_gpus(*on_gpu, "--set", "iters=2") == 0
-    assert _on_fake_gpus(*on_gpu, "--set", "iters=4", "--resume") == 0
+    assert _on_fake_gpus(*on_gpu, "--set", "iters=4", "--resume", "--extend") == 0
     assert predicted_on == {torch.device("cuda:1")}  # the model really ran on the second GPU
     assert main([*common, "--run-dir", str(cpu), "--device", "cpu", "--set", "iters=4"]) == 0
 
