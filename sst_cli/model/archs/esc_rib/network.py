@@ -24,14 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..sst.network import (
-    LayerNorm2d,
-    PixelShuffleDirect,
-    PixelShuffleUpsampler,
-    WindowAttention,
-    conv,
-    init_position_bias,
-)
+from ..sst.network import LayerNorm2d, RoutedAttention, WindowAttention, conv, init_position_bias, make_upsampler
 from .config import ESCRIBConfig
 
 
@@ -113,7 +106,7 @@ class Block(nn.Module):
         return conv(self.ln_out(x), self.conv_out, add=skip)
 
 
-class ESCRIB(nn.Module):
+class ESCRIB(RoutedAttention):
     """ESC-RIB. Input (B, 3, H, W) in [0, 1] -> (B, 3, sH, sW), not clamped. Any batch size."""
 
     def __init__(self, **network_g: Any) -> None:  # the official keywords (ESCRIBConfig)
@@ -127,23 +120,10 @@ class ESCRIB(nn.Module):
         self.proj = nn.Conv2d(3, cfg.dim, 3, padding=1)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_blocks)])
         self.last = nn.Sequential(LayerNorm2d(cfg.dim), nn.Conv2d(cfg.dim, cfg.dim, 3, padding=1))
-        if cfg.upsampler_type == "pixelshuffle_direct":
-            self.upsampler: nn.Module = PixelShuffleDirect(cfg.dim, self.scale)
-        else:
-            self.upsampler = PixelShuffleUpsampler(cfg.dim, self.scale, cfg.intermediate_dim)
+        self.upsampler = make_upsampler(cfg.upsampler_type, cfg.dim, self.scale, cfg.intermediate_dim)
         for m in self.modules():  # convolutions keep PyTorch's default init, as in the official code
             if isinstance(m, WindowAttention):
                 init_position_bias(m)
-
-    def set_backend(self, backend: str) -> ESCRIB:
-        for m in self.modules():
-            if isinstance(m, WindowAttention):
-                m.backend = backend
-        return self
-
-    @property
-    def backend(self) -> str:
-        return next(m.backend for m in self.modules() if isinstance(m, WindowAttention))
 
     def forward(self, x: Tensor) -> Tensor:
         x = x.contiguous(memory_format=torch.channels_last)

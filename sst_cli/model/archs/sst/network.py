@@ -403,7 +403,29 @@ class PixelShuffleUpsampler(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- SST
-class SST(nn.Module):
+def make_upsampler(kind: str, dim: int, scale: int, intermediate_dim: int) -> nn.Module:
+    """The official upsampler ``kind`` ("pixelshuffle_direct" or "pixelshuffle"), under the name ``upsampler``."""
+    if kind == "pixelshuffle_direct":
+        return PixelShuffleDirect(dim, scale)
+    return PixelShuffleUpsampler(dim, scale, intermediate_dim)
+
+
+class RoutedAttention(nn.Module):
+    """A network whose attention layers (:class:`WindowAttention`) all run through one backend."""
+
+    def set_backend(self, backend: str) -> RoutedAttention:
+        """Route every attention layer through ``backend`` (a name from sst_cli.model.attention.BACKENDS)."""
+        for m in self.modules():
+            if isinstance(m, WindowAttention):
+                m.backend = backend
+        return self
+
+    @property
+    def backend(self) -> str:
+        return next(m.backend for m in self.modules() if isinstance(m, WindowAttention))
+
+
+class SST(RoutedAttention):
     """SST super-resolution network. Input (B, 3, H, W) in [0, 1] -> (B, 3, sH, sW), not clamped."""
 
     def __init__(self, **network_g: Any) -> None:  # the official keywords (SSTConfig)
@@ -425,22 +447,8 @@ class SST(nn.Module):
             ]
             blocks.append(ResidualSequential(*layers, nn.Conv2d(dim, dim, 3, padding=1)))
         self.body = ResidualSequential(*blocks, LayerNorm2d(dim), nn.Conv2d(dim, dim, 3, padding=1))
-        if cfg.upsampler_type == "pixelshuffle_direct":
-            self.upsampler: nn.Module = PixelShuffleDirect(dim, self.scale)
-        else:
-            self.upsampler = PixelShuffleUpsampler(dim, self.scale, cfg.intermediate_dim)
+        self.upsampler = make_upsampler(cfg.upsampler_type, dim, self.scale, cfg.intermediate_dim)
         self.apply(_init_weights)
-
-    def set_backend(self, backend: str) -> SST:
-        """Route every attention layer through ``backend`` (a name from sst_cli.model.attention.BACKENDS)."""
-        for m in self.modules():
-            if isinstance(m, WindowAttention):
-                m.backend = backend
-        return self
-
-    @property
-    def backend(self) -> str:
-        return next(m.backend for m in self.modules() if isinstance(m, WindowAttention))
 
     def forward(self, x: Tensor) -> Tensor:
         # Channels-last inside: the LayerNorms then normalise contiguous rows, the window partitions
