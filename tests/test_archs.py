@@ -70,8 +70,8 @@ def test_missing_type_is_sst_and_unknown_types_are_named() -> None:
     del g["type"]
     with torch.device("meta"):
         assert isinstance(build_model(g), SST)
-    with pytest.raises(ValueError, match="unknown network type 'EDMUNet' \\(sst builds: SST, ESCRIB\\)"):
-        build_model({"type": "EDMUNet"})
+    with pytest.raises(ValueError, match="unknown network type 'SwinIR' \\(sst builds: SST, ESCRIB, EDMUNet\\)"):
+        build_model({"type": "SwinIR"})
     with pytest.raises(ValueError, match=r"unknown SST keyword\(s\): window_size \(did you mean window_sizes\?\)"):
         build_model({"type": "SST", "window_size": 8})
     with pytest.raises(ValueError, match=r"unknown ESCRIB keyword\(s\): window_sizes \(did you mean window_size\?\)"):
@@ -409,7 +409,7 @@ def test_the_registry_and_configs_import_without_torch() -> None:
     code = ("import sys, sst_cli.model.registry, sst_cli.model.archs; "
             "print('torch' in sys.modules, len(sst_cli.model.archs.ARCHS))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
-    assert out.stdout.split() == ["False", "2"]
+    assert out.stdout.split() == ["False", "3"]
 
 
 KEYWORDS = re.compile(r"\b(exp_ratio|intermediate_dim|window_sizes|pdim)\b")  # not keepdim

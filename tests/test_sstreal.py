@@ -1,0 +1,218 @@
+"""SSTReal (type EDMUNet) against the official network (fixtures made from the official code, the released
+state-dict layout), its keywords, its detection and its cost model."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+import sst_cli
+from conftest import data_path
+from sst_cli.model import archs
+from sst_cli.model.archs import ARCHS, build_model, config_of, cost_of
+from sst_cli.model.archs.sst_real import SSTRealConfig
+from sst_cli.model.archs.sst_real.detect import exp_ratio_of
+from sst_cli.model.archs.sst_real.network import EDMUNet
+from sst_cli.model.attention import BACKENDS, unavailable_reason
+
+FIXTURES = ["fixture_sstreal_forward_20x27_b2", "fixture_sstreal_sampling_40x45"]
+# The released structure at a tiny width (the fixtures' is dim 24, 4 blocks): for the slower paths
+TINY = {"type": "EDMUNet", "img_resolution": 64, "img_channels": 3, "dim": 8, "intermediate_dim": 8,
+        "emb_channels": 16, "noise_channels": 8, "num_blocks": 2, "fuse_lr_till": 0, "ig_idx": 0, "attn_type": "RIB",
+        "window_sizes": [4, 8], "num_heads": [2, 2], "ranks": [4, 4], "rib_hidden_dim": 8, "exp_ratio": 3,
+        "gate_type": "DWC", "sampling_ig_lambda": 2.0}
+
+
+def load_fixture(name: str) -> tuple[EDMUNet, dict[str, torch.Tensor], dict]:
+    data = np.load(data_path("fixtures", f"{name}.npz"))
+    meta = json.loads(str(data["meta_json"]))
+    model = build_model(meta["network_g"]).eval()
+    assert isinstance(model, EDMUNet)
+    sd = {k.removeprefix("state_dict/"): torch.from_numpy(data[k]) for k in data.files if k.startswith("state_dict/")}
+    result = model.load_state_dict(sd, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    arrays = {k: torch.from_numpy(data[k]) for k in data.files if not k.startswith("state_dict/") and k != "meta_json"}
+    return model, arrays, meta
+
+
+def official_steps(model: EDMUNet, image: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+    """What the sampling fixture ran: [-1, 1], reflect pad to 64, bicubic x4, + latent at sigma 1, crop."""
+    h, w = image.shape[-2:]
+    lq = F.pad(image * 2 - 1, (0, -w % 64, 0, -h % 64), mode="reflect")
+    lq_up = F.interpolate(lq, scale_factor=4, mode="bicubic")
+    return model(lq_up + latent, torch.tensor(1.0), lq, lq_up)[:, :, : 4 * h, : 4 * w]
+
+
+def run_fixture(model: EDMUNet, arrays: dict[str, torch.Tensor], meta: dict, **kw: bool) -> torch.Tensor:
+    with torch.no_grad():
+        if meta["mode"] == "forward":
+            lq = arrays["lq"]
+            return model(arrays["input"], arrays["sigma"], lq, F.interpolate(lq, scale_factor=4, mode="bicubic"), **kw)
+        return official_steps(model, arrays["input"], arrays["latent"])
+
+
+def tolerance(want: torch.Tensor) -> float:
+    """1e-4 relative to the output's scale (these outputs spread over several units)."""
+    return 1e-4 * max(1.0, want.std().item())
+
+
+def manifest() -> dict:
+    with gzip.open(data_path("manifests_sstreal.json.gz"), "rt") as f:
+        return json.load(f)["SSTReal_X4.json"]
+
+
+# --------------------------------------------------------------------------- against the official code
+@pytest.mark.parametrize("backend", [pytest.param(b, marks=[pytest.mark.slow] if b == "flex" else []) for b in BACKENDS])
+@pytest.mark.parametrize("fixture", FIXTURES)
+def test_fixture_matches_official_output(fixture: str, backend: str) -> None:
+    reason = unavailable_reason(backend, "cpu", torch.float32)
+    if reason is not None:
+        pytest.skip(reason)
+    model, arrays, meta = load_fixture(fixture)
+    model.set_backend(backend)
+    got, want = run_fixture(model, arrays, meta), arrays["output"]
+    assert got.shape == want.shape
+    diff = (got - want).abs().max().item()
+    assert diff <= tolerance(want), f"{fixture} with {backend}: max |ours - official| = {diff:.3g}"
+
+
+def test_the_pair_and_the_guidance_match_the_official_ones() -> None:
+    model, arrays, meta = load_fixture(FIXTURES[0])
+    d_i, d_f = run_fixture(model, arrays, meta, return_pair=True)
+    for got, key in ((d_i, "output_i"), (d_f, "output_f")):
+        assert (got - arrays[key]).abs().max().item() <= tolerance(arrays[key]), key
+    guided = d_i + meta["network_g"]["sampling_ig_lambda"] * (d_f - d_i)  # what eval mode returns
+    assert (guided - arrays["output"]).abs().max().item() <= tolerance(arrays["output"])
+    model.train()  # training mode returns the pair, as the official network does
+    assert isinstance(run_fixture(model, arrays, meta), tuple)
+
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+def test_every_branch_of_the_fixtures_matters(fixture: str) -> None:
+    """The re-drawn weights make a wrong RIB term, LR fusion, modulation, block scale or branch point fail."""
+    model, arrays, meta = load_fixture(fixture)
+    want = arrays["output"]
+    sd = model.state_dict()
+    knocked_out = {"RIB position term": [k for k in sd if k.endswith("attn.to_q")],
+                   "LR fusion": [k for k in sd if ".fuse_lr." in k],
+                   "adaLN modulation": [k for k in sd if ".adaLN_modulation." in k],
+                   "intermediate output": [k for k in sd if k.startswith("model.up_i.")]}
+    for branch, keys in knocked_out.items():
+        probe = load_fixture(fixture)[0]
+        probe.load_state_dict({**sd, **{k: torch.zeros_like(sd[k]) for k in keys}})
+        diff = (run_fixture(probe, arrays, meta) - want).abs().max().item()
+        assert diff > 50 * tolerance(want), f"{fixture}: dropping the {branch} changes the output by only {diff:.3g}"
+    other = load_fixture(fixture)[0]
+    other.model.ig_idx += 1  # the intermediate output taken one block later
+    assert (run_fixture(other, arrays, meta) - want).abs().max().item() > 50 * tolerance(want)
+
+
+def test_official_options_build_the_official_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    m = manifest()
+    assert m["weights"] == "SSTReal_X4.pth" and m["param_key_g"] == "params_ema" and m["sigma_max"] == 1
+    # Shapes only: random normal draws on the meta device take seconds (torch's reference kernels)
+    monkeypatch.setattr("sst_cli.model.archs.sst_real.network.init_position_bias", lambda _m: None)
+    with torch.device("meta"):
+        model = sst_cli.build_model(m["network_g"])  # the network_g of options/test/SSTReal_X4.yaml, as is
+    assert isinstance(model, EDMUNet) and model.scale == 4
+    assert [[k, list(v.shape)] for k, v in model.state_dict().items()] == m["state_dict"]
+    assert sum(p.numel() for p in model.parameters()) == m["params"]  # 55M
+    assert model.cfg.sampling_ig_lambda == 2.0  # the options file's guidance
+    assert config_of(model.config) == model.cfg == config_of(m["network_g"])
+
+
+# ------------------------------------------------------------------------------------------- keywords
+def test_config_round_trips_and_refuses_what_sst_does_not_build() -> None:
+    cfg = config_of(TINY)
+    assert isinstance(cfg, SSTRealConfig) and SSTRealConfig.from_network_g(cfg.to_network_g()) == cfg
+    assert cfg.scale == 4 and cfg.windows == (4, 8) and cfg.bias == "rib" and cfg.at_scale(4) is cfg
+    assert cfg.sigma_max == float("inf") and cfg.use_skip  # the official defaults
+    assert config_of({**TINY, "upscaling_factor": 4}) == cfg  # sst's name for the scale elsewhere
+    refused = {
+        "unknown EDMUNet keyword\\(s\\): window_size \\(did you mean window_sizes\\?\\)": {**TINY, "window_size": 8},
+        "needs the keyword\\(s\\) ig_idx": {k: v for k, v in TINY.items() if k != "ig_idx"},
+        "needs the keyword\\(s\\) gate_type": {k: v for k, v in TINY.items() if k != "gate_type"},  # official: no gate
+        "gate_type must be DWC": {**TINY, "gate_type": "Linear"},
+        "x4 network": {**TINY, "scale": 2},
+        "attn_type must be RIB": {**TINY, "attn_type": "NoPE"},
+        "shifted windows": {**TINY, "window_sizes": [8, 8]},
+        "ig_idx must name one of the 2 blocks": {**TINY, "ig_idx": 2},
+    }
+    for message, network_g in refused.items():
+        with pytest.raises(ValueError, match=message):
+            config_of(network_g)
+    with pytest.raises(ValueError, match="x4 network"):
+        cfg.at_scale(2)
+
+
+def test_a_new_network_is_initialised_like_the_official_one() -> None:
+    torch.manual_seed(0)
+    net = build_model(TINY)
+    block = net.model.proj_body[0]
+    assert not block.adaLN_modulation.weight.any() and torch.all(block.gamma == 1e-3)
+    attn = block.blocks[0].attn
+    assert abs(attn.to_q.std().item() - 0.05) < 0.01 and not attn.hidden_b.any()
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+def test_any_input_size_and_gradients() -> None:
+    torch.manual_seed(0)
+    model = build_model(TINY).eval()
+    for h, w in [(1, 1), (7, 13), (8, 8)]:
+        lq = torch.rand(1, 3, h, w) * 2 - 1
+        with torch.no_grad():
+            assert model(torch.rand(1, 3, 4 * h, 4 * w), 1.0, lq).shape == (1, 3, 4 * h, 4 * w)
+    model.train()
+    d_i, d_f = model(torch.rand(2, 3, 24, 24), torch.tensor([0.5, 1.0]), torch.rand(2, 3, 6, 6))
+    (d_i.mean() + d_f.mean()).backward()
+    assert model.model.proj_body[0].adaLN_modulation.weight.grad is not None
+
+
+# ------------------------------------------------------------------------------------------ detection
+def test_detection_reads_every_recorded_keyword_and_only_its_own_weights() -> None:
+    model, _, meta = load_fixture(FIXTURES[0])
+    sd = model.state_dict()
+    detected = archs.detect(sd)
+    want = config_of(meta["network_g"]).to_network_g()
+    unrecorded = {"window_sizes", "ig_idx", "img_resolution", "img_channels", "sigma_min", "sigma_max", "sigma_data",
+                  "up_list", "down_list", "use_skip", "sampling_ig_lambda", "drop_p"}
+    assert detected == {k: v for k, v in want.items() if k not in unrecorded}
+    assert archs.fits(detected, meta["network_g"]) and archs.scale_of(detected) == 4
+    assert archs.unrecorded(detected) == ["window_sizes", "ig_idx"]
+    for arch in ARCHS.values():
+        assert (arch.detect(sd) is not None) == (arch.type == "EDMUNet")
+    with torch.device("meta"):
+        others = [build_model({"dim": 8, "window_sizes": [4, 8], "num_heads": 2, "ranks": 4, "n_blocks": 1}),
+                  build_model({"type": "ESCRIB", "dim": 16, "pdim": 8, "n_blocks": 1, "conv_blocks": 1})]
+    assert all(ARCHS["EDMUNet"].detect(m.state_dict()) is None for m in others)
+
+
+@pytest.mark.parametrize(("dim", "ratio"), [(192, 3), (24, 3), (16, 2), (48, 2.5), (20, 1.5)])
+def test_the_ffn_ratio_is_read_back_from_its_width(dim: int, ratio: float) -> None:
+    hidden = SSTRealConfig.from_network_g({**TINY, "dim": dim, "num_heads": [1, 1], "exp_ratio": ratio}).ffn_hidden
+    assert exp_ratio_of(hidden, dim) == ratio
+
+
+# ------------------------------------------------------------------------------------------ cost model
+def test_cost_flops_are_what_the_flop_counter_counts() -> None:
+    # Counted on the meta device, where no convolution runs fused with what follows it (uncounted)
+    model = build_model({**TINY, "fuse_lr_till": 0, "num_blocks": 3, "ig_idx": 1}).set_backend("naive").to("meta")
+    cost = cost_of(model)
+    a = cost.align
+
+    def counted(h: int, w: int) -> int:
+        x, lq = torch.empty(1, 3, 4 * h, 4 * w, device="meta"), torch.empty(1, 3, h, w, device="meta")
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(x, torch.ones(1, device="meta"), lq)
+        return counter.get_total_flops()
+
+    counted(a, a)  # the first pass computes (and caches) the per-layer RIB vectors: a constant
+    assert (counted(2 * a, 3 * a) - counted(a, a)) / (5 * a * a) == cost.flops
+    released = archs.network_cost(manifest()["network_g"])
+    assert released.align == 64 and released.flops > 200e6  # ~250 MFLOP per LR pixel
