@@ -5,21 +5,28 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_archs import _measured_peak
 from torch.utils.flop_counter import FlopCounterMode
 
 import sst_cli
 from conftest import data_path
-from sst_cli.model import archs
+from sst_cli.model import archs, placement
 from sst_cli.model.archs import ARCHS, build_model, config_of, cost_of
 from sst_cli.model.archs.sst_real import SSTRealConfig
 from sst_cli.model.archs.sst_real.detect import exp_ratio_of
 from sst_cli.model.archs.sst_real.network import EDMUNet
+from sst_cli.model.archs.sst_real.sampling import Sampler, hashed_normal, placed_noise
 from sst_cli.model.attention import BACKENDS, unavailable_reason
+from sst_cli.upscale import tiling
+from sst_cli.upscale.tiling import plan_tiles, upscale_tensor
+from sst_cli.upscale.upscaler import Upscaler
 
 FIXTURES = ["fixture_sstreal_forward_20x27_b2", "fixture_sstreal_sampling_40x45"]
 # The released structure at a tiny width (the fixtures' is dim 24, 4 blocks): for the slower paths
@@ -216,3 +223,96 @@ def test_cost_flops_are_what_the_flop_counter_counts() -> None:
     assert (counted(2 * a, 3 * a) - counted(a, a)) / (5 * a * a) == cost.flops
     released = archs.network_cost(manifest()["network_g"])
     assert released.align == 64 and released.flops > 200e6  # ~250 MFLOP per LR pixel
+
+
+# ------------------------------------------------------------------------------------------- sampling
+def tiny_sampler(seed: int = 0, guidance: float | None = None, weights_seed: int = 0) -> Sampler:
+    torch.manual_seed(weights_seed)
+    return build_model(TINY).eval().sampler(seed, guidance)
+
+
+def test_sampling_matches_the_authors_steps_on_the_official_network() -> None:
+    """The sampling fixture: the official network after the authors' steps, given the stored latent."""
+    model, arrays, _ = load_fixture(FIXTURES[1])
+    sampler = model.sampler(guidance=None)
+    assert sampler.guidance == 2.0  # the network config's sampling_ig_lambda
+    with torch.no_grad():
+        got = sampler(arrays["input"], noise=arrays["latent"]) * 2 - 1  # [0, 1] -> the fixture's [-1, 1]
+    want = arrays["output"]
+    assert got.shape == want.shape == (1, 3, 160, 180)
+    assert (got - want).abs().max().item() <= tolerance(want)
+
+
+def test_guidance_mixes_the_pair_and_defaults_to_the_config() -> None:
+    x = torch.rand(1, 3, 9, 11)
+    with torch.no_grad():
+        outs = {g: tiny_sampler(guidance=g)(x) for g in (0.0, 1.0, 3.0)}
+        default = tiny_sampler()(x)
+    assert torch.allclose(outs[3.0], outs[0.0] + 3 * (outs[1.0] - outs[0.0]), atol=1e-5)  # D_i + g (D_f - D_i)
+    assert torch.equal(default, tiny_sampler(guidance=TINY["sampling_ig_lambda"])(x))
+    assert tiny_sampler(5, 1.5).recipe == {"seed": 5, "guidance": 1.5}
+
+
+def test_the_noise_is_seeded_and_standard_normal() -> None:
+    rows, cols = torch.arange(256)[:, None], torch.arange(256)[None, :]
+    z = hashed_normal(0, 0, rows, cols)
+    assert torch.equal(z, hashed_normal(0, 0, rows, cols))
+    assert abs(z.mean().item()) < 0.01 and abs(z.std().item() - 1) < 0.01
+    assert abs((z > 1.96).float().mean().item() - 0.025) < 0.003  # Gaussian tails, not uniform
+    others = [hashed_normal(1, 0, rows, cols), hashed_normal(0, 1, rows, cols), z[1:], z[:, 1:]]
+    pairs = [(z, others[0]), (z, others[1]), (z[:-1], others[2]), (z[:, :-1], others[3])]  # seed, channel, neighbours
+    for a, b in pairs:
+        assert abs(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1].item()) < 0.01
+    far = hashed_normal(0, 0, rows + 10**6, cols - 10**6)  # any coordinate, negative ones included
+    assert abs(far.std().item() - 1) < 0.01 and not torch.equal(far, z)
+
+
+@pytest.mark.parametrize(("transpose", "flips"), [(False, 0), (False, 1), (False, 2), (True, 3), (True, 0)])
+def test_a_tile_sees_the_whole_images_noise_at_its_pixels(transpose: bool, flips: int) -> None:
+    """Drawn by output pixel: a tile at (y0, x0), even transposed or flipped for TTA, gets the whole image's
+    noise there (its padding takes pixels it does not stand for)."""
+    whole = placed_noise(7, 1, (40, 50), (64, 64), torch.device("cpu"))[0]  # (3, 256, 256)
+    y0, x0, h, w = 8, 16, 24, 20
+    want = whole[:, 4 * y0 : 4 * (y0 + h), 4 * x0 : 4 * (x0 + w)]  # (3, 96, 80)
+    want = want.transpose(-1, -2) if transpose else want
+    want = want.flip([d for d, bit in ((-1, 1), (-2, 2)) if flips & bit]) if flips else want
+    seen = want.shape[-2] // 4, want.shape[-1] // 4
+    with placement.tiles_at([(0, 0), (y0, x0)]), placement.transformed(transpose, flips):
+        tiles = placed_noise(7, 2, seen, (64, 64), torch.device("cpu"))  # tile 1 at (y0, x0); padded to 64
+    assert torch.equal(tiles[1, :, : 4 * seen[0], : 4 * seen[1]], want)
+    assert not torch.equal(tiles[0, :, : 4 * seen[0], : 4 * seen[1]], want)
+
+
+def test_same_seed_same_image_and_tiles_keep_the_untiled_noise() -> None:
+    up = Upscaler(tiny_sampler(), "tiny", 4, torch.device("cpu"), torch.float32, "sdpa", "test")
+    x = torch.rand(1, 3, 72, 88)
+    whole = upscale_tensor(up, x)
+    assert torch.equal(whole, upscale_tensor(up, x))
+    assert whole.shape == (1, 3, 288, 352)
+    tiled = upscale_tensor(up, x, tile=48, overlap=16)
+    assert plan_tiles(up, 72, 88, 48, 16).count > 2
+    other = upscale_tensor(replace(up, model=tiny_sampler(seed=1)), x)
+    # the tiles see the untiled noise: they differ from it only near their seams, far less than another seed
+    assert psnr(tiled, whole) > psnr(other, whole) + 15
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return 10 * math.log10(1 / (a.clamp(0, 1) - b.clamp(0, 1)).pow(2).mean().item())
+
+
+@pytest.mark.parametrize("network_g", [
+    {**TINY, "dim": 32, "intermediate_dim": 8, "num_heads": [2, 4]},  # the body's FFN is the widest
+    {**TINY, "dim": 16, "intermediate_dim": 16},  # the 4x upsampler is (as in the released network)
+], ids=["ffn", "upsampler"])
+def test_memory_estimates_bound_what_a_sampling_step_allocates(network_g: dict) -> None:
+    torch.manual_seed(0)
+    sampler = build_model(network_g).eval().sampler()
+    cost = cost_of(sampler)
+    side = 64  # the sampler's padding unit: no padding
+    peak, largest = _measured_peak(sampler, torch.rand(1, 3, side, side))
+    per_pixel = peak / side**2
+    activations = per_pixel - 3 * 16 * 4  # the output is counted apart by the tile planner
+    assert activations <= 4 * cost.activation_elems <= 8 * activations, (activations, cost.activation_elems)
+    up = Upscaler(sampler, "m", 4, torch.device("cpu"), torch.float32, "sdpa", "test")
+    assert per_pixel <= tiling.bytes_per_pixel(up)
+    assert largest <= tiling.widest_activation(up) * side**2

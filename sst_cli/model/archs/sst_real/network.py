@@ -54,7 +54,7 @@ class TimestepEmbedder(nn.Module):
         feats = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
         if dim % 2:
             feats = torch.cat([feats, torch.zeros_like(feats[:, :1])], dim=-1)
-        return self.mlp(feats)
+        return self.mlp(feats.to(self.mlp[0].weight.dtype))
 
 
 class ConvSwiGLUFFN(nn.Module):
@@ -174,6 +174,13 @@ class EDMUNet(nn.Module):
             if isinstance(m, WindowAttention):
                 init_position_bias(m)
 
+    def sampler(self, seed: int | None = None, guidance: float | None = None) -> nn.Module:
+        """This network as an image-to-image model, sampled as the authors do (``sampling.Sampler``): what
+        ``Upscaler`` runs. ``seed`` picks the noise, ``guidance`` overrides ``sampling_ig_lambda``."""
+        from .sampling import DEFAULT_SEED, Sampler
+
+        return Sampler(self, DEFAULT_SEED if seed is None else seed, guidance)
+
     def set_backend(self, backend: str) -> EDMUNet:
         for m in self.modules():
             if isinstance(m, WindowAttention):
@@ -194,7 +201,8 @@ class EDMUNet(nn.Module):
         c_skip = sd2 / ((sigma / unit) ** 2 + sd2)
         c_out = (sigma / unit) / ((sigma / unit) ** 2 + sd2).sqrt()
         c_noise = (sigma + 0.002).log() / 4
-        x_i, x_f = self.model(x, c_noise.flatten(), lq)
+        dtype = self.model.proj_in.weight.dtype  # the official model_dtype: the body may run in half precision
+        x_i, x_f = self.model(x.to(dtype), c_noise.flatten().to(dtype), lq.to(dtype))
         d_i = c_skip * x + c_out * x_i.to(torch.float32)
         d_f = c_skip * x + c_out * x_f.to(torch.float32)
         if self.training or return_pair:
