@@ -7,26 +7,33 @@ import gzip
 import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from test_archs import _measured_peak
 from torch.utils.flop_counter import FlopCounterMode
 
 import sst_cli
 from conftest import data_path
-from sst_cli.model import archs, placement
+from sst_cli.cli import main
+from sst_cli.errors import SSTError
+from sst_cli.model import archs, placement, registry
 from sst_cli.model.archs import ARCHS, build_model, config_of, cost_of
 from sst_cli.model.archs.sst_real import SSTRealConfig
 from sst_cli.model.archs.sst_real.detect import exp_ratio_of
 from sst_cli.model.archs.sst_real.network import EDMUNet
 from sst_cli.model.archs.sst_real.sampling import Sampler, hashed_normal, placed_noise
 from sst_cli.model.attention import BACKENDS, unavailable_reason
+from sst_cli.model.identify import identify
+from sst_cli.model.registry import Variant, create_model, get_variant
+from sst_cli.model.weights import Checkpoint
 from sst_cli.upscale import tiling
 from sst_cli.upscale.tiling import plan_tiles, upscale_tensor
-from sst_cli.upscale.upscaler import Upscaler
+from sst_cli.upscale.upscaler import Upscaler, load_upscaler
 
 FIXTURES = ["fixture_sstreal_forward_20x27_b2", "fixture_sstreal_sampling_40x45"]
 # The released structure at a tiny width (the fixtures' is dim 24, 4 blocks): for the slower paths
@@ -120,11 +127,9 @@ def test_every_branch_of_the_fixtures_matters(fixture: str) -> None:
     assert (run_fixture(other, arrays, meta) - want).abs().max().item() > 50 * tolerance(want)
 
 
-def test_official_options_build_the_official_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_official_options_build_the_official_layout() -> None:
     m = manifest()
     assert m["weights"] == "SSTReal_X4.pth" and m["param_key_g"] == "params_ema" and m["sigma_max"] == 1
-    # Shapes only: random normal draws on the meta device take seconds (torch's reference kernels)
-    monkeypatch.setattr("sst_cli.model.archs.sst_real.network.init_position_bias", lambda _m: None)
     with torch.device("meta"):
         model = sst_cli.build_model(m["network_g"])  # the network_g of options/test/SSTReal_X4.yaml, as is
     assert isinstance(model, EDMUNet) and model.scale == 4
@@ -316,3 +321,112 @@ def test_memory_estimates_bound_what_a_sampling_step_allocates(network_g: dict) 
     up = Upscaler(sampler, "m", 4, torch.device("cpu"), torch.float32, "sdpa", "test")
     assert per_pixel <= tiling.bytes_per_pixel(up)
     assert largest <= tiling.widest_activation(up) * side**2
+
+
+# ------------------------------------------------------------------------------- registry and commands
+def test_the_released_weights_are_known_by_name_and_by_their_tensors() -> None:
+    variant = get_variant("sst-real")
+    assert registry.official_file_for(variant, 4).name == "SSTReal_X4.pth" == manifest()["weights"]
+    assert config_of(variant.network_g(4)) == config_of(manifest()["network_g"])  # the options file's network
+    with pytest.raises(KeyError, match="published at x4 only"):
+        registry.official_file_for(variant, 2)
+    with torch.device("meta"):
+        sd = create_model("sst-real", 4).state_dict()
+    by_name = identify(Checkpoint(sd, "/w/SSTReal_X4.pth"))
+    assert by_name.name == "sst-real" and by_name.basis == "its official file name"
+    bare = identify(Checkpoint(sd, "/w/renamed.pth"))  # the one registry network with these tensors
+    assert bare.name == "sst-real" and bare.basis == "its tensor shapes"
+    assert config_of(bare.network_g) == config_of(manifest()["network_g"])
+    assert bare.assumed.startswith("windows 16,32,64,16,32,64 assumed: those of sst-real")
+    small = load_fixture(FIXTURES[0])[0].state_dict()  # a custom SSTReal: its windows are not in the file
+    with pytest.raises(SSTError, match="window sizes are not stored in the file"):
+        identify(Checkpoint(small, "/w/net_g_latest.pth"))
+
+
+@pytest.fixture
+def reduced_sst_real(monkeypatch: pytest.MonkeyPatch) -> Variant:
+    """The registry's sst-real (and its official file name) standing for a tiny network of the same structure:
+    the released one costs ~1 TFLOP per 64x64-pixel tile, minutes on a CPU."""
+    real = get_variant("sst-real")
+    small = Variant(real.name, real.official, {k: v for k, v in TINY.items() if k != "scale"}, real.checkpoint_sets,
+                    notes=real.notes, scales=real.scales)
+    monkeypatch.setitem(registry.VARIANTS, small.name, small)
+    monkeypatch.setitem(registry.BY_OFFICIAL, small.official, small)
+    monkeypatch.setitem(registry.OFFICIAL_FILES, "SSTReal_X4.pth", registry.OfficialFile(small, "", 4))
+    return small
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("SST_WEIGHTS_DIR", raising=False)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 10, 3), dtype=np.uint8)).save(tmp_path / "img.png")
+    return tmp_path
+
+
+def _upscale(*args: str) -> tuple[int, dict]:
+    code = main(["upscale", "img.png", *args, "--weights", "SSTReal_X4.pth", "--device", "cpu", "--json", "run.json"])
+    return code, json.loads(Path("run.json").read_text())
+
+
+def test_cli_upscale_with_the_official_file(workdir: Path, reduced_sst_real: Variant,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    torch.manual_seed(0)
+    model = build_model(reduced_sst_real.network_g(4)).eval()
+    torch.save({"params_ema": model.state_dict()}, workdir / "SSTReal_X4.pth")  # as the official code saves it
+    code, report = _upscale("a/")
+    assert code == 0, capsys.readouterr().err
+    assert report["model"] == "sst-real" and report["seed"] == 0 and report["guidance"] == 2.0
+    got = np.asarray(Image.open(workdir / "a" / "img.png")).astype(np.float64)
+    x = torch.from_numpy(np.array(Image.open(workdir / "img.png"))).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        want = (model.sampler(0)(x).clamp(0, 1) * 255)[0].permute(1, 2, 0).numpy()
+    assert got.shape == (32, 40, 3) and np.abs(got - want).max() <= 0.51  # these weights, this sampling, rounded
+    assert _upscale("b/", "--seed", "0")[0] == 0
+    assert _upscale("c/", "--seed", "1")[0] == 0
+    first, same, other = ((workdir / d / "img.png").read_bytes() for d in "abc")
+    assert first == same and first != other
+    # seed and guidance are part of an output's recipe: the same run skips it, another keeps it (not replaced)
+    code, report = _upscale("a/")
+    assert code == 0 and report["results"][0]["status"] == "skipped"
+    code, report = _upscale("a/", "--guidance", "1.0")
+    assert code == 1 and report["results"][0]["status"] == "kept"
+    assert (workdir / "a" / "img.png").read_bytes() == first
+
+
+def test_sampling_options_are_refused_for_other_models(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["upscale", "img.png", "out/", "--model", "bicubic", "--seed", "3"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--seed and --guidance apply to networks sampled from noise (sst-real)" in err
+    with pytest.raises(SSTError, match="sst-real is published at x4 only"):
+        load_upscaler("sst-real", 2, device="cpu")
+
+
+def test_models_lists_sst_real_at_x4() -> None:
+    """What `sst models` shows of it (its row alone: the whole table builds every variant)."""
+    from sst_cli.cli.models import _costs, _params
+
+    variant = get_variant("sst-real")
+    assert variant.type == "EDMUNet" and variant.scales == (4,) and variant.checkpoint_names(4) == ["SSTReal_X4.pth"]
+    assert variant.checkpoint_names(2) == []
+    assert _params(variant) == {4: manifest()["params"]}
+    costs = _costs(variant)
+    assert costs["windows"] == [16, 32, 64, 16, 32, 64] and list(costs["flops_per_pixel"]) == [4]
+    assert costs["flops_per_pixel"][4] > 200e6
+
+
+def test_train_refuses_sst_real_in_one_sentence(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "hr"
+    data.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(data / "a.png")
+    tiny = str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
+    network = "network={" + ", ".join(f"{k}: {v}" for k, v in TINY.items()) + "}"
+    for chosen in (["--set", "model=sst-real", "--set", "network=null"], ["--set", network]):
+        code = main(["train", "--config", tiny, "--set", f"train_hr=[{data}]", "--set", "scale=4", *chosen,
+                     "--run-dir", str(tmp_path / "run")])
+        err = capsys.readouterr().err
+        assert code == 1, err
+        assert "sst train cannot train SSTReal (type EDMUNet)" in err and "Traceback" not in err
+        assert err.count(". ") == 0  # one sentence
+    assert not list((tmp_path / "run").glob("*.pt"))

@@ -140,7 +140,11 @@ def _checkpoint_for(model: str | None, weights: str | None, scale: int | None, s
         raise SSTError(str(exc.args[0]) + ".") from None
     if variant.bundled:
         return _bundled(scale or 4)
-    path = hub.fetch_official(official_file_for(variant, scale or 4), sha256=sha256)
+    try:
+        file = official_file_for(variant, scale or 4)
+    except KeyError as exc:  # a scale it was not published at (sst-real: x4 only)
+        raise SSTError(str(exc.args[0]) + ".") from None
+    path = hub.fetch_official(file, sha256=sha256)
     return load_checkpoint(path), str(path)
 
 

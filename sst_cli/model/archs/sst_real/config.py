@@ -52,6 +52,9 @@ class SSTRealConfig:
     drop_p: float = 0.0  # dropout inside the FFNs: training only
 
     TYPE = "EDMUNet"  # the official ``type`` (a class attribute, not a keyword)
+    # Why ``sst train`` refuses it (training reads this; the other architectures have none).
+    NOT_TRAINABLE = ("sst train cannot train SSTReal (type EDMUNet): fine-tuning it needs the Real-ESRGAN "
+                     "degradations and the consistency loss of the authors' training, which sst does not build.")
     # What the tensors do not record: the windows (RIB weights) and where the intermediate output branches off.
     WINDOW_KEYS = ("window_sizes", "ig_idx")
 

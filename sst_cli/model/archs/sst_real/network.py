@@ -171,7 +171,8 @@ class EDMUNet(nn.Module):
         self.config = cfg.to_network_g()
         self.model = SSTReal(cfg)
         for m in self.modules():  # everything else keeps PyTorch's default init, as in the official code
-            if isinstance(m, WindowAttention):
+            # (meta tensors hold no values: drawing them only costs time, seconds for the released network)
+            if isinstance(m, WindowAttention) and m.to_q.device.type != "meta":
                 init_position_bias(m)
 
     def sampler(self, seed: int | None = None, guidance: float | None = None) -> nn.Module:
