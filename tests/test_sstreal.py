@@ -31,6 +31,7 @@ from sst_cli.model.attention import BACKENDS, unavailable_reason
 from sst_cli.model.identify import identify
 from sst_cli.model.registry import Variant, create_model, get_variant
 from sst_cli.model.weights import Checkpoint
+from sst_cli.profiling import grid
 from sst_cli.upscale import tiling
 from sst_cli.upscale.tiling import plan_tiles, upscale_tensor
 from sst_cli.upscale.upscaler import Upscaler, load_upscaler
@@ -430,3 +431,16 @@ def test_train_refuses_sst_real_in_one_sentence(tmp_path: Path, capsys: pytest.C
         assert "sst train cannot train SSTReal (type EDMUNet)" in err and "Traceback" not in err
         assert err.count(". ") == 0  # one sentence
     assert not list((tmp_path / "run").glob("*.pt"))
+
+
+def test_profile_measures_the_sampling_step() -> None:
+    """`sst profile` runs sst-real as upscale does (through its sampler): FLOPs of one step as its cost model
+    counts them (on the 64-padded input), and refuses scales it is not built at in one sentence."""
+    config = grid.ProfileConfig("sst-real", 4, "naive", "rib", "fp32", "cpu", (64, 64), network_g=TINY)
+    params, flops = grid.count_flops(config)
+    model = grid.build(config)
+    assert isinstance(model, Sampler) and params == sum(p.numel() for p in model.parameters())
+    per_pixel = cost_of(model).flops
+    assert 64 * 64 * per_pixel <= flops <= 64 * 64 * per_pixel * 1.01  # + the per-layer RIB vectors
+    with pytest.raises(SSTError, match="sst-real is built at x4 only; pass --scale 4"):
+        grid.build_grid(["sst-real"], [2], ["sdpa"], ["rib"], ["fp32"], ["cpu"])

@@ -36,7 +36,8 @@ def _signed(c: int) -> int:
 
 
 GOLDEN = _signed(0x9E3779B97F4A7C15)
-M1, M2 = _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
+U1, U2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB  # SplitMix64's multipliers
+M1, M2 = _signed(U1), _signed(U2)
 ROW, COL, CHANNEL = _signed(0xD6E8FEB86659FD93), _signed(0xA0761D6478BD642F), _signed(0xE7037ED1A0B428DB)
 
 
@@ -52,11 +53,19 @@ def _mix(x: Tensor) -> Tensor:
     return x ^ _shr(x, 31)
 
 
+def _mix_int(v: int) -> int:
+    """:func:`_mix` of one Python integer (no tensor: on the meta device a tensor has no value to read)."""
+    x = v % (1 << 64)
+    x = ((x ^ (x >> 30)) * U1) % (1 << 64)
+    x = ((x ^ (x >> 27)) * U2) % (1 << 64)
+    return _signed(x ^ (x >> 31))
+
+
 def hashed_normal(seed: int, channel: int, rows: Tensor, cols: Tensor) -> Tensor:
     """Standard normal values, one per (row, column) of the broadcast of ``rows`` and ``cols`` (int64,
     output-pixel coordinates of the whole image, any sign), a function of (seed, channel, row, column) only:
     Box-Muller on two 24-bit uniforms from SplitMix64 (float32; tails cut at 5.8 sigma)."""
-    stream = _signed(channel * CHANNEL + int(_mix(torch.tensor(_signed(seed))).item()))
+    stream = _signed(channel * CHANNEL + _mix_int(seed))
     base = rows * ROW + cols * COL + stream
     a = _mix(base)
     b = _mix(a + GOLDEN)
