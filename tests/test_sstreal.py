@@ -19,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import sst_cli
 from conftest import data_path
+from hub_server import FakeHub, fake_hub  # noqa: F401 - fake_hub is a fixture
 from sst_cli.cli import main
 from sst_cli.errors import SSTError
 from sst_cli.model import archs, placement, registry
@@ -331,6 +332,8 @@ def test_the_released_weights_are_known_by_name_and_by_their_tensors() -> None:
     assert config_of(variant.network_g(4)) == config_of(manifest()["network_g"])  # the options file's network
     with pytest.raises(KeyError, match="published at x4 only"):
         registry.official_file_for(variant, 2)
+    with pytest.raises(KeyError, match="one file, named without a training set: drop --trained-on"):
+        registry.official_file_for(variant, 4, "DF2K")
     with torch.device("meta"):
         sd = create_model("sst-real", 4).state_dict()
     by_name = identify(Checkpoint(sd, "/w/SSTReal_X4.pth"))
@@ -394,6 +397,20 @@ def test_cli_upscale_with_the_official_file(workdir: Path, reduced_sst_real: Var
     code, report = _upscale("a/", "--guidance", "1.0")
     assert code == 1 and report["results"][0]["status"] == "kept"
     assert (workdir / "a" / "img.png").read_bytes() == first
+
+
+def test_official_file_by_name_through_the_hub(fake_hub: FakeHub, reduced_sst_real: Variant,  # noqa: F811
+                                               tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model(reduced_sst_real.network_g(4))
+    torch.save({"params_ema": model.state_dict()}, tmp_path / "w.pth")
+    fake_hub.repos = {"dslisleedh/SSTReal": {"README.md": b"# SSTReal", "SSTReal_X4.pth": (tmp_path / "w.pth").read_bytes()}}
+    up = load_upscaler("sst-real", device="cpu", noise_seed=3, guidance=1.5)
+    assert up.name == "sst-real" and up.scale == 4 and up.source.endswith("SSTReal_X4.pth")
+    assert isinstance(up.model, Sampler) and up.model.recipe == {"seed": 3, "guidance": 1.5}
+    assert all(torch.equal(a, b) for a, b in zip(up.model.net.state_dict().values(), model.state_dict().values(),
+                                                 strict=True))
+    assert tiling.window_align(up) == 8 and up.window_max == 8  # tiles start on its window grid
 
 
 def test_sampling_options_are_refused_for_other_models(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -169,6 +169,8 @@ def official_file_for(variant: Variant, scale: int, training_set: str | None = N
     for t in sets:
         if t.lower() == training_set.lower():
             return OfficialFile(variant, t, scale)
+    if sets == ("",):
+        raise KeyError(f"{variant.name} is published as one file, named without a training set: drop --trained-on")
     raise KeyError(f"{variant.name} was not published trained on {training_set} (choose from: {', '.join(sets)})")
 
 
