@@ -85,17 +85,17 @@ ESC_FIXTURES: dict[str, tuple[dict, int, tuple[int, int], int]] = {
         6, (40, 36), 2),
 }
 # SSTReal (type EDMUNet): name -> (network_g without "type", seed, LR (H, W), batch, mode). The released
-# structure at a small width: 6 layers of windows w, 2w, 4w twice, blocks fusing the LR features up to
-# fuse_lr_till, the intermediate output after block ig_idx (not the last), guidance 2.0, exp_ratio 3.
+# structure at a small width: 6 layers of windows w, 2w, 4w twice, block 0 fusing the LR features in, the
+# intermediate output after block 1 (not the last), guidance 2.0, exp_ratio 3.
 _SSTREAL_SMALL = {"img_resolution": 64, "img_channels": 3, "scale": 4, "sigma_data": 0.5, "sigma_min": 0,
-                  "use_skip": True, "sampling_ig_lambda": 2.0, "dim": 24, "intermediate_dim": 12, "emb_channels": 32,
-                  "noise_channels": 16, "num_blocks": 4, "fuse_lr_till": 1, "ig_idx": 2, "attn_type": "RIB",
+                  "use_skip": True, "sampling_ig_lambda": 2.0, "dim": 16, "intermediate_dim": 8, "emb_channels": 32,
+                  "noise_channels": 16, "num_blocks": 3, "fuse_lr_till": 0, "ig_idx": 1, "attn_type": "RIB",
                   "window_sizes": [4, 8, 16, 4, 8, 16], "num_heads": [2, 2, 2, 2, 2, 2], "ranks": [4, 4, 4, 8, 8, 8],
                   "rib_hidden_dim": 16, "rib_n_freqs": 10, "exp_ratio": 3, "gate_type": "DWC", "drop_p": 0.05}
 SSTREAL_FIXTURES: dict[str, tuple[dict, int, tuple[int, int], int, str]] = {
     # The network called directly, batch 2 with one noise level per image, without the EDM skip (use_skip
-    # false): outputs the guided mix and the (D_i, D_f) pair. LR 20x27 is padded at every window size.
-    "fixture_sstreal_forward_20x27_b2": ({**_SSTREAL_SMALL, "use_skip": False}, 7, (20, 27), 2, "forward"),
+    # false): outputs the guided mix and the (D_i, D_f) pair. LR 14x19 is padded at every window size.
+    "fixture_sstreal_forward_14x19_b2": ({**_SSTREAL_SMALL, "use_skip": False}, 7, (14, 19), 2, "forward"),
     # The authors' sampling (EdmUNetRealModel.test): LR 40x45 in [-1, 1] reflect-padded to 64x64, bicubic x4,
     # plus the stored Gaussian latent at sigma_max = 1, one guided forward, cropped to 160x180.
     "fixture_sstreal_sampling_40x45": (_SSTREAL_SMALL, 8, (40, 45), 1, "sampling"),
@@ -266,8 +266,8 @@ def make_sstreal_fixture(name: str, network_g: dict, seed: int, hw: tuple[int, i
     output and the (D_i, D_f) pair. ``sampling``: the steps of the authors' ``EdmUNetRealModel.test``
     (``sst/models/edm_real_unet_model.py``, whose base class is not published, so the steps are spelled out
     here): an image in [0, 1] normalised to [-1, 1] (the options' mean 0.5, std 0.5), reflect-padded on the
-    bottom/right to a multiple of 64, bicubic x4, plus a Gaussian latent (stored) at sigma_max = 1, one forward,
-    cropped to 4x the image; ``output`` is that crop, in [-1, 1].
+    bottom/right to a multiple of 64, bicubic x4, plus a Gaussian latent (stored, float16 values) at
+    sigma_max = 1, one forward, cropped to 4x the image; ``output`` is that crop, in [-1, 1].
     """
     real = importlib.import_module("sst.archs.sst_real_arch")
     arch_utils = importlib.import_module("sst.archs.arch_utils")
@@ -292,10 +292,11 @@ def make_sstreal_fixture(name: str, network_g: dict, seed: int, hw: tuple[int, i
         pad_h, pad_w = (64 - h % 64) % 64, (64 - w % 64) % 64
         lq = F.pad(lq, (0, pad_w, 0, pad_h), mode="reflect")
         lq_up = F.interpolate(lq, scale_factor=4, mode="bicubic")
-        latent = torch.randn(lq_up.shape, generator=gen)
+        # float16 values (stored as such, half the bytes), used in float32 like any latent
+        latent = torch.randn(lq_up.shape, generator=gen).half().float()
         sigma = torch.as_tensor(1)  # train.consistency_opt.sigma_max of options/test/SSTReal_X4.yaml
         x = lq_up + sigma * latent
-        arrays.update(input=image.numpy(), latent=latent.numpy())
+        arrays.update(input=image.numpy(), latent=latent.half().numpy())
 
         def run() -> torch.Tensor:
             return model(x, sigma=sigma, lq=lq, lq_up=lq_up)[:, :, : 4 * h, : 4 * w]

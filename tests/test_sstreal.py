@@ -37,8 +37,8 @@ from sst_cli.upscale import tiling
 from sst_cli.upscale.tiling import plan_tiles, upscale_tensor
 from sst_cli.upscale.upscaler import Upscaler, load_upscaler
 
-FIXTURES = ["fixture_sstreal_forward_20x27_b2", "fixture_sstreal_sampling_40x45"]
-# The released structure at a tiny width (the fixtures' is dim 24, 4 blocks): for the slower paths
+FIXTURES = ["fixture_sstreal_forward_14x19_b2", "fixture_sstreal_sampling_40x45"]
+# The released structure at a tiny width (the fixtures' is dim 16, 3 blocks): for the slower paths
 TINY = {"type": "EDMUNet", "img_resolution": 64, "img_channels": 3, "dim": 8, "intermediate_dim": 8,
         "emb_channels": 16, "noise_channels": 8, "num_blocks": 2, "fuse_lr_till": 0, "ig_idx": 0, "attn_type": "RIB",
         "window_sizes": [4, 8], "num_heads": [2, 2], "ranks": [4, 4], "rib_hidden_dim": 8, "exp_ratio": 3,
@@ -70,7 +70,7 @@ def run_fixture(model: EDMUNet, arrays: dict[str, torch.Tensor], meta: dict, **k
         if meta["mode"] == "forward":
             lq = arrays["lq"]
             return model(arrays["input"], arrays["sigma"], lq, F.interpolate(lq, scale_factor=4, mode="bicubic"), **kw)
-        return official_steps(model, arrays["input"], arrays["latent"])
+        return official_steps(model, arrays["input"], arrays["latent"].float())
 
 
 def tolerance(want: torch.Tensor) -> float:
@@ -96,6 +96,28 @@ def test_fixture_matches_official_output(fixture: str, backend: str) -> None:
     assert got.shape == want.shape
     diff = (got - want).abs().max().item()
     assert diff <= tolerance(want), f"{fixture} with {backend}: max |ours - official| = {diff:.3g}"
+
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+def test_fixture_format(fixture: str) -> None:
+    """What the fixtures claim (tests/data/README.md): shapes, ranges, padding at every window, RIB mattering."""
+    _, arrays, meta = load_fixture(fixture)
+    cfg = config_of(meta["network_g"])
+    out, bf16 = arrays["output"], arrays["output_bf16attn"]
+    assert out.dtype == bf16.dtype == torch.float32 and out.shape == bf16.shape
+    assert (out - bf16).abs().max().item() == pytest.approx(meta["bf16_vs_fp32_max_abs_diff"])
+    assert meta["without_rib_max_abs_diff"] > 0.05 and meta["official_commit"].startswith("bcd6132")
+    if meta["mode"] == "forward":
+        lq = arrays["lq"]
+        assert lq.shape[0] == 2 and lq.min() >= -1 and lq.max() <= 1 and arrays["sigma"].shape == (2,)
+        assert out.shape == arrays["input"].shape == arrays["output_i"].shape == (2, 3, 4 * lq.shape[2], 4 * lq.shape[3])
+        assert not cfg.use_skip
+        assert all(lq.shape[2] % w and lq.shape[3] % w for w in cfg.windows)  # every window pads the input
+    else:
+        x = arrays["input"]
+        assert 0 <= x.min() and x.max() <= 1 and x.shape[2] % 64 and x.shape[3] % 64 and cfg.use_skip
+        assert arrays["latent"].dtype == torch.float16 and arrays["latent"].shape == (1, 3, 256, 256)
+        assert out.shape == (1, 3, 4 * x.shape[2], 4 * x.shape[3])
 
 
 def test_the_pair_and_the_guidance_match_the_official_ones() -> None:
@@ -244,7 +266,7 @@ def test_sampling_matches_the_authors_steps_on_the_official_network() -> None:
     sampler = model.sampler(guidance=None)
     assert sampler.guidance == 2.0  # the network config's sampling_ig_lambda
     with torch.no_grad():
-        got = sampler(arrays["input"], noise=arrays["latent"]) * 2 - 1  # [0, 1] -> the fixture's [-1, 1]
+        got = sampler(arrays["input"], noise=arrays["latent"].float()) * 2 - 1  # [0, 1] -> the fixture's [-1, 1]
     want = arrays["output"]
     assert got.shape == want.shape == (1, 3, 160, 180)
     assert (got - want).abs().max().item() <= tolerance(want)
