@@ -212,7 +212,7 @@ def test_wrong_variant_names_what_the_file_looks_like() -> None:
 
 
 def test_not_an_sst_file_says_so() -> None:
-    with pytest.raises(SSTError, match="not look like any network sst knows \\(SST or ESC-RIB\\)"):
+    with pytest.raises(SSTError, match="not look like any network sst knows \\(SST or ESC-RIB or SSTReal\\)"):
         detect_network({"fc.weight": torch.zeros(2, 2)})
     with pytest.raises(SSTError, match="does not look like any network sst knows"):
         load_into(_tiny(), Checkpoint({"fc.weight": torch.zeros(2, 2)}, "resnet.pth"))

@@ -12,7 +12,8 @@ from conftest import DATA, data_path, manifest, manifest_names
 from sst_cli.model.archs import config_of
 
 SETS = {"Set5": 5, "Set14": 14}
-FIXTURES = sorted(p.name for p in data_path("fixtures").glob("*.npz") if "escrib" not in p.name)  # SST
+FIXTURES = sorted(p.name for p in data_path("fixtures").glob("*.npz")
+                  if "escrib" not in p.name and "sstreal" not in p.name)  # SST (SSTReal's: test_sstreal.py)
 ESC_FIXTURES = sorted(p.name for p in data_path("fixtures").glob("fixture_escrib_*.npz"))
 PLUS_WINDOWS = [16, 32, 48, 32, 48, 96]  # sst-light+, sst+, sst-l+, sst-xl+
 

@@ -25,17 +25,19 @@ from . import app
 from ._common import Command, Group, console, device_option, flag, json_option, parse_model, scales_option
 
 
-def _params(name: str) -> dict[int, int]:
+def _params(v: Variant) -> dict[int, int]:
     """Parameter count at every scale from one shape-only build: only ``upsampler.up_conv`` (shared by every
-    architecture) depends on the scale, with (channels per sub-pixel) x s^2 outputs."""
+    architecture built at several scales) depends on the scale, with (channels per sub-pixel) x s^2 outputs."""
     import torch
 
     with torch.device("meta"):
-        model = create_model(name, 4)
+        model = create_model(v.name, 4)
     total = sum(p.numel() for p in model.parameters())
+    if v.scales == (4,):  # one scale (sst-real): no upsampler to re-size
+        return {4: total}
     up = model.upsampler.up_conv
     per_subpixel = (up.weight.numel() + up.bias.numel()) // 16
-    return {s: total + (s * s - 16) * per_subpixel for s in SCALES}
+    return {s: total + (s * s - 16) * per_subpixel for s in v.scales}
 
 
 def _costs(v: Variant) -> dict[str, object]:
@@ -43,7 +45,7 @@ def _costs(v: Variant) -> dict[str, object]:
     from ..model.archs import config_of, network_cost
 
     return {"windows": list(config_of(v.network_g(4)).windows),
-            "flops_per_pixel": {s: int(network_cost(v.network_g(s)).flops) for s in SCALES}}
+            "flops_per_pixel": {s: int(network_cost(v.network_g(s)).flops) for s in v.scales}}
 
 
 def _emit_json(path: str, data: object) -> bool:
@@ -93,12 +95,12 @@ def models_cmd(
     rows = []
     for v in VARIANTS.values():
         mine = [(f, p) for f, p in here if f.variant is v]
-        urban = {s: (q["psnr_y"] if (q := quality(v.name, "Urban100", s)) else None) for s in SCALES}
+        urban = {s: (q["psnr_y"] if (q := quality(v.name, "Urban100", s)) else None) for s in v.scales}
         rows.append({
-            "name": v.name, "official": v.official, "scales": list(SCALES),
-            "architecture": v.type, "params": _params(v.name), **_costs(v),
-            "checkpoints": {s: v.checkpoint_names(s) for s in SCALES}, "paper_urban100_psnr": urban,
-            "local_weights": {s: str(next(p for f, p in mine if f.scale == s)) for s in SCALES
+            "name": v.name, "official": v.official, "scales": list(v.scales),
+            "architecture": v.type, "params": _params(v), **_costs(v),
+            "checkpoints": {s: v.checkpoint_names(s) for s in v.scales}, "paper_urban100_psnr": urban,
+            "local_weights": {s: str(next(p for f, p in mine if f.scale == s)) for s in v.scales
                               if any(f.scale == s for f, _ in mine)},
             "cached": {f.name: str(p) for f, p in mine},
         })
@@ -119,7 +121,8 @@ def models_cmd(
         if v.bundled:
             files = "bundled with sst"
         else:
-            files = f"{v.official}_{sets[0]}" if len(sets) == 1 else f"{v.official}_{{{','.join(sets)}}}"
+            files = "_".join(filter(None, (v.official, sets[0]))) if len(sets) == 1 else \
+                f"{v.official}_{{{','.join(sets)}}}"
         urban = r["paper_urban100_psnr"][4]
         t.add_row(r["name"], _millions(r["params"][4]), ",".join(map(str, r["windows"])), files,
                   f"{urban:.2f}" if urban else "[dim]-[/]")
@@ -128,7 +131,7 @@ def models_cmd(
     if here:
         console.print("Official weights here:")
         for f, path in here:
-            console.print(f"  {f.variant.name} x{f.scale} {f.training_set}: {path}", overflow="fold")
+            console.print(f"  {f.variant.name} x{f.scale} {f.training_set}".rstrip() + f": {path}", overflow="fold")
     else:
         console.print("No official weights here yet.")
     if bundled:
@@ -174,7 +177,7 @@ def _backends(device: str, json_path: str | None) -> None:
 def _training_set(value: str | None) -> str | None:
     if value is None:
         return None
-    sets = sorted({t for v in VARIANTS.values() for t in v.checkpoint_sets})
+    sets = sorted({t for v in VARIANTS.values() for t in v.checkpoint_sets if t})
     match = [t for t in sets if t.lower() == value.strip().lower()]
     if not match:
         raise typer.BadParameter(f"'{value}' is not a training set of the official weights (choose from "
@@ -224,7 +227,8 @@ def download_cmd(
             continue
         size = path.stat().st_size / 1e6
         done = "already here" if before is not None else "downloaded"
-        console.print(f"{f.name} ({variant.name} x{f.scale}, {f.training_set}, {size:.1f} MB): {done}, {path}",
+        trained = f", {f.training_set}" if f.training_set else ""
+        console.print(f"{f.name} ({variant.name} x{f.scale}{trained}, {size:.1f} MB): {done}, {path}",
                       overflow="fold")
     if missing:
         raise SSTError(f"{len(missing)} of {len(files)} files could not be had: {', '.join(missing)}.")

@@ -229,6 +229,10 @@ def upscale_cmd(
     tile_batch: int = typer.Option(1, "--tile-batch", metavar="N", min=1, help="Tiles run through the model together "
                                    "(helps a GPU with small tiles; auto tiles shrink to fit)."),
     tta: bool = flag("--tta", help="x8 self-ensemble (flips and transposes), averaged."),
+    seed: int | None = typer.Option(None, "--seed", min=0, metavar="N", help="Noise seed of a model sampled from "
+                                    "noise (sst-real; default 0): the same seed gives the same image."),
+    guidance: float | None = typer.Option(None, "--guidance", metavar="LAMBDA", help="Guidance of sst-real "
+                                          "(default: its own, 2.0; higher is sharper, with more artefacts)."),
     alpha: Literal["model", "bicubic"] = typer.Option("model", "--alpha", metavar="model|bicubic",
                                                       help="Upscale an alpha channel with the model or with bicubic."),
     fmt: Literal["same", "png", "jpg", "jpeg", "webp", "tiff", "tif", "bmp"] = typer.Option(
@@ -292,7 +296,8 @@ def upscale_cmd(
     try:
         distributed.set_threads(threads, ranks)
         summary, up = _run(jobs, settings, ranks, quiet, model=model, weights=weights, scale=scale,
-                                 device=ranks.device(device), dtype=dtype, backend=backend, sha256=sha256)
+                           device=ranks.device(device), dtype=dtype, backend=backend, sha256=sha256,
+                           noise_seed=seed, guidance=guidance)
     finally:
         distributed.teardown(ranks)
     if not ranks.main:  # rank 0 speaks for all

@@ -373,7 +373,7 @@ def not_available_message(file: OfficialFile, why: str, given: bool = False) -> 
 
     ``given``: the user named the file itself (``--weights NAME``), so pointing at ``--weights`` would be no
     help; say instead that no file of that name is here and why the official one could not be fetched."""
-    what = f"{file.variant.name} x{file.scale}, trained on {file.training_set}"
+    what = file.described
     manual = f"download it from {HUB_COLLECTION_URL} into {search_dirs_text()}"
     if given:
         return (f"weights file {file.name} does not exist in {Path.cwd()} or {search_dirs_text()}, and the official "

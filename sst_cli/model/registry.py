@@ -39,6 +39,7 @@ class Variant:
     checkpoint_sets: tuple[str, ...] = ()  # training sets of the published .pth files, the paper's first
     paper_name: str = ""  # row name in shared/paper/tables
     notes: str = ""
+    scales: tuple[int, ...] = SCALES  # the scales it is built and published at
 
     def network_g(self, scale: int) -> dict[str, Any]:
         """The official constructor keywords for this variant at ``scale``."""
@@ -51,7 +52,7 @@ class Variant:
 
     def checkpoint_names(self, scale: int) -> list[str]:
         """Official file names at ``scale``, one per training set (none for our own models)."""
-        return [OfficialFile(self, t, scale).name for t in self.checkpoint_sets]
+        return [OfficialFile(self, t, scale).name for t in self.checkpoint_sets] if scale in self.scales else []
 
     @property
     def bundled(self) -> bool:
@@ -77,6 +78,12 @@ _LIGHT_RANKS = (16, 16, 16, 24, 24, 24)
 _SST_RANKS = (18, 18, 18, 34, 34, 34)
 _L_RANKS = (16, 16, 16, 32, 32, 32)
 # ESC-RIB: options/test/ESCRIB_X{2,3,4}.yaml of the official repository (commit bcd6132)
+# SSTReal: network_g of options/test/SSTReal_X4.yaml (commit bcd6132), its x4 given by upscaling_factor
+_SSTREAL = {"type": "EDMUNet", "img_resolution": 192, "img_channels": 3, "sigma_data": 0.5, "sigma_min": 0,
+            "use_skip": True, "sampling_ig_lambda": 2.0, "dim": 192, "intermediate_dim": 96, "emb_channels": 768,
+            "noise_channels": 192, "num_blocks": 14, "fuse_lr_till": 6, "ig_idx": 6, "attn_type": "RIB",
+            "window_sizes": list(CLASSIC_WINDOWS), "num_heads": [6] * 6, "ranks": list(_L_RANKS), "rib_hidden_dim": 32,
+            "rib_n_freqs": 10, "exp_ratio": 3, "gate_type": "DWC", "drop_p": 0.05}
 _ESCRIB = {"type": "ESCRIB", "dim": 64, "pdim": 16, "kernel_size": 13, "n_blocks": 5, "conv_blocks": 5,
            "window_size": 64, "num_heads": 4, "exp_ratio": 1.25, "attn_type": "RIB", "rank": 16,
            "rib_hidden_dim": 32, "rib_n_freqs": 10, "gate_type": "DWC"}
@@ -100,6 +107,9 @@ VARIANTS: dict[str, Variant] = {
         # more word in the tuple.
         Variant("esc-rib", "ESCRIB", _ESCRIB, ("DFLIP",), "", "ESC-RIB: large-kernel convolutions beside one "
                 "64x64-window RIB attention per block (authors' repository, after the paper)"),
+        # Released 2026-06 as one file, its name without a training set (""): SSTReal_X4.pth.
+        Variant("sst-real", "SSTReal", _SSTREAL, ("",), "", "SSTReal: real-world photos (noise, JPEG, blur), "
+                "an EDM-style network sampled in one seeded step (authors' repository, after the paper)", (4,)),
     )
 }
 BUNDLED = "sst-tiny"  # the small model sst ships, trained by `sst train` (checkpoints/README.md)
@@ -120,13 +130,18 @@ class OfficialFile:
 
     @property
     def name(self) -> str:
-        return f"{self.variant.official}_{self.training_set}_X{self.scale}.pth"
+        return "_".join(p for p in (self.variant.official, self.training_set, f"X{self.scale}") if p) + ".pth"
+
+    @property
+    def described(self) -> str:
+        """'sst-l x4, trained on DF2K' ('sst-real x4' for a file named without a training set)."""
+        return f"{self.variant.name} x{self.scale}" + (f", trained on {self.training_set}" if self.training_set else "")
 
 
 OFFICIAL_FILES: dict[str, OfficialFile] = {
     f.name: f
     for v in VARIANTS.values()
-    for s in SCALES
+    for s in v.scales
     for f in (OfficialFile(v, t, s) for t in v.checkpoint_sets)
 }
 
@@ -147,11 +162,15 @@ def official_file_for(variant: Variant, scale: int, training_set: str | None = N
     sets = variant.checkpoint_sets
     if not sets:
         raise KeyError(f"{variant.name} has no official weights")
+    if scale not in variant.scales:
+        raise KeyError(f"{variant.name} is published at {', '.join(f'x{s}' for s in variant.scales)} only")
     if training_set is None:
         return OfficialFile(variant, sets[0], scale)
     for t in sets:
         if t.lower() == training_set.lower():
             return OfficialFile(variant, t, scale)
+    if sets == ("",):
+        raise KeyError(f"{variant.name} is published as one file, named without a training set: drop --trained-on")
     raise KeyError(f"{variant.name} was not published trained on {training_set} (choose from: {', '.join(sets)})")
 
 
@@ -168,6 +187,7 @@ def create_model(name: str, scale: int) -> nn.Module:
     """A randomly initialised variant, e.g. ``create_model("sst-l+", 4)`` or ``create_model("esc-rib", 2)``."""
     from .archs import build_model
 
-    if scale not in SCALES:
-        raise ValueError(f"scale must be one of {SCALES} (got {scale})")
-    return build_model(get_variant(name).network_g(scale))
+    variant = get_variant(name)
+    if scale not in variant.scales:
+        raise ValueError(f"{variant.name} scale must be one of {variant.scales} (got {scale})")
+    return build_model(variant.network_g(scale))

@@ -106,9 +106,12 @@ def build_grid(
     """
     for m in models:
         try:
-            get_variant(m)
+            variant = get_variant(m)
         except KeyError as exc:
             raise SSTError(str(exc.args[0]) + ".") from None
+        if not set(scales) <= set(variant.scales):
+            raise SSTError(f"{variant.name} is built at {', '.join(f'x{s}' for s in variant.scales)} only; "
+                           f"pass --scale {variant.scales[0]}.")
     for s in scales:
         if s not in SCALES:
             raise SSTError(f"--scale must be one of {', '.join(map(str, SCALES))} (got {s}).")
@@ -163,7 +166,8 @@ def padded_hw(config: ProfileConfig) -> tuple[int, int]:
 
 def build(config: ProfileConfig, device: torch.device | str = "cpu") -> torch.nn.Module:
     with torch.device(device):
-        return build_model(network_for(config))
+        net = build_model(network_for(config))
+    return net.sampler() if hasattr(net, "sampler") else net  # sampled from noise (sst-real): as upscale runs it
 
 
 def attention_flops(model: torch.nn.Module, input_hw: tuple[int, int], batch: int = 1, train: bool = False) -> int:

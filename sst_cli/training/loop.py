@@ -75,7 +75,11 @@ def network_config(cfg: TrainConfig) -> dict[str, Any]:
     try:
         if cfg.network and "type" in cfg.network and base and arch_of(cfg.network) is not arch_of(base):
             base = {}
-        return config_of({**base, **(cfg.network or {})}).at_scale(cfg.scale).to_network_g()
+        network_g = {**base, **(cfg.network or {})}
+        refusal = getattr(arch_of(network_g).config, "NOT_TRAINABLE", "")  # e.g. SSTReal: no fine-tuning built
+        if refusal:
+            raise SSTError(refusal)
+        return config_of(network_g).at_scale(cfg.scale).to_network_g()
     except ValueError as exc:
         raise SSTError(f"the network of the config cannot be built: {exc}.") from None
 

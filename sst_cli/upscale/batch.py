@@ -261,8 +261,14 @@ def recipe(upscaler: Any, settings: Settings, dst: Path) -> dict[str, Any]:
                      + (" (16-bit input: fp32)" if getattr(upscaler, "widens_16bit", False) else "")
                      if dtype is not None else None),
            "format": fmt,
-           "quality": settings.quality if fmt in ("jpg", "webp") else None}
+           "quality": settings.quality if fmt in ("jpg", "webp") else None,
+           **sampling(upscaler)}
     return video.recipe(rec, settings, dst) if files.is_video(dst) else rec
+
+
+def sampling(upscaler: Any) -> dict[str, Any]:
+    """The noise seed and guidance of a model sampled from noise (sst-real), nothing for the others."""
+    return dict(getattr(getattr(upscaler, "model", None), "recipe", None) or {})
 
 
 def triage(jobs: list[Job], upscaler: Any, settings: Settings) -> tuple[list[Job], list[Result]]:
@@ -428,4 +434,4 @@ def describe(upscaler: Any, settings: Settings) -> dict[str, Any]:
             "weights": getattr(upscaler, "source", None), "weights_sha256": manifest.weights_fingerprint(upscaler),
             "device": str(getattr(upscaler, "device", "")), "backend": getattr(upscaler, "backend", None),
             "outscale": settings.outscale, "tta": settings.tta, "alpha": settings.alpha, "format": settings.format,
-            "quality": settings.quality}
+            "quality": settings.quality, **sampling(upscaler)}

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..model import placement
 from ..model.archs import Cost, cost_of
 from ..runtime import free_memory, is_oom
 
@@ -263,7 +264,8 @@ def forward(upscaler: Callable[[Tensor], Tensor], x: Tensor, tta: bool = False) 
         return upscaler(x).float()
     acc: Tensor | None = None
     for transpose, flips in _TTA:
-        y = _tta_undo(upscaler(_tta_apply(x, transpose, flips)).float(), transpose, flips)
+        with placement.transformed(transpose, flips):  # a network drawing noise by pixel needs to know
+            y = _tta_undo(upscaler(_tta_apply(x, transpose, flips)).float(), transpose, flips)
         acc = y.clone() if acc is None else acc.add_(y)  # clone: inference tensors are read-only here
     assert acc is not None
     return acc.div_(len(_TTA))
@@ -315,7 +317,8 @@ def iter_bands(
             band_top = top
         for first in range(0, len(plan.xs), max(1, batch)):
             xs = plan.xs[first : first + max(1, batch)]
-            ys = forward(fn, torch.cat([crop(y0, x0, th, tw) for x0 in xs]), tta)  # (len(xs), C, th*s, tw*s)
+            with placement.tiles_at([(y0, x0) for x0 in xs]):  # where they lie, for noise drawn by pixel
+                ys = forward(fn, torch.cat([crop(y0, x0, th, tw) for x0 in xs]), tta)  # (len(xs), C, th*s, tw*s)
             if ys.shape[-2:] != (th * s, tw * s):
                 raise RuntimeError(f"model returned {tuple(ys.shape[-2:])} for a {th}x{tw} tile at x{s}")
             if band is None:

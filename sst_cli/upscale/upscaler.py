@@ -140,7 +140,11 @@ def _checkpoint_for(model: str | None, weights: str | None, scale: int | None, s
         raise SSTError(str(exc.args[0]) + ".") from None
     if variant.bundled:
         return _bundled(scale or 4)
-    path = hub.fetch_official(official_file_for(variant, scale or 4), sha256=sha256)
+    try:
+        file = official_file_for(variant, scale or 4)
+    except KeyError as exc:  # a scale it was not published at (sst-real: x4 only)
+        raise SSTError(str(exc.args[0]) + ".") from None
+    path = hub.fetch_official(file, sha256=sha256)
     return load_checkpoint(path), str(path)
 
 
@@ -156,6 +160,8 @@ def load_upscaler(
     sha256: str | None = None,
     random_weights: bool = False,
     seed: int = 0,
+    noise_seed: int | None = None,
+    guidance: float | None = None,
 ) -> Upscaler:
     """Resolve, load and place a model, e.g. ``load_upscaler("sst-l+", 4)`` or ``load_upscaler(weights=FILE)``.
 
@@ -168,13 +174,17 @@ def load_upscaler(
     ``scale=None`` means the weights' own scale (4 for the bundled model or a variant name);
     ``random_weights`` builds a variant untrained (timing only), initialised from ``seed`` so two runs get
     the same weights (the global RNG is left as it was); ``tile`` is used when the upscaler is called on
-    numpy images.
+    numpy images. A network sampled from noise (sst-real) runs through its sampler, with ``noise_seed`` and
+    ``guidance`` (default: its own); other networks refuse them.
     """
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     if model == "bicubic":
         if weights:
             raise UsageError("--model bicubic is the built-in baseline and takes no --weights; drop one of them.")
+        if noise_seed is not None or guidance is not None:
+            raise UsageError("--seed and --guidance apply to networks sampled from noise (sst-real), not bicubic; "
+                             "drop them.")
         s = scale or 4
         return Upscaler(Bicubic(s), "bicubic", s, dev, dt, "none", "built-in", tile=tile)
     if random_weights:
@@ -198,6 +208,11 @@ def load_upscaler(
         name = network.name or (f"custom {own}" if own in VARIANTS else own)
         if network.assumed:
             source += f"; {network.assumed}"
+    if hasattr(net, "sampler"):  # image-to-image through the authors' sampling (archs/sst_real/sampling.py)
+        net = net.sampler(noise_seed, guidance)
+    elif noise_seed is not None or guidance is not None:
+        raise UsageError(f"--seed and --guidance apply to networks sampled from noise (sst-real), not {name}; "
+                         "drop them.")
     try:
         with_bias = getattr(getattr(net, "cfg", None), "bias", None) == "rpb"
         chosen = resolve_backend(backend, dev, dt, with_bias=with_bias)

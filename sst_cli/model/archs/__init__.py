@@ -16,12 +16,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import esc_rib, sst
+from . import esc_rib, sst, sst_real
 from .common import Cost
 from .esc_rib import cost as esc_rib_cost
 from .esc_rib import detect as esc_rib_detect
 from .sst import cost as sst_cost
 from .sst import detect as sst_detect
+from .sst_real import cost as sst_real_cost
+from .sst_real import detect as sst_real_detect
 
 if TYPE_CHECKING:
     from torch import nn
@@ -47,6 +49,8 @@ ARCHS: dict[str, Arch] = {a.type: a for a in (
     Arch("SST", "SST", sst.SSTConfig, f"{__name__}.sst.network:SST", sst_detect.detect, sst_cost.cost),
     Arch("ESCRIB", "ESC-RIB", esc_rib.ESCRIBConfig, f"{__name__}.esc_rib.network:ESCRIB", esc_rib_detect.detect,
          esc_rib_cost.cost),
+    Arch("EDMUNet", "SSTReal", sst_real.SSTRealConfig, f"{__name__}.sst_real.network:EDMUNet", sst_real_detect.detect,
+         sst_real_cost.cost),
 )}
 
 
