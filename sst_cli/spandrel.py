@@ -82,9 +82,9 @@ def _built(ckpt: Checkpoint, model: str | None = None) -> tuple[nn.Module, Netwo
         twins = shape_twins(shapes)
         if len(twins) > 1:  # said for spandrel's callers: sst's own message names --model
             raise SSTError(f"{ckpt.path} holds {describe_network(shapes)}, which have the same tensors and differ "
-                           "only in window sizes, and neither the file nor its name says which; give the file its "
-                           "official name or load it with sst_cli.spandrel.load(path, model=...) naming "
-                           f"{' or '.join(v.name for v in twins)}.")
+                           "only in window sizes, and nothing says which; load the file under its official name, or "
+                           f"name the variant ({' or '.join(v.name for v in twins)}) with "
+                           "sst_cli.spandrel.load(path, model=...) or ComfyUI's node Load SST Upscale Model.")
     network = identify(ckpt, model)
     net = model_from_checkpoint(ckpt, network_g=network.network_g).set_backend(BACKEND).eval()
     return net, network

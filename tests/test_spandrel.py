@@ -100,7 +100,7 @@ def test_a_bare_twin_state_dict_is_refused_in_one_sentence(tmp_path: Path) -> No
             load()
         text = str(err.value)
         assert "sst-light or sst-light+ x4, which have the same tensors" in text and "model=" in text
-        assert "\n" not in text and text.endswith("naming sst-light or sst-light+.")
+        assert "\n" not in text and "name the variant (sst-light or sst-light+)" in text and text.endswith("Model.")
     # sst_cli.spandrel.load takes the variant, as `sst upscale --model` does
     plus = sst_spandrel.load(path, model="sst-light+")
     assert plus.tags == ["sst-light+"] and cost_of(plus.model).window == 96

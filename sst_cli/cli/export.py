@@ -36,8 +36,8 @@ def export_cmd(
     """sst export FILE.onnx: the model (default: the bundled x4) as an ONNX graph for ONNX Runtime, TensorRT,
     OpenVINO or vs-mlrt. Input 1x3xHxW RGB in [0, 1], output 1x3x(sH)x(sW), not clamped.
 
-    Before FILE.onnx is written, the graph is run in ONNX Runtime on random input and compared with PyTorch
-    (max |difference| 1e-4 for fp32, 1e-2 for fp16); the command prints what it checked.
+    FILE.onnx is written only once the graph, run in ONNX Runtime on random input, matches PyTorch float32.
+    Largest difference allowed: 1e-4 for fp32, 1e-2 for fp16; the command prints what it checked.
     """
     from ..export.onnx import export_onnx, require_runtime
 
