@@ -4,13 +4,13 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv demo test lint clean wheel-test gpu-check
+.PHONY: venv demo test lint clean wheel-test gpu-check spandrel-test
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
 
 $(VENV)/.installed: $(BIN)/activate pyproject.toml constraints.txt
-	$(PIP) install -q -c constraints.txt -e '.[test,plot,video]'
+	$(PIP) install -q -c constraints.txt -e '.[test,plot,video,onnx]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -45,9 +45,21 @@ lint: venv
 	$(BIN)/ruff check sst_cli tests benchmarks
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache build
+	rm -rf $(VENV) $(SPANDREL_VENV) demo-output .pytest_cache build
 
 # The GPU paths on the real kernels (benchmarks/gpu_check.py): at most 10 minutes on one H100-class GPU,
 # 3 with ARGS=--quick; ARGS=--list prints the plan. Exits 2 without CUDA.
 gpu-check: venv
 	$(BIN)/python -m benchmarks.gpu_check $(ARGS)
+
+# sst in spandrel (tests/test_spandrel.py) in a venv of its own: spandrel imports torchvision, whose registry build
+# needs its own torch (torchvision 0.29: torch 2.14), which .venv's pinned CPU torch 2.13 cannot load. So no
+# constraints.txt here: pip picks the torch that torchvision needs (a CUDA build; it runs on the CPU).
+SPANDREL_VENV := .venv-spandrel
+$(SPANDREL_VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(SPANDREL_VENV)
+	$(SPANDREL_VENV)/bin/python -m pip install -q -e '.[spandrel]' 'pytest>=8'
+	touch $@
+
+spandrel-test: $(SPANDREL_VENV)/.installed
+	$(SPANDREL_VENV)/bin/python -m pytest -q tests/test_spandrel.py

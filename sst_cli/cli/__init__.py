@@ -41,7 +41,7 @@ def _root(
     keep_freed_memory()  # fewer page faults per forward pass; no result changes
 
 
-from . import datasets, env, evaluate, models, profile, train, upscale  # noqa: E402,F401  (registers the commands)
+from . import datasets, env, evaluate, export, models, profile, train, upscale  # noqa: E402,F401  (registers the commands)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,9 @@ from .config import ESCRIBConfig
 
 def geo_ensemble(k: Tensor) -> Tensor:
     """Mean of a (O, I, k, k) filter over the dihedral group of the square (4 rotations x flip)."""
-    rot = [torch.rot90(k, r, (2, 3)) for r in range(4)]
+    rot = [k]
+    for _ in range(3):  # rot90 as a flip and a transpose: the same permutation, and ONNX has no rot90
+        rot.append(rot[-1].flip(3).transpose(2, 3))
     return sum(rot + [r.flip(3) for r in rot]) / 8
 
 
@@ -64,10 +66,12 @@ class ConvolutionalAttention(nn.Module):
     def forward(self, x: Tensor, lk_filter: Tensor) -> Tensor:  # (B, C, H, W), (P, P, k, k)
         b, p = x.shape[0], self.pdim
         x1, x2 = x[:, :p], x[:, p:]
-        dyn = self.dwc_proj(x1).reshape(b * p, 1, 3, 3)
-        # Each image its own dynamic kernel: images folded into the channels of one grouped convolution
-        # (the official inference path reshapes to (P, 1, 3, 3) and so only runs batch 1).
-        local = F.conv2d(x1.reshape(1, b * p, *x1.shape[2:]), dyn, padding=1, groups=b * p).view_as(x1)
+        dyn = self.dwc_proj(x1)  # (B, P*9, 1, 1)
+        if b == 1:  # the official inference path; its shapes stay static under ONNX export (sst export)
+            local = F.conv2d(x1, dyn.reshape(p, 1, 3, 3), padding=1, groups=p)
+        else:  # each image its own kernel: images folded into the channels of one grouped convolution
+            local = F.conv2d(x1.reshape(1, b * p, *x1.shape[2:]), dyn.reshape(b * p, 1, 3, 3), padding=1,
+                             groups=b * p).view_as(x1)
         x1 = F.conv2d(x1, lk_filter, padding=lk_filter.shape[-1] // 2) + local
         return torch.cat([x1, x2], dim=1)
 

@@ -142,7 +142,7 @@ class LayerNorm2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W)
         x = x.permute(0, 2, 3, 1)
-        x = F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
+        x = F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)  # not x.shape: ONNX wants it constant
         return x.permute(0, 3, 1, 2)
 
 
@@ -275,7 +275,8 @@ class WindowAttention(nn.Module):
         # and faulted in again on the next layer. Viewed as heads: the kernels take the strides.
         tokens = window_partition(x, ws)  # (B*nW, N, C)
         del x  # the caller keeps no reference to its normalised input: free it now (one C-sized tensor)
-        q, k, v = (linear(tokens, self.to_qkv, i * c, (i + 1) * c).unflatten(-1, (nh, d)).transpose(1, 2)
+        # (``view``, not ``unflatten``, whose sizes an ONNX trace would fix to the traced input's: sst export)
+        q, k, v = (linear(tokens, self.to_qkv, i * c, (i + 1) * c).view(-1, ws * ws, nh, d).transpose(1, 2)
                    for i in range(3))  # each (B*nW, nh, N, d)
         del tokens
         pos_dtype = position_dtype(self.backend, q.dtype)
