@@ -204,8 +204,9 @@ def keep_freed_memory(retain_mb: int = 256) -> bool:
 
 
 @functools.cache
-def _mkl_free_buffers() -> Callable[[], None] | None:
-    """MKL's ``mkl_free_buffers``, where this PyTorch carries MKL and exports it; else None."""
+def _mkl_free_buffers(scope: str = "") -> Callable[[], None] | None:
+    """MKL's ``mkl_free_buffers`` (``scope="thread_"``: ``mkl_thread_free_buffers``, this thread's buffers
+    only), where this PyTorch carries MKL and exports it; else None."""
     import torch
 
     if not torch.backends.mkl.is_available():
@@ -213,8 +214,8 @@ def _mkl_free_buffers() -> Callable[[], None] | None:
     lib = Path(torch.__file__).parent / "lib"
     # Linked statically into libtorch_cpu by the PyPI wheels (as mkl_serv_free_buffers); a torch built
     # against a shared MKL has it in the process under its public name.
-    candidates = [(None, "mkl_free_buffers")] + [(lib / name, "mkl_serv_free_buffers") for name in
-                                                 ("libtorch_cpu.so", "libtorch_cpu.dylib", "torch_cpu.dll")]
+    candidates = [(None, f"mkl_{scope}free_buffers")] + [
+        (lib / name, f"mkl_serv_{scope}free_buffers") for name in ("libtorch_cpu.so", "libtorch_cpu.dylib", "torch_cpu.dll")]
     for path, symbol in candidates:
         if path is not None and not path.is_file():
             continue
@@ -235,9 +236,12 @@ def release_blas_buffers() -> None:
     each new shape left ~4 MB per thread held for the life of the process: 25 MB after one sst-light
     forward at 64x64 (benchmarks/RESULTS.md). Released after each attention call, the next call's
     buffers come from memory malloc already holds. A no-op without MKL, or with its pool switched off
-    (:func:`keep_freed_memory`).
+    (:func:`keep_freed_memory`). With one intra-op thread (tiles running side by side, each on its own
+    thread) only this thread's buffers: the others may be in use.
     """
-    fn = _mkl_free_buffers()
+    import torch
+
+    fn = _mkl_free_buffers("thread_" if torch.get_num_threads() == 1 else "")
     if fn is not None:
         fn()
 

@@ -308,3 +308,79 @@ def test_widest_activation_bounds_the_real_tensors() -> None:
 
 def test_free_memory_is_positive() -> None:
     assert runtime.free_memory(torch.device("cpu")) > 0
+
+
+# ----------------------------------------------------------------------------- tiles side by side (CPU)
+@pytest.fixture
+def two_threads() -> object:
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("tta,batch", [(False, 1), (True, 1), (False, 2)])
+def test_concurrent_cpu_tiles_equal_one_at_a_time_bitwise(monkeypatch: pytest.MonkeyPatch, two_threads: object,
+                                                           tta: bool, batch: int) -> None:
+    up = random_sst([8, 16], scale=2)
+    x = smooth_image(70, 90)
+    with torch.inference_mode():
+        monkeypatch.setattr(tiling, "CONCURRENT_CPU_TILES", False)
+        alone = upscale_tensor(up, x, tile=32, tta=tta, batch=batch)
+        monkeypatch.setattr(tiling, "CONCURRENT_CPU_TILES", True)
+        side_by_side = upscale_tensor(up, x, tile=32, tta=tta, batch=batch)
+    assert torch.equal(alone, side_by_side)
+    assert torch.get_num_threads() == 2  # the one-thread-per-tile setting is undone
+
+
+def test_tile_workers_only_on_the_cpu(two_threads: object) -> None:
+    assert tiling.tile_workers(torch.device("cpu"), tiles=9) == 2
+    assert tiling.tile_workers(torch.device("cpu"), tiles=1) == 1
+    assert tiling.tile_workers(torch.device("cuda"), tiles=9) == 1
+    assert tiling.tile_workers(None, tiles=9) == 1  # a bare callable: where it runs is unknown
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast is per thread: not carried into workers
+        assert tiling.tile_workers(torch.device("cpu"), tiles=9) == 1
+
+
+class _Recorder(Upscaler):
+    """Records, per call, what the worker thread sees: its thread, grad modes, threads and placement."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        up = load_upscaler("bicubic", scale=2, device="cpu")
+        super().__init__(up.model, "recorder", 2, torch.device("cpu"), torch.float32, "sdpa", "test")
+        self.seen: list[tuple[str, bool, bool, int, tuple]] = []
+        self.fail_at = fail_at
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        import threading
+
+        from sst_cli.model import placement
+
+        self.seen.append((threading.current_thread().name, torch.is_inference_mode_enabled(), torch.is_grad_enabled(),
+                          torch.get_num_threads(), placement.current().origins))
+        if self.fail_at is not None and len(self.seen) == self.fail_at:
+            raise RuntimeError("boom")
+        return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+def test_workers_see_the_callers_modes_and_their_own_tiles(two_threads: object) -> None:
+    rec = _Recorder()
+    x = torch.rand(1, 3, 40, 40)
+    with torch.inference_mode():
+        upscale_tensor(rec, x, tile=16, overlap=4)
+    names = {s[0] for s in rec.seen}
+    assert len(names) == 2 and all(n.startswith("sst-tile") for n in names)
+    assert all(s[1] and not s[2] and s[3] == 1 for s in rec.seen)  # inference mode, one intra-op thread each
+    plan = plan_tiles(rec, 40, 40, 16, 4)
+    assert sorted(o for s in rec.seen for o in s[4]) == sorted((y, x0) for y in plan.ys for x0 in plan.xs)
+    rec.seen.clear()
+    with torch.no_grad():
+        upscale_tensor(rec, x, tile=16, overlap=4)
+    assert all(not s[1] and not s[2] for s in rec.seen)
+
+
+def test_a_failing_tile_stops_the_run_and_restores_the_threads(two_threads: object) -> None:
+    rec = _Recorder(fail_at=3)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="boom"):
+        upscale_tensor(rec, torch.rand(1, 3, 40, 40), tile=16, overlap=4)
+    assert torch.get_num_threads() == 2

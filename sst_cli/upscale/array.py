@@ -23,6 +23,7 @@ from ..model.bicubic import _resize_last, _resize_rows, imresize
 from .tiling import Progress, run_tiled
 
 ALPHA_MODES = ("model", "bicubic")
+SINK_ROWS = 64  # output rows converted to the output's dtype at once
 
 
 # ----------------------------------------------------------------------------------- single images
@@ -161,13 +162,16 @@ def _upscale_pixels(
         out = np.empty((h * s, w * s, c), dtype=a.dtype)
 
     def sink(row: int, band: Tensor) -> None:
-        arr = layout.band_to_hwc(band)
-        if resample:
-            full[row : row + arr.shape[0]] = arr
-        elif stream is not None:
-            stream(_quantize(arr, a.dtype))
-        else:
-            out[row : row + arr.shape[0]] = _quantize(arr, a.dtype)
+        # A few rows at a time: quantising makes a float32 temporary of what it is given, which for a whole
+        # band of a 1080p x4 output is 115 MB on top of the band itself.
+        for r in range(0, band.shape[2], SINK_ROWS):
+            arr = layout.band_to_hwc(band[:, :, r : r + SINK_ROWS])
+            if resample:
+                full[row + r : row + r + arr.shape[0]] = arr
+            elif stream is not None:
+                stream(_quantize(arr, a.dtype))
+            else:
+                out[row + r : row + r + arr.shape[0]] = _quantize(arr, a.dtype)
 
     run_tiled(upscaler, layout.crop, h, w, sink, tile, overlap, tta, progress, on_retry, fn=fn, batch=tile_batch)
     if resample:

@@ -14,8 +14,12 @@ in the tile's outer windows, which the blending weights ignore (tests/test_tilin
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -281,6 +285,65 @@ Crop = Callable[[int, int, int, int], Tensor]  # (y0, x0, h, w) -> float32 (1, C
 Sink = Callable[[int, Tensor], None]  # (first output row, finished float32 band (1, C, rows, sW))
 
 
+# On the CPU, tiles run side by side, one per core, each with one intra-op thread: an 8-to-16-channel
+# network's ops are too small for two OpenMP threads to share well (one sst-tiny 312x304 tile took 1.0 s of
+# CPU time on two threads against 0.62 s on one, and OpenMP's spin-waiting collapses when another process
+# takes a core). Each tile computes exactly what it computes alone, so the output is bitwise the same.
+# benchmarks/RESULTS.md#default-path-1080p measures it.
+CONCURRENT_CPU_TILES = True
+
+
+def tile_workers(device: Any, tiles: int) -> int:
+    """How many tile groups run at once: the CPU's intra-op thread count on a CPU run of several tile
+    groups without autocast (its state is per thread), else 1."""
+    if not CONCURRENT_CPU_TILES or tiles < 2 or getattr(device, "type", str(device)) != "cpu":
+        return 1
+    if torch.is_autocast_enabled("cpu"):
+        return 1
+    return min(torch.get_num_threads(), tiles)
+
+
+def _grad_mode() -> contextlib.AbstractContextManager:
+    """The caller's grad mode, to enter in a worker thread (grad and inference mode are per thread)."""
+    if torch.is_inference_mode_enabled():
+        return torch.inference_mode()
+    return torch.set_grad_enabled(torch.is_grad_enabled())
+
+
+@contextlib.contextmanager
+def _tile_runner(workers: int) -> Iterator[Callable[[Callable[[], Tensor]], Future[Tensor]]]:
+    """``submit(job)``: a future of ``job()``. With ``workers`` > 1 the jobs run in that many threads with
+    one intra-op thread each (restored afterwards), in the caller's context (placement, grad mode)."""
+    if workers <= 1:
+        def run_now(job: Callable[[], Tensor]) -> Future[Tensor]:
+            done: Future[Tensor] = Future()
+            done.set_result(job())
+            return done
+
+        yield run_now
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="sst-tile", initializer=torch.set_num_threads, initargs=(1,))
+    mode = _grad_mode
+
+    def submit(job: Callable[[], Tensor]) -> Future[Tensor]:
+        ctx = contextvars.copy_context()
+        grad = mode()
+
+        def in_context() -> Tensor:
+            with grad:
+                return job()
+
+        return pool.submit(ctx.run, in_context)
+
+    try:
+        yield submit
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(threads)
+
+
 def iter_bands(
     fn: Callable[[Tensor], Tensor],
     crop: Crop,
@@ -289,36 +352,52 @@ def iter_bands(
     tta: bool = False,
     progress: Progress | None = None,
     batch: int = 1,
+    workers: int = 1,
 ) -> Iterator[tuple[int, Tensor]]:
     """Yield ``(out_row, band)``: finished float32 output rows top to bottom.
 
     Only one band (a tile row's height times the output width) is held at a time, so memory follows
     the tile size and the image width, never the image area. Up to ``batch`` tiles of a row go through
-    the model together (all tiles of a plan have one size), which keeps a GPU busy with small tiles.
+    the model together (all tiles of a plan have one size), which keeps a GPU busy with small tiles;
+    ``workers`` such groups run at once (see :func:`tile_workers`), at most that many in flight.
     """
     s, h, w = scale, plan.height, plan.width
     th, tw = plan.th, plan.tw
     wy = axis_weights(plan.ys, th, h, s)
     wx = axis_weights(plan.xs, tw, w, s)
+    step = max(1, batch)
+    groups = [(iy, y0, first, plan.xs[first : first + step])
+              for iy, y0 in enumerate(plan.ys) for first in range(0, len(plan.xs), step)]
     band: Tensor | None = None  # output rows [band_top, band_top + th * s)
     band_top, done = 0, 0
-    for iy, y0 in enumerate(plan.ys):
-        top = y0 * s
-        if band is not None:
-            # rows above this tile row's start are final: hand them out and keep the overlap
-            ready = top - band_top
-            yield band_top, band[:, :, :ready]  # the consumer is done with it when we resume
-            # Shift the kept rows up in place (no second band alive) and clear the rest; a clone only
-            # where source and destination overlap (an overlap of more than half the tile).
-            keep = band.shape[2] - ready
-            rest = band[:, :, ready:]
-            band[:, :, :keep].copy_(rest.clone() if keep > ready else rest)
-            band[:, :, keep:].zero_()
-            band_top = top
-        for first in range(0, len(plan.xs), max(1, batch)):
-            xs = plan.xs[first : first + max(1, batch)]
+
+    def job(y0: int, xs: Sequence[int], tiles: Tensor) -> Callable[[], Tensor]:
+        def run() -> Tensor:
             with placement.tiles_at([(y0, x0) for x0 in xs]):  # where they lie, for noise drawn by pixel
-                ys = forward(fn, torch.cat([crop(y0, x0, th, tw) for x0 in xs]), tta)  # (len(xs), C, th*s, tw*s)
+                return forward(fn, tiles, tta)  # (len(xs), C, th*s, tw*s)
+        return run
+
+    with _tile_runner(workers) as submit:
+        pending: deque[Future[Tensor]] = deque()
+        queued = 0
+        for iy, y0, first, xs in groups:
+            while queued < len(groups) and len(pending) < max(1, workers):  # crops on this thread, in order
+                _, qy, _, qxs = groups[queued]
+                pending.append(submit(job(qy, qxs, torch.cat([crop(qy, x0, th, tw) for x0 in qxs]))))
+                queued += 1
+            ys = pending.popleft().result()
+            top = y0 * s
+            if band is not None and top != band_top:
+                # rows above this tile row's start are final: hand them out and keep the overlap
+                ready = top - band_top
+                yield band_top, band[:, :, :ready]  # the consumer is done with it when we resume
+                # Shift the kept rows up in place (no second band alive) and clear the rest; a clone only
+                # where source and destination overlap (an overlap of more than half the tile).
+                keep = band.shape[2] - ready
+                rest = band[:, :, ready:]
+                band[:, :, :keep].copy_(rest.clone() if keep > ready else rest)
+                band[:, :, keep:].zero_()
+                band_top = top
             if ys.shape[-2:] != (th * s, tw * s):
                 raise RuntimeError(f"model returned {tuple(ys.shape[-2:])} for a {th}x{tw} tile at x{s}")
             if band is None:
@@ -374,7 +453,8 @@ def run_tiled(
                 if progress is not None:
                     progress(1, 1)
             else:
-                for row, band in iter_bands(fn, crop, plan, s, tta, progress, batch):
+                workers = tile_workers(getattr(upscaler, "device", None), -(-plan.count // max(1, batch)))
+                for row, band in iter_bands(fn, crop, plan, s, tta, progress, batch, workers):
                     sink(row, band)
             return plan
         except (RuntimeError, MemoryError) as exc:
