@@ -181,7 +181,7 @@ def keep_freed_memory(retain_mb: int = 256) -> bool:
     By default glibc unmaps large freed blocks and trims its heap, so every forward pass faults its
     activations' pages in afresh: one sst-light x4 pass at 256x256 took 1.3 million minor page faults
     (5 GB of fresh pages). With a fixed 32 MB mmap threshold and ``retain_mb`` of retained heap, the
-    same pass takes a few thousand (numbers in benchmarks/RESULTS.md). Only glibc has these knobs:
+    same pass takes a few thousand (numbers in benchmarks/RESULTS.md#cpu-inference). Only glibc has these knobs:
     elsewhere, or with ``SST_DEFAULT_MALLOC=1`` in the environment, nothing changes. Returns whether
     the setting was applied.
 
@@ -234,7 +234,7 @@ def release_blas_buffers() -> None:
     MKL keeps the packing buffers of its matrix products per thread and per shape, for reuse. PyTorch's
     CPU attention kernel calls it on blocks whose shapes change with the window size and head dim, so
     each new shape left ~4 MB per thread held for the life of the process: 25 MB after one sst-light
-    forward at 64x64 (benchmarks/RESULTS.md). Released after each attention call, the next call's
+    forward at 64x64 (benchmarks/RESULTS.md#vs-official). Released after each attention call, the next call's
     buffers come from memory malloc already holds. A no-op without MKL, or with its pool switched off
     (:func:`keep_freed_memory`). With one intra-op thread (tiles running side by side, each on its own
     thread) only this thread's buffers: the others may be in use.

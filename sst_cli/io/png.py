@@ -17,7 +17,7 @@ import numpy as np
 
 # zlib level of every PNG sst writes (cv2's and ours). 4 is the knee: on x4 upscales of BSD200 photos it
 # encodes 3.2x faster than 6 (Pillow's default) for 6.6 % more bytes; at 6 a 4K frame took 10.5 s, longer
-# than upscaling it (benchmarks/RESULTS.md, "PNG level").
+# than upscaling it (benchmarks/RESULTS.md#png-level).
 LEVEL = 4
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _IHDR_END = 8 + 8 + 13 + 4  # signature, IHDR length and type, IHDR data, CRC: IHDR always comes first

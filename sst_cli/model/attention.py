@@ -132,7 +132,7 @@ def _naive_rows(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
 _MASK_BLOCK_BYTES = 12 << 20
 _MASK_MIN_ROWS = 768
 # Building the mask costs about as much as attending over 2-3 windows with the concatenated head dim,
-# so the mask only pays from this many windows on (measured: benchmarks/RESULTS.md).
+# so the mask only pays from this many windows on (measured: benchmarks/RESULTS.md#cpu-inference).
 _MASK_MIN_WINDOWS = 4
 # Every head's mask in one kernel call only while that is small (w <= 16 for 3 heads: 0.8 MB); larger
 # masks go a head at a time, equally fast (w=32, 4-64 windows), so a w=32 layer holds 4 MB of mask

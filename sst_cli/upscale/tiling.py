@@ -193,7 +193,7 @@ def auto_tile(upscaler: Any, height: int, width: int, fraction: float = 0.5, cha
 # A CPU runs fastest on tiles whose every activation stays below glibc's 32 MB mmap ceiling: larger
 # blocks are unmapped when freed and faulted in afresh on the next pass (with keep_freed_memory the
 # smaller ones are reused). sst-tiny x4 ran 2x slower per pixel on 512x512 tiles than on 96-384
-# (benchmarks/RESULTS.md); below that the time per pixel hardly depends on the tile.
+# (benchmarks/RESULTS.md#default-path-1080p); below that the time per pixel hardly depends on the tile.
 CPU_ACTIVATION_BYTES = 32 << 20
 
 

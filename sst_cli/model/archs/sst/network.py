@@ -52,7 +52,8 @@ def _mirror_pad(x: Tensor, pad: int, dim: int) -> Tensor:
 # At inference on the CPU, oneDNN runs a convolution together with the GELU or sigmoid after it, or the
 # residual add after it, in one pass over the activation (PyTorch's own CPU fusion ops, which
 # torch.compile emits; callable eagerly). Each separate elementwise pass costs about as much as the
-# small-channel convolution itself, so this halves the time of the FFN and gate (benchmarks/RESULTS.md).
+# small-channel convolution itself, so this halves the time of the FFN and gate
+# (benchmarks/RESULTS.md#vs-official).
 # Anywhere else (gradients, GPUs, other dtypes, builds without oneDNN) the same arithmetic runs as
 # separate ops.
 _ALGORITHM = {"gelu": "none", "sigmoid": "", "none": ""}  # oneDNN's name for exact (erf) GELU is "none"
@@ -203,7 +204,7 @@ class WindowAttention(nn.Module):
     # RIB vectors and the RPB bias are cached on accelerators (they save several small kernel launches per layer). On
     # CPU only small ones are kept: recomputing one layer's costs ~0.5 ms, which matters for the many
     # small tiles of a large image, while keeping all of sst-light's (w=64 included) costs ~15 MB of
-    # peak RSS (benchmarks/RESULTS.md). ``cache_on_cpu`` keeps every size.
+    # peak RSS (benchmarks/RESULTS.md#vs-official). ``cache_on_cpu`` keeps every size.
     cache_on_cpu = False
     cpu_cache_bytes = 1 << 20  # pos_q and pos_k together (or the RPB bias), float32
 
