@@ -442,7 +442,9 @@ def run_tiled(
     cost = model_cost(upscaler)
     if cost is not None and cost.max_batch is not None:  # a network that takes only so many images at once
         batch = min(batch, cost.max_batch)
-    size = resolve_tile(upscaler, tile, height, width, batch)
+    device = getattr(upscaler, "device", None)
+    # Tiles in flight at once share the activation budget, so side-by-side CPU tiles are sized as a batch.
+    size = resolve_tile(upscaler, tile, height, width, batch * tile_workers(device, tiles=2**31))
     while True:
         plan = plan_tiles(upscaler, height, width, size, overlap)
         try:
@@ -453,7 +455,7 @@ def run_tiled(
                 if progress is not None:
                     progress(1, 1)
             else:
-                workers = tile_workers(getattr(upscaler, "device", None), -(-plan.count // max(1, batch)))
+                workers = tile_workers(device, -(-plan.count // max(1, batch)))
                 for row, band in iter_bands(fn, crop, plan, s, tta, progress, batch, workers):
                     sink(row, band)
             return plan
