@@ -10,7 +10,7 @@ $(BIN)/activate:
 	$(PY) -m venv $(VENV)
 
 $(VENV)/.installed: $(BIN)/activate pyproject.toml constraints.txt
-	$(PIP) install -q -c constraints.txt -e '.[test,plot,video,onnx]'
+	$(PIP) install -q -c constraints.txt -e '.[test,plot,video,onnx,openvino]'
 	touch $@
 
 venv: $(VENV)/.installed

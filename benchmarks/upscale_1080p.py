@@ -7,9 +7,18 @@ turns run by run, so drift on a shared machine hits them alike; outputs are comp
 with the first tree's (``--format png`` for a lossless comparison; JPEG outputs differ by encoding).
 ``--profile`` adds one more run per tree under torch.profiler and prints its per-op table.
 
+``--runtime NAME`` (repeatable: torch, onnxruntime, openvino) runs each tree with each runtime, every pair a
+column of the table, all columns taking turns run by run. A graph runtime first gets one untimed run that
+exports its graphs into a fresh sst cache (reported as "export run"), so the timed runs measure what every
+later run costs. Each column's output is compared with the first tree's torch output (``--format png`` for a
+lossless comparison): a graph runtime becomes the CPU default (``sst_cli.export.runner.CPU_DEFAULT``) only
+where it is faster and its max difference is at most 1 level (1/255). A tree without ``--runtime`` (an older
+sst) runs the torch column only.
+
     python benchmarks/upscale_1080p.py                                   # bundled sst-tiny x4, 3 runs
     python benchmarks/upscale_1080p.py --code /tmp/before --code . --format png --runs 3 --profile
     python benchmarks/upscale_1080p.py --model sst-light --runs 1     # random sst-light x4 weights
+    python benchmarks/upscale_1080p.py --runtime torch --runtime onnxruntime --runtime openvino --format png
 
 The image is synthetic (no data is downloaded): smooth shading, textures with a 1/f spectrum, hard
 edges and fine lines, JPEG-compressed at quality 90, so tiles see photo-like content.
@@ -25,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -98,13 +108,17 @@ def _run_cli(argv: list[str]) -> int:
 
 
 # ------------------------------------------------------------------------------------------ parent
-def run(args: argparse.Namespace, code: Path, src: Path, out: Path, profile: bool = False) -> dict:
+def run(args: argparse.Namespace, col: Column, src: Path, out: Path, profile: bool = False) -> dict:
+    code = col.code
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--input", str(src), "--out", str(out),
-           f"--cli-args={args.cli_args}"]
+           f"--cli-args={args.cli_args}{col.flag}"]
     if profile:
         cmd += ["--profile", "--profile-rows", str(args.profile_rows)]
+    # The tree under test ahead of the installed package (and of anything on PYTHONPATH, e.g. a runtime's
+    # target folder); one sst cache for the whole benchmark, fresh, so graphs are exported by the export run.
+    path = os.pathsep.join([str(code), *filter(None, [os.environ.get("PYTHONPATH")])])
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
-               PYTHONPATH=str(code))  # the tree under test, ahead of the installed package
+               PYTHONPATH=path, XDG_CACHE_HOME=str(args.cache))
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=code, env=env)
     if res.returncode != 0 or not res.stdout.strip():
         sys.exit(f"run in {code} failed:\n{res.stderr[-3000:]}")
@@ -118,6 +132,42 @@ def run(args: argparse.Namespace, code: Path, src: Path, out: Path, profile: boo
     return row
 
 
+@dataclass(frozen=True)
+class Column:
+    """One column of the table: a source tree run with one runtime."""
+
+    code: Path
+    runtime: str
+    explicit: bool  # the tree knows --runtime (an older sst runs torch without the flag)
+
+    @property
+    def flag(self) -> str:
+        return f" --runtime {self.runtime}" if self.explicit else ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.code} [{self.runtime}]"
+
+
+def knows_runtime(code: Path) -> bool:
+    """Whether the tree's `sst upscale` has --runtime."""
+    cli = code / "sst_cli" / "cli" / "upscale.py"
+    return cli.is_file() and '"--runtime"' in cli.read_text(encoding="utf-8")
+
+
+def columns(codes: list[Path], runtimes: list[str]) -> list[Column]:
+    """Every tree with every runtime it has; torch first, so the first column is the reference."""
+    cols = []
+    for code in codes:
+        explicit = knows_runtime(code)
+        for rt in sorted(dict.fromkeys(runtimes), key=lambda r: r != "torch"):
+            if explicit or rt == "torch":
+                cols.append(Column(code, rt, explicit))
+            else:
+                print(f"{code} has no --runtime: its {rt} column is left out", file=sys.stderr)
+    return cols
+
+
 def random_weights(model: str, folder: Path) -> str:
     """A checkpoint of ``model`` x4 with random weights (the CLI loads only files for non-bundled models)."""
     import torch
@@ -128,6 +178,11 @@ def random_weights(model: str, folder: Path) -> str:
     path = folder / f"{model}_x4_random.safetensors"
     save_checkpoint(path, create_model(model, 4), {"name": model})
     return str(path)
+
+
+def output_of(folder: Path) -> Path:
+    """The image in an output folder (beside it: sst's .sst-manifest records)."""
+    return next(p for p in sorted(folder.iterdir()) if p.is_file())
 
 
 def compare(a: Path, b: Path) -> dict:
@@ -149,7 +204,9 @@ def main() -> None:
     ap.add_argument("--model", help="a variant instead of the bundled model, with random x4 weights (timing only)")
     ap.add_argument("--format", default="same", help="output format passed to sst upscale (png to compare)")
     ap.add_argument("--extra", default="", help="more `sst upscale` options, e.g. '--tile 256'")
-    ap.add_argument("--profile", action="store_true", help="one more run per tree under torch.profiler")
+    ap.add_argument("--runtime", action="append", choices=["torch", "onnxruntime", "openvino"],
+                    help="runtime(s) to run each tree with, a column each (default: torch)")
+    ap.add_argument("--profile", action="store_true", help="one more run per column under torch.profiler")
     ap.add_argument("--profile-rows", type=int, default=25)
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -164,10 +221,13 @@ def main() -> None:
     for c in codes:
         if not (c / "sst_cli" / "__init__.py").is_file():
             sys.exit(f"{c} holds no sst_cli package.")
-    rows: dict[str, list[dict]] = {str(c): [] for c in codes}
-    profiles: dict[str, dict] = {}
-    diffs: dict[str, dict] = {}
+    cols = columns(codes, args.runtime or ["torch"])
+    rows: dict[Column, list[dict]] = {c: [] for c in cols}
+    exports: dict[Column, dict] = {}
+    profiles: dict[Column, dict] = {}
+    diffs: dict[Column, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        args.cache = Path(tmp) / "cache"
         extra = ["--format", args.format] + args.extra.split()
         if args.model:
             extra += ["--weights", random_weights(args.model, Path(tmp))]
@@ -175,44 +235,51 @@ def main() -> None:
         src = Path(tmp) / "frame.jpg"
         make_photo(src, args.width, args.height)
         print(f"sst upscale frame.jpg out/ {args.cli_args}: {args.width}x{args.height}, {args.threads} threads, "
-              f"{args.runs} runs per tree; load {os.getloadavg()}")
-        outs = {c: Path(tmp) / f"out{i}" for i, c in enumerate(codes)}
+              f"{args.runs} runs per column; load {os.getloadavg()}")
+        if len(cols) > 1 and args.format != "png":
+            print("note: outputs are compared as written; use --format png for a lossless comparison", file=sys.stderr)
+        outs = {c: Path(tmp) / f"out{i}" for i, c in enumerate(cols)}
+        for c in cols:
+            if c.runtime != "torch":  # export and cache its graphs, untimed
+                exports[c] = run(args, c, src, outs[c])
+                print(f"  {c.label}: export run {exports[c]['wall_s']:.1f} s", file=sys.stderr, flush=True)
         for r in range(args.runs):
-            for c in codes if r % 2 == 0 else codes[::-1]:
-                rows[str(c)].append(run(args, c, src, outs[c]))
-                last = rows[str(c)][-1]
-                print(f"  {c}: {last['wall_s']:.1f} s, CPU {last['cpu_s']:.1f} s, peak {last['peak_rss_mb']:.0f} MB",
-                      file=sys.stderr, flush=True)
-        first = codes[0]
-        for c in codes[1:]:
-            a, b = (next(p.iterdir()) for p in (outs[first], outs[c]))
-            diffs[str(c)] = compare(a, b)
+            for c in cols if r % 2 == 0 else cols[::-1]:
+                rows[c].append(run(args, c, src, outs[c]))
+                last = rows[c][-1]
+                print(f"  {c.label}: {last['wall_s']:.1f} s, CPU {last['cpu_s']:.1f} s, peak {last['peak_rss_mb']:.0f} "
+                      "MB", file=sys.stderr, flush=True)
+        first = cols[0]
+        for c in cols[1:]:
+            diffs[c] = compare(output_of(outs[first]), output_of(outs[c]))
         if args.profile:
-            for c in codes:
-                profiles[str(c)] = run(args, c, src, Path(tmp) / "prof", profile=True)
+            for c in cols:
+                profiles[c] = run(args, c, src, Path(tmp) / "prof", profile=True)
     print()
-    print("| code | wall s median (min-max) | CPU s median | peak RSS MB median (max) | vs first tree: max diff "
-          "(levels), pixels differing |")
-    print("|---|---|---|---|---|")
+    print(f"| code [runtime] | wall s median (min-max) | CPU s median | peak RSS MB median (max) | vs {first.label}: "
+          "max diff (levels), pixels differing | export run s |")
+    print("|---|---|---|---|---|---|")
     summary = []
-    for c in codes:
-        rs = rows[str(c)]
+    for c in cols:
+        rs = rows[c]
         wall = [r["wall_s"] for r in rs]
-        row = {"code": str(c), "wall_s": wall, "cpu_s": [r["cpu_s"] for r in rs],
-               "peak_rss_mb": [r["peak_rss_mb"] for r in rs], "threads": rs[0]["threads"], "diff": diffs.get(str(c))}
+        row = {"code": str(c.code), "runtime": c.runtime, "wall_s": wall, "cpu_s": [r["cpu_s"] for r in rs],
+               "peak_rss_mb": [r["peak_rss_mb"] for r in rs], "threads": rs[0]["threads"], "diff": diffs.get(c),
+               "export_run_s": exports[c]["wall_s"] if c in exports else None}
         summary.append(row)
-        d = diffs.get(str(c))
+        d = diffs.get(c)
         dtxt = f"{d['max_levels']}, {d['pixels_differing']}" if d else "-"
-        print(f"| {c} | {statistics.median(wall):.1f} ({min(wall):.1f}-{max(wall):.1f}) | "
+        etxt = f"{row['export_run_s']:.1f}" if row["export_run_s"] is not None else "-"
+        print(f"| {c.label} | {statistics.median(wall):.1f} ({min(wall):.1f}-{max(wall):.1f}) | "
               f"{statistics.median(row['cpu_s']):.1f} | {statistics.median(row['peak_rss_mb']):.0f} "
-              f"({max(row['peak_rss_mb']):.0f}) | {dtxt} |")
+              f"({max(row['peak_rss_mb']):.0f}) | {dtxt} | {etxt} |")
     for c, p in profiles.items():
-        print(f"\nper-op profile, {c} (self CPU total {p['profile_self_cpu_s']:.1f} s):\n{p['table']}")
+        print(f"\nper-op profile, {c.label} (self CPU total {p['profile_self_cpu_s']:.1f} s):\n{p['table']}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"command": f"sst upscale frame.jpg out/ {args.cli_args}", "size": [args.width, args.height],
                        "threads": args.threads, "rows": summary,
-                       "profiles": profiles}, fh, indent=1)
+                       "profiles": {c.label: p for c, p in profiles.items()}}, fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 # "fp32" is IEEE float32 everywhere; "tf32" is float32 tensors with TF32 tensor-core matmuls and cuDNN
 # convolutions (10-bit mantissa products): faster on Ampere and later, asked for by name only.
 DTYPE_NAMES = ("fp32", "tf32", "bf16", "fp16")
+# What runs the network in `sst upscale --runtime`: PyTorch itself, or its exported ONNX graph in ONNX Runtime or
+# OpenVINO (CPU only; sst_cli.export.runner). "auto" is torch, or on the CPU the runtime runner.CPU_DEFAULT names.
+RUNTIME_NAMES = ("torch", "onnxruntime", "openvino")
 
 _M_TRIM_THRESHOLD = -1  # mallopt parameter numbers from glibc's malloc.h
 _M_MMAP_THRESHOLD = -3

@@ -21,9 +21,11 @@ import copy
 import importlib
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .. import __version__
@@ -170,16 +172,20 @@ def export_onnx(
     return OnnxExport(out, name, up.source, dtype, opset, tile, min_side, checks, runtime, len(graph))
 
 
-def trace(model: torch.nn.Module, tile: int, dtype: str, dynamic: bool, opset: int, name: str = "the model") -> bytes:
+def trace(model: torch.nn.Module, tile: int | tuple[int, int], dtype: str, dynamic: bool, opset: int,
+          name: str = "the model") -> bytes:
     """The ONNX graph of ``model`` (input "input", output "output") as bytes; ``model`` is left unchanged.
+    ``tile``: the side, or (height, width) of a fixed graph of any size (``sst upscale --runtime`` runs tiles
+    whose sides the windows need not divide: each layer's padding is then recorded as constants).
     SSTError when the exporter refuses it."""
     net = copy.deepcopy(model).to(torch_dtype(dtype)).set_backend(EXPORT_BACKEND)
     for p in net.parameters():
         p.requires_grad_(True)  # the training-path forward (see the module's docstring)
     # A dynamic graph is traced at a side no window divides, so every layer's padding is recorded as a
-    # function of H and W; a fixed one at the tile itself (no padding: the tile is aligned).
-    side = tile + 1 if dynamic else tile
-    x = torch.rand(1, 3, side, side, dtype=torch_dtype(dtype))
+    # function of H and W; a fixed one at its own size.
+    h, w = (tile, tile) if isinstance(tile, int) else tile
+    more = 1 if dynamic else 0
+    x = torch.rand(1, 3, h + more, w + more, dtype=torch_dtype(dtype))
     axes = {"input": {2: "height", 3: "width"}, "output": {2: "out_height", 3: "out_width"}} if dynamic else None
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.enable_grad():
@@ -206,15 +212,22 @@ def verify(graph: bytes, up: Upscaler, sizes: list[tuple[int, int]], dtype: str,
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own refusal is the reason we report
         raise SSTError(f"ONNX Runtime cannot load the ONNX graph of {name} ({reason(exc)}); nothing was "
                        "written.") from None
+    return compare(lambda x: session.run(None, {"input": x})[0], up, sizes, dtype, seed, name, "ONNX Runtime")
+
+
+def compare(run: Callable[[np.ndarray], np.ndarray], up: Upscaler, sizes: list[tuple[int, int]], dtype: str,
+            seed: int, name: str, runtime: str) -> tuple[Check, ...]:
+    """``run`` (a graph in some runtime: float array (1, 3, H, W) in ``dtype`` -> its output) against
+    ``up.forward`` in PyTorch on the same random inputs of ``sizes``; SSTError when ``run`` raises."""
     gen = torch.Generator().manual_seed(seed)
     checks = []
     for h, w in sizes:
         x = torch.rand(1, 3, h, w, generator=gen)
         want = up.forward(x)
         try:
-            got = torch.from_numpy(session.run(None, {"input": x.to(torch_dtype(dtype)).numpy()})[0]).float()
+            got = torch.from_numpy(np.asarray(run(x.to(torch_dtype(dtype)).numpy()))).float()
         except Exception as exc:  # noqa: BLE001 - as above
-            raise SSTError(f"ONNX Runtime cannot run the ONNX graph of {name} at {_shape(x.shape)} "
+            raise SSTError(f"{runtime} cannot run the ONNX graph of {name} at {_shape(x.shape)} "
                            f"({reason(exc)}); nothing was written.") from None
         diff = (got - want).abs().max().item() if got.shape == want.shape else float("inf")
         checks.append(Check(tuple(x.shape), tuple(got.shape), diff, TOLERANCES[dtype]))

@@ -6,5 +6,6 @@
 - ``batch``: files and folders to output files, skip rules, the batch runner;
 - ``video``: one video through the batch: frames upscaled and encoded in resumable segments, then joined.
 
-Imports ``sst_cli.model``, ``sst_cli.io`` and ``sst_cli.runtime``; never the CLI.
+Imports ``sst_cli.model``, ``sst_cli.io`` and ``sst_cli.runtime``; never the CLI. ``load_upscaler(runtime=...)``
+imports ``sst_cli.export.runner`` inside the call, for a graph runtime only.
 """

@@ -434,4 +434,16 @@ def describe(upscaler: Any, settings: Settings) -> dict[str, Any]:
             "weights": getattr(upscaler, "source", None), "weights_sha256": manifest.weights_fingerprint(upscaler),
             "device": str(getattr(upscaler, "device", "")), "backend": getattr(upscaler, "backend", None),
             "outscale": settings.outscale, "tta": settings.tta, "alpha": settings.alpha, "format": settings.format,
-            "quality": settings.quality, **sampling(upscaler)}
+            "quality": settings.quality, **sampling(upscaler), **runtime_of(upscaler)}
+
+
+def runtime_of(upscaler: Any) -> dict[str, Any]:
+    """What ran the network: torch, or a graph runtime with its version and the graphs it ran (from the sst
+    cache, or exported by this run). Not part of an output's recipe: like the attention backend, it changes
+    pixels by float32 rounding only (checked against PyTorch within 1e-4 when each graph is exported)."""
+    runner = getattr(upscaler, "runner", None)
+    if runner is None:
+        return {"runtime": "torch"}
+    graphs = [{"size": f"{g.key.width}x{g.key.height}", "path": str(g.path), "exported": g.exported}
+              for g in getattr(runner, "graphs", {}).values()]
+    return {"runtime": getattr(runner, "version", getattr(upscaler, "runtime", None)), "graphs": graphs}

@@ -276,7 +276,8 @@ def forward(upscaler: Callable[[Tensor], Tensor], x: Tensor, tta: bool = False) 
 
 
 def _empty_cache(upscaler: Any) -> None:
-    device = getattr(upscaler, "device", None)
+    # Side-by-side tiles only for PyTorch's forward: a graph runtime threads (and exports) on its own.
+    device = getattr(upscaler, "device", None) if getattr(upscaler, "runner", None) is None else None
     if device is not None and getattr(device, "type", "") == "cuda":
         torch.cuda.empty_cache()
 
@@ -442,7 +443,8 @@ def run_tiled(
     cost = model_cost(upscaler)
     if cost is not None and cost.max_batch is not None:  # a network that takes only so many images at once
         batch = min(batch, cost.max_batch)
-    device = getattr(upscaler, "device", None)
+    # Side-by-side tiles only for PyTorch's forward: a graph runtime threads (and exports) on its own.
+    device = getattr(upscaler, "device", None) if getattr(upscaler, "runner", None) is None else None
     # Tiles in flight at once share the activation budget, so side-by-side CPU tiles are sized as a batch.
     size = resolve_tile(upscaler, tile, height, width, batch * tile_workers(device, tiles=2**31))
     while True:

@@ -7,6 +7,7 @@ device and dtype, and routed through an attention backend.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, overload
@@ -52,6 +53,9 @@ class Upscaler:
     requested_backend: str = "auto"
     # The float32 weights as loaded (on the CPU), kept by load_upscaler for for_pixels when auto picked a half dtype.
     fp32_weights: nn.Module | None = field(default=None, repr=False, compare=False)
+    runtime: str = "torch"  # what runs the forward: torch, or a graph runtime (sst_cli.export.runner)
+    # A graph runtime's forward: float (B, 3, H, W) -> float32 (B, 3, sH, sW); None: the model in PyTorch.
+    runner: Callable[[Tensor], Tensor] | None = field(default=None, repr=False, compare=False)
     _full: Upscaler | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -101,14 +105,17 @@ class Upscaler:
     @torch.inference_mode()
     def forward(self, x: Tensor) -> Tensor:
         """Whole-input forward (no tiling): float (B, 3, H, W) -> float32 (B, 3, sH, sW) on the CPU."""
+        if self.runner is not None:
+            return self.runner(x)
         x = x.to(self.device, self.dtype)
         return self.model(x).float().cpu()
 
     def __repr__(self) -> str:
         # one line, as a notebook or a log shows it: the network itself is `up.model`
         dtype = str(self.dtype).replace("torch.", "")
+        run = f"runtime={self.runtime!r}" if self.runner is not None else f"backend={self.backend!r}"
         return (f"Upscaler(model={self.name!r}, scale={self.scale}, device={str(self.device)!r}, dtype={dtype!r}, "
-                f"backend={self.backend!r}, weights={self.source!r})")
+                f"{run}, weights={self.source!r})")
 
     @property
     def window_max(self) -> int:
@@ -162,6 +169,7 @@ def load_upscaler(
     seed: int = 0,
     noise_seed: int | None = None,
     guidance: float | None = None,
+    runtime: str = "torch",
 ) -> Upscaler:
     """Resolve, load and place a model, e.g. ``load_upscaler("sst-l+", 4)`` or ``load_upscaler(weights=FILE)``.
 
@@ -176,7 +184,18 @@ def load_upscaler(
     the same weights (the global RNG is left as it was); ``tile`` is used when the upscaler is called on
     numpy images. A network sampled from noise (sst-real) runs through its sampler, with ``noise_seed`` and
     ``guidance`` (default: its own); other networks refuse them.
+
+    ``runtime`` "onnxruntime" or "openvino" runs the network's exported ONNX graphs instead of PyTorch, on the
+    CPU in float32, through the same tiling (each tile size exported and checked once, then cached:
+    :mod:`sst_cli.export.runner`); "auto" is what ``sst upscale`` uses by default (torch, until a graph
+    runtime is measured faster: ``runner.CPU_DEFAULT``).
     """
+    named, graph_runtime = runtime not in ("auto", "torch"), False
+    if runtime != "torch":  # the options a graph cannot honour are refused before any weights load
+        from ..export import runner
+
+        runtime, device = runner.resolve(runtime, device, dtype, backend)
+        graph_runtime = runtime != "torch"
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     if model == "bicubic":
@@ -186,6 +205,9 @@ def load_upscaler(
             raise UsageError("--seed and --guidance apply to networks sampled from noise (sst-real), not bicubic; "
                              "drop them.")
         s = scale or 4
+        if graph_runtime and named:
+            raise UsageError(f"--model bicubic is built into sst and has no graph to run in {runtime}; use "
+                             "--runtime torch.")
         return Upscaler(Bicubic(s), "bicubic", s, dev, dt, "none", "built-in", tile=tile)
     if random_weights:
         from ..model.registry import create_model
@@ -224,5 +246,6 @@ def load_upscaler(
     # Auto's half dtype is for 8-bit images; 16-bit ones will want the float32 weights (Upscaler.for_pixels).
     fp32_weights = copy.deepcopy(net).float() if dtype == "auto" and dt != torch.float32 else None
     net = net.to(dev, dt).set_backend(chosen)
-    return Upscaler(net, name, net.scale, dev, dt, chosen, source, {"params": sum(p.numel() for p in net.parameters())},
-                    tile=tile, auto_dtype=dtype == "auto", requested_backend=backend, fp32_weights=fp32_weights)
+    up = Upscaler(net, name, net.scale, dev, dt, chosen, source, {"params": sum(p.numel() for p in net.parameters())},
+                  tile=tile, auto_dtype=dtype == "auto", requested_backend=backend, fp32_weights=fp32_weights)
+    return runner.attach(up, runtime, named) if graph_runtime else up
