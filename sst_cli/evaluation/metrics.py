@@ -143,11 +143,14 @@ def measure(sr_u8: np.ndarray, hr_u8: np.ndarray | None, crop_border: int, names
 
 
 def load_scorers(names: Iterable[str], device: torch.device | str) -> dict[str, Scorer]:
-    """pyiqa's scorer of every pyiqa metric among ``names``, loaded once on ``device``. Raises SSTError in one
-    sentence when pyiqa is missing or a metric's weights are not cached (``iqa.load_scorer``)."""
+    """pyiqa's scorer of every pyiqa metric among ``names``, loaded once on ``device`` ("auto" resolved as for
+    the model). Raises SSTError in one sentence when pyiqa is missing or a metric's weights are not cached
+    (``iqa.load_scorer``). Nothing is resolved or imported when no pyiqa metric is asked for."""
     wanted = pyiqa_metrics(names)
     if not wanted:
         return {}
+    from ..runtime import resolve_device
     from . import iqa
 
-    return {name: iqa.load_scorer(name, device) for name in wanted}
+    dev = resolve_device(device) if isinstance(device, str) else device
+    return {name: iqa.load_scorer(name, dev) for name in wanted}

@@ -29,7 +29,7 @@ import torch
 from ..distributed import Dist
 from ..errors import SSTError
 from ..model.bicubic import quantize_uint8
-from ..runtime import resolve_device, tf32_settings
+from ..runtime import tf32_settings
 from ..upscale.tiling import plan_tiles, resolve_tile, upscale_tensor
 from .datasets import (
     Dataset,
@@ -365,7 +365,7 @@ def run_eval(
             scales = [4]
     tasks = plan(options.datasets, scales, options.data_root, options.lq_only)
     # pyiqa's metrics once per run, on the evaluation device, before any model is loaded
-    scorers = load_scorers(options.metrics or (), resolve_device(options.device))
+    scorers = load_scorers(options.metrics or (), options.device)
     if on_plan is not None:
         on_plan(tasks)
     results: list[EvalResult] = []
