@@ -161,11 +161,11 @@ def eval_cmd(
     data_root: str | None = typer.Option(None, "--data-root", metavar="DIR", help="Folder holding the datasets "
                                             "(default: $SST_DATA_ROOT or ./datasets)."),
     crop_border: int | None = typer.Option(None, "--crop-border", metavar="N", min=0, help="Pixels cropped from each edge "
-                                              "before measuring (default: the scale)."),
+                                              "before measuring (default: the scale; 0 with --lq-only)."),
     metric_list: str | None = typer.Option(None, "--metrics", callback=_metrics, metavar="NAMES",
                                            help="Comma list of psnr, ssim (the Y-channel ones: psnr_y, ssim_y), "
                                                 "psnr_rgb, ssim_rgb, niqe (computed by sst), lpips, dists, musiq, "
-                                                "maniqa, clipiqa (pyiqa: pip install 'sst-cli[iqa]'). Default: "
+                                                "maniqa, clipiqa (pyiqa: pip install 'sst-cli\\[iqa]'). Default: "
                                                 "psnr_y,ssim_y; with --lq-only: niqe."),
     lq_only: bool = flag("--lq-only", help="The datasets are folders of low-quality images without ground truth "
                                            "(RealSet65, RealSR's LR side): each is upscaled and scored by the "

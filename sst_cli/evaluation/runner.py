@@ -429,12 +429,13 @@ def evaluate(
     data_root: str | os.PathLike[str] | None = None,
     **options: Any,
 ) -> EvalReport:
-    """Y-PSNR/SSIM of a model on benchmark sets, as ``sst eval`` reports them.
+    """Y-PSNR/SSIM (or any ``metrics``) of a model on benchmark sets, as ``sst eval`` reports them.
 
     ``evaluate("Set5", scale=4)`` evaluates the bundled model; ``model``/``weights`` as in
     :func:`sst_cli.load_upscaler`; ``data_root`` defaults to $SST_DATA_ROOT, else ./datasets; other keywords
-    are :class:`EvalOptions` fields (``metrics``, ``tile``, ``device``, ``dtype``, ...). Returns the report
-    (``.results``, ``.to_dict()``).
+    are :class:`EvalOptions` fields (``metrics=("psnr", "niqe")``, ``lq_only=True`` for folders of low-quality
+    images without ground truth, ``tile``, ``device``, ``dtype``, ...). Returns the report (``.results``,
+    ``.to_dict()``).
     """
     names = [datasets] if isinstance(datasets, str) else list(datasets)
     scales = None if scale is None else ([scale] if isinstance(scale, int) else list(scale))
