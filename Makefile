@@ -32,12 +32,14 @@ wheel-test: venv
 	$(PIP) wheel -q --no-deps --no-build-isolation -w $(WHEEL_DIR) .
 	$(BIN)/python -c "from setuptools import build_meta as b; b.build_sdist('$(WHEEL_DIR)')" > /dev/null
 	tar tzf $(WHEEL_DIR)/sst_cli-*.tar.gz | grep -q 'sst_cli/data/weights/sst-tiny_x4.safetensors'
+	tar tzf $(WHEEL_DIR)/sst_cli-*.tar.gz | grep -q 'sst_cli/data/niqe/niqe_pristine.npz'
 	$(PY) -m venv $(WHEEL_VENV)
 	$(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
 		> "$$($(WHEEL_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/sst-deps.pth"
 	$(WHEEL_VENV)/bin/python -m pip install -q --no-deps $(WHEEL_DIR)/sst_cli-*.whl
 	cd $(WHEEL_VENV) && bin/sst --version \
 		&& bin/python -c "import sst_cli, sys; assert sst_cli.__file__.startswith(sys.prefix), sst_cli.__file__" \
+		&& bin/python -c "from sst_cli.evaluation.niqe import pristine_model; assert pristine_model()[1].shape == (36, 36)" \
 		&& bin/sst upscale $(CURDIR)/examples/butterfly.png out/ \
 		&& bin/python -c "from PIL import Image; s = Image.open('out/butterfly.png').size; assert s == (256, 256), s; print('wheel install OK: x4 output', s)"
 

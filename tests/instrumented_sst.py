@@ -25,8 +25,8 @@ _evaluate_task = runner.evaluate_task
 _ddp_init = torch.nn.parallel.DistributedDataParallel.__init__
 
 
-def evaluate_task(upscaler: Any, task: Any, options: Any, on_image: Any = None) -> Any:
-    result = _evaluate_task(upscaler, task, options, on_image)
+def evaluate_task(upscaler: Any, task: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
+    result = _evaluate_task(upscaler, task, options, *args, **kwargs)
     record["validated"] += [im.name for im in result.images]
     return result
 

@@ -257,8 +257,9 @@ def test_crop_border_and_metric_selection(tmp_path: Path) -> None:
     assert zero.images[0].metrics["psnr_y"] != default.images[0].metrics["psnr_y"]
     assert parse_metrics("PSNR_Y, ssim_y,psnr_y") == ("psnr_y", "ssim_y")
     assert parse_metrics("") == ("psnr_y", "ssim_y")
-    with pytest.raises(SSTError, match="unknown metric"):
-        parse_metrics("psnr_y,lpips")
+    assert parse_metrics("psnr,ssim") == ("psnr_y", "ssim_y")  # the field's names for the Y-channel ones
+    with pytest.raises(SSTError, match="unknown metric 'nosuch'"):
+        parse_metrics("psnr_y,nosuch")
 
 
 def _tiny_checkpoint(path: Path, scale: int = 2) -> Path:
@@ -373,7 +374,7 @@ def test_json_to_stdout(tmp_path: Path, capsys) -> None:
 
 def test_cli_rejects_bad_options(tmp_path: Path, capsys) -> None:
     _hr_set(tmp_path / "S", 1)
-    for args, words in ((["--scale", "x4"], "--scale"), (["--metrics", "lpips"], "psnr_y"),
+    for args, words in ((["--scale", "x4"], "--scale"), (["--metrics", "psnr_z"], "psnr_y"),
                         (["--tile", "big"], "--tile"), (["--crop-border", "-1"], "crop-border"),
                         (["--scale", "5"], "scale must be one of 2, 3, 4")):
         rc = main(["eval", "--model", "bicubic", "--dataset", "S", "--data-root", str(tmp_path), *args])

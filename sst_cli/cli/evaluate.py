@@ -1,4 +1,5 @@
-"""`sst eval`: benchmark PSNR/SSIM with the conventions BasicSR-based papers use."""
+"""`sst eval`: benchmark PSNR/SSIM with the conventions BasicSR-based papers use, NIQE and pyiqa's metrics, and
+no-reference scores of folders of low-quality images (``--lq-only``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.table import Table
 
 from ..errors import SSTError
+from ..evaluation.registry import METRICS, OFFERED, canonical, parse_metrics
 from . import app
 from ._common import (
     RANK_THREADS_HELP,
@@ -42,17 +44,15 @@ if TYPE_CHECKING:
     from ..evaluation.report import EvalOptions, EvalReport
     from ..evaluation.runner import Task
 
-METRIC_NAMES = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
-
-LABELS = {"psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y", "psnr_rgb": "PSNR-RGB", "ssim_rgb": "SSIM-RGB"}
-
-
-def _metrics(value: str) -> tuple[str, ...]:
-    names = [v.lower() for v in split_list(value)]
-    bad = [n for n in names if n not in METRIC_NAMES]
+def _metrics(value: str | None) -> str | None:
+    """Names checked while parsing (exit 2 before torch); the default and the --lq-only check come after."""
+    if value is None:
+        return None
+    names = split_list(value)
+    bad = [n for n in names if canonical(n) is None]
     if bad or not names:
-        raise typer.BadParameter(f"metrics are a comma list of {', '.join(METRIC_NAMES)} (got '{value}').")
-    return tuple(dict.fromkeys(names))
+        raise typer.BadParameter(f"metrics are a comma list of {', '.join(OFFERED)} (got '{value}').")
+    return value
 
 
 def _fmt(v: float, digits: int) -> str:
@@ -83,7 +83,7 @@ def render(report: EvalReport) -> Table:
     t.add_column("dataset", no_wrap=True)
     t.add_column("scale", justify="right", no_wrap=True)
     for m in names:
-        t.add_column(LABELS[m], justify="right", no_wrap=True)
+        t.add_column(METRICS[m].column, justify="right", no_wrap=True)
     if paper:
         t.add_column("paper PSNR/SSIM", justify="right", no_wrap=True)
         t.add_column("Δ PSNR/SSIM", justify="right", no_wrap=True)
@@ -91,7 +91,7 @@ def render(report: EvalReport) -> Table:
         t.add_column(col, justify="right", no_wrap=True)
     for r in report.results:
         means = r.means
-        cells = [r.dataset, f"x{r.scale}", *(_fmt(means[m], 4 if m.startswith("psnr") else 5) for m in names)]
+        cells = [r.dataset, f"x{r.scale}", *(_fmt(means[m], METRICS[m].digits) for m in names)]
         if paper:
             p = r.paper
             if p is None:
@@ -127,7 +127,27 @@ def _notes(report: EvalReport, options: EvalOptions) -> list[str]:
                      "differences of about 0.01 dB.[/]")
     if options.compare_paper and all(r.paper is None for r in report.results):
         notes.append("--compare-paper: no paper values for this model (not an official variant) or these datasets.")
+    unreported = [METRICS[m].label for m in options.metrics or () if not METRICS[m].in_paper]
+    if options.compare_paper and unreported:
+        notes.append(f"--compare-paper: the SST paper reports Y-PSNR/SSIM only; it has no {', '.join(unreported)} "
+                     "figures to compare with.")
     return notes
+
+
+def _method_line(options: EvalOptions, crop_border: int | None) -> str:
+    """How the numbers were computed, under the table."""
+    names = options.metrics or ()
+    border = ("scale" if not options.lq_only else "0") if crop_border is None else f"{crop_border} px"
+    line = (f"Metrics as BasicSR: SR rounded to uint8, crop border = {border}, BT.601 Y (not rounded), "
+            "dataset score = mean of per-image values.")
+    if "niqe" in names:
+        line += " NIQE as BasicSR's calculate_niqe (Y rounded, 96x96 blocks, the NIQE authors' pristine model)."
+    pyiqa = [METRICS[m].label for m in names if METRICS[m].computed_by == "pyiqa"]
+    if pyiqa:
+        line += f" {', '.join(pyiqa)} by pyiqa, on the whole SR image."
+    if options.lq_only:
+        line += " --lq-only: no ground truth; each input upscaled and scored by no-reference metrics alone."
+    return line
 
 
 @app.command("eval", cls=Command)
@@ -141,9 +161,15 @@ def eval_cmd(
     data_root: str | None = typer.Option(None, "--data-root", metavar="DIR", help="Folder holding the datasets "
                                             "(default: $SST_DATA_ROOT or ./datasets)."),
     crop_border: int | None = typer.Option(None, "--crop-border", metavar="N", min=0, help="Pixels cropped from each edge "
-                                              "before measuring (default: the scale)."),
-    metric_list: Any = typer.Option("psnr_y,ssim_y", "--metrics", callback=_metrics, metavar="NAMES",
-                                    help="Comma list of psnr_y, ssim_y, psnr_rgb, ssim_rgb."),
+                                              "before measuring (default: the scale; 0 with --lq-only)."),
+    metric_list: str | None = typer.Option(None, "--metrics", callback=_metrics, metavar="NAMES",
+                                           help="Comma list of psnr, ssim (the Y-channel ones: psnr_y, ssim_y), "
+                                                "psnr_rgb, ssim_rgb, niqe (computed by sst), lpips, dists, musiq, "
+                                                "maniqa, clipiqa (pyiqa: pip install 'sst-cli\\[iqa]'). Default: "
+                                                "psnr_y,ssim_y; with --lq-only: niqe."),
+    lq_only: bool = flag("--lq-only", help="The datasets are folders of low-quality images without ground truth "
+                                           "(RealSet65, RealSR's LR side): each is upscaled and scored by the "
+                                           "no-reference metrics niqe, musiq, maniqa, clipiqa (crop border 0)."),
     json_path: str | None = json_option("Write results (per image too) as JSON to FILE; '-' prints it."),
     csv_path: str | None = typer.Option(None, "--csv", metavar="FILE", help="Write one CSV row per image."),
     save_dir: str | None = typer.Option(None, "--save-dir", metavar="DIR", help="Write the SR images under DIR, one folder per dataset and "
@@ -163,12 +189,15 @@ def eval_cmd(
     threads: int | None = threads_option(RANK_THREADS_HELP),
     quiet: bool = flag("--quiet", help="No progress display (in a log: no progress lines)."),
 ) -> None:
-    """Evaluate a model on SR benchmarks: Y-PSNR/SSIM exactly as BasicSR-based papers compute them.
+    """Evaluate a model on SR benchmarks: Y-PSNR/SSIM exactly as BasicSR-based papers compute them, NIQE as
+    BasicSR computes it, LPIPS/DISTS/MUSIQ/MANIQA/CLIPIQA through pyiqa; --lq-only scores folders of real
+    low-quality images without ground truth.
 
     Under torchrun every process evaluates its share of the images; rank 0 reports the same numbers as one process.
     """
     from ..evaluation.datasets import default_data_root, resolve_datasets
 
+    metrics = parse_metrics(metric_list, lq_only)  # a full-reference metric with --lq-only: exit 2, before torch
     root = data_root or str(default_data_root())
     try:
         resolve_datasets(split_list(dataset), root)  # before torch: every missing dataset is named at once
@@ -185,7 +214,7 @@ def eval_cmd(
     options = EvalOptions(
         datasets=split_list(dataset), scales=scale,
         data_root=root,
-        model=model, weights=weights, metrics=metric_list, crop_border=crop_border,
+        model=model, weights=weights, metrics=metrics, crop_border=crop_border, lq_only=lq_only,
         tile=tile, overlap=tile_overlap, tta=tta, device=ranks.device(device), dtype=dtype, backend=backend,
         save_dir=save_dir, compare_paper=compare_paper, random_weights=random_weights, seed=seed,
     )
@@ -238,9 +267,7 @@ def _show(report: EvalReport, options: EvalOptions, json_path: str | None, csv_p
     out.print(render(report))
     for note in _notes(report, options):
         console.print(note)
-    border = "scale" if crop_border is None else f"{crop_border} px"
-    console.print(f"Metrics as BasicSR: SR rounded to uint8, crop border = {border}, BT.601 Y (not rounded), "
-                  "dataset score = mean of per-image values.")
+    console.print(_method_line(options, crop_border))
     for label, path in (("JSON", json_path), ("CSV", csv_path)):
         if path:
             console.print(f"{label} written to {path}")

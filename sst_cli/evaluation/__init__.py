@@ -3,7 +3,10 @@
 - ``datasets``: benchmark names and folder layouts, HR/LR pairs, LR generation (MATLAB bicubic);
 - ``catalog``: the benchmark sets sst knows (plain data): names, licences, pinned Hub sources and their hashes;
 - ``fetch``: a benchmark downloaded once from the Hub, verified against the catalog, kept in the sst cache;
-- ``metrics``: BasicSR-exact Y-PSNR/SSIM with border crop;
+- ``registry``: every metric ``--metrics`` takes (plain data): reference or not, direction, digits, who computes it;
+- ``metrics``: BasicSR-exact Y-PSNR/SSIM with border crop, and ``measure`` (any registry metric of one image);
+- ``niqe``: NIQE as BasicSR's ``calculate_niqe`` (numpy; the pristine model is package data);
+- ``iqa``: the adapter to the optional pyiqa (LPIPS, DISTS, MUSIQ, MANIQA, CLIPIQA), imported only when asked for;
 - ``report``: results per image/dataset/scale, JSON and CSV;
 - ``runner``: :func:`run_eval` (``sst eval``), :func:`evaluate_task` (one dataset at one scale) and
   :func:`evaluate_model` (an in-memory model through the same code: training validation).

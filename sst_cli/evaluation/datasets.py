@@ -9,7 +9,9 @@ Layouts understood, for scale ``s``:
 * BasicSR / SwinIR: ``<set>/HR/<stem>.png`` + ``<set>/LR_bicubic/X<s>/<stem>x<s>.png``
   (also DIV2K's ``<prefix>_HR`` + ``<prefix>_LR_bicubic/X<s>``);
 * HAT / BasicSR test sets: ``<set>/GTmod<k>/<stem>.png`` (k a multiple of s) + ``<set>/LRbicx<s>/<stem>.png``;
-* a plain folder of HR images (LR always generated).
+* a plain folder of HR images (LR always generated);
+* with ``--lq-only`` (:func:`discover_lq`): a folder of low-quality inputs without ground truth (RealSet65,
+  RealSR's LR side), upscaled and scored by no-reference metrics only.
 
 JSON: floats are plain numbers except non-finite ones (identical images give PSNR +inf), which are
 written as the string ``"inf"`` so the file stays strict JSON. A result's ``lr_source`` is "shipped" or
@@ -62,14 +64,14 @@ class Dataset:
 @dataclass(frozen=True)
 class Pair:
     name: str  # image stem
-    hr: Path
-    lr: Path | None  # shipped LR, or None: generated
+    hr: Path | None  # None: an LQ-only dataset (no ground truth)
+    lr: Path | None  # shipped LR (the LQ input of an LQ-only dataset), or None: generated
 
 
 @dataclass(frozen=True)
 class Layout:
-    kind: str  # "basicsr", "hat" or "folder"
-    hr_dir: Path
+    kind: str  # "basicsr", "hat", "folder" or "lq"
+    hr_dir: Path | None  # None for "lq"
     lr_dir: Path | None
     pairs: tuple[Pair, ...]
 
@@ -209,6 +211,18 @@ def discover(ds: Dataset, scale: int) -> Layout:
         raise SSTError(f"dataset {ds.name} has no images in {hr_dir}; expected {expected_layout(ds.name, scale)}.")
     pairs = tuple(Pair(p.stem, p, _lr_lookup(lr_dir, p.stem, scale)) for p in found)
     return Layout(kind, hr_dir, lr_dir, pairs)
+
+
+def discover_lq(ds: Dataset) -> Layout:
+    """The images of a folder of low-quality inputs (``--lq-only``): each is upscaled and scored without ground
+    truth. A benchmark folder (HR images inside) is refused, since it has ground truth to measure against."""
+    found = files.list_images(ds.path)
+    if not found:
+        hr = _find_child(ds.path, ("HR", "GT"))
+        hint = (f"it holds ground truth in {hr}: drop --lq-only to measure against it" if hr is not None
+                else "with --lq-only a dataset is a folder of low-quality images")
+        raise SSTError(f"dataset {ds.name} has no images in {ds.path}; {hint}.")
+    return Layout("lq", None, ds.path, tuple(Pair(p.stem, None, p) for p in found))
 
 
 # ------------------------------------------------------------------------------------------ images

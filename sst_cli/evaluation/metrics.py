@@ -1,4 +1,6 @@
-"""Y-channel PSNR and SSIM exactly as BasicSR computes them (see shared/design/METRICS.md).
+"""Y-channel PSNR and SSIM exactly as BasicSR computes them (see shared/design/METRICS.md), and
+:func:`measure`, which computes any metric of ``registry.METRICS`` for one image (NIQE from ``niqe.py``, pyiqa's
+through the scorers of :func:`load_scorers`).
 
 Inputs are uint8 HWC RGB arrays (quantise SR output first with ``model.bicubic.quantize_uint8``).
 
@@ -17,15 +19,21 @@ test's tolerances: 1e-12 (same Y), 1e-7 SSIM and 1e-5 dB PSNR (scikit-image's Y)
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..errors import SSTError
+from .registry import DEFAULT_METRICS, METRICS, parse_metrics, pyiqa_metrics
 
-METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
-DEFAULT_METRICS = ("psnr_y", "ssim_y")
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["DEFAULT_METRICS", "Scorer", "load_scorers", "measure", "parse_metrics", "psnr", "rgb_to_y", "ssim"]
+
+# pyiqa's metrics: scorer(sr_u8, hr_u8 or None) -> float (the contract of ``iqa.load_scorer``)
+Scorer = Callable[[np.ndarray, "np.ndarray | None"], float]
 
 
 def rgb_to_y(img: np.ndarray) -> np.ndarray:
@@ -100,22 +108,49 @@ def ssim(sr: np.ndarray, hr: np.ndarray, crop_border: int = 0, y_channel: bool =
     return float(np.mean([_ssim_plane(a[..., c], b[..., c]) for c in range(a.shape[2])]))
 
 
-def measure(sr_u8: np.ndarray, hr_u8: np.ndarray, crop_border: int, names: Iterable[str] = DEFAULT_METRICS) -> dict[str, float]:
-    """The requested metrics of one quantised SR image against its (mod-cropped) HR."""
-    fns: dict[str, Callable[[], float]] = {
-        "psnr_y": lambda: psnr(sr_u8, hr_u8, crop_border, y_channel=True),
-        "ssim_y": lambda: ssim(sr_u8, hr_u8, crop_border, y_channel=True),
-        "psnr_rgb": lambda: psnr(sr_u8, hr_u8, crop_border, y_channel=False),
-        "ssim_rgb": lambda: ssim(sr_u8, hr_u8, crop_border, y_channel=False),
-    }
-    return {n: fns[n]() for n in names}
+_OWN: dict[str, tuple[Callable[..., float], bool]] = {
+    "psnr_y": (psnr, True), "ssim_y": (ssim, True), "psnr_rgb": (psnr, False), "ssim_rgb": (ssim, False)}
 
 
-def parse_metrics(value: str | Iterable[str] | None) -> tuple[str, ...]:
-    names = [v.strip().lower() for v in (value.split(",") if isinstance(value, str) else value or []) if v.strip()]
-    if not names:
-        return DEFAULT_METRICS
-    bad = [n for n in names if n not in METRICS]
-    if bad:
-        raise SSTError(f"unknown metric '{bad[0]}' (choose from {', '.join(METRICS)}).")
-    return tuple(dict.fromkeys(names))
+def measure(sr_u8: np.ndarray, hr_u8: np.ndarray | None, crop_border: int, names: Iterable[str] = DEFAULT_METRICS,
+            scorers: Mapping[str, Scorer] | None = None) -> dict[str, float]:
+    """The requested metrics of one quantised SR image: against its (mod-cropped) HR for the full-reference
+    ones, alone for the no-reference ones (``hr_u8`` may be None when only those are asked for).
+
+    sst's own metrics see the image after ``crop_border`` (BasicSR's convention: PSNR, SSIM, NIQE); pyiqa's
+    come from ``scorers`` (:func:`load_scorers`, once per run) and see the whole image, as pyiqa scores it.
+    """
+    out: dict[str, float] = {}
+    for name in names:
+        metric = METRICS[name]
+        if name == "niqe":
+            from .niqe import niqe  # numpy only, but nothing of it is needed before a NIQE is asked for
+
+            out[name] = niqe(sr_u8, crop_border)
+        elif name in _OWN:
+            if hr_u8 is None:
+                raise ValueError(f"{name} needs the ground truth image")
+            fn, y_channel = _OWN[name]
+            out[name] = fn(sr_u8, hr_u8, crop_border, y_channel)
+        else:
+            scorer = (scorers or {}).get(name)
+            if scorer is None:
+                raise ValueError(f"{name} is computed by pyiqa: pass its scorer (load_scorers)")
+            if metric.full_reference and hr_u8 is None:
+                raise ValueError(f"{name} needs the ground truth image")
+            out[name] = float(scorer(sr_u8, hr_u8 if metric.full_reference else None))
+    return out
+
+
+def load_scorers(names: Iterable[str], device: torch.device | str) -> dict[str, Scorer]:
+    """pyiqa's scorer of every pyiqa metric among ``names``, loaded once on ``device`` ("auto" resolved as for
+    the model). Raises SSTError in one sentence when pyiqa is missing or a metric's weights are not cached
+    (``iqa.load_scorer``). Nothing is resolved or imported when no pyiqa metric is asked for."""
+    wanted = pyiqa_metrics(names)
+    if not wanted:
+        return {}
+    from ..runtime import resolve_device
+    from . import iqa
+
+    dev = resolve_device(device) if isinstance(device, str) else device
+    return {name: iqa.load_scorer(name, dev) for name in wanted}

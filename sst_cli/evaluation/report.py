@@ -20,7 +20,7 @@ import numpy as np
 
 from ..io import images
 from ..io.files import atomic_write_text
-from .metrics import DEFAULT_METRICS
+from .registry import parse_metrics
 
 SETTINGS_TEXT = {
     "quantization": "SR clamped to [0, 1], x255, rounded to uint8 before measuring",
@@ -32,6 +32,10 @@ SETTINGS_TEXT = {
                      "of the mod-cropped HR, rounded to uint8",
     "dataset_score": "mean of per-image values",
 }
+NIQE_TEXT = ("BasicSR's calculate_niqe: Y as above of the uint8 SR image, crop border, rounded; 96x96 blocks at two "
+             "scales; the NIQE authors' pristine model (Mittal et al. 2013)")
+LQ_TEXT = ("--lq-only: each image is a low-quality input without ground truth, upscaled and scored by no-reference "
+           "metrics; hr_size is the SR image's size")
 
 
 
@@ -40,8 +44,8 @@ SETTINGS_TEXT = {
 class ImageResult:
     name: str
     metrics: dict[str, float]
-    lr_source: str  # "shipped" | "generated"
-    hr_size: tuple[int, int]  # mod-cropped (H, W)
+    lr_source: str  # "shipped" | "generated" | "lq" (an LQ-only dataset's input)
+    hr_size: tuple[int, int]  # mod-cropped (H, W); for an LQ-only dataset, the SR image's
     grayscale: bool
     tiles: int
     seconds: float  # model time
@@ -99,8 +103,8 @@ class EvalOptions:
     data_root: str = "datasets"
     model: str | None = None  # None = the bundled model; "bicubic" = the baseline
     weights: str | None = None
-    metrics: tuple[str, ...] = DEFAULT_METRICS
-    crop_border: int | None = None  # None = scale
+    metrics: tuple[str, ...] | None = None  # names or aliases of registry.METRICS; None = the default for the data
+    crop_border: int | None = None  # None = scale (0 with lq_only)
     tile: int | str = "auto"
     overlap: int | None = None
     tta: bool = False
@@ -111,6 +115,18 @@ class EvalOptions:
     compare_paper: bool = False
     random_weights: bool = False
     seed: int = 0  # initialises --random-weights
+    lq_only: bool = False  # the datasets are folders of low-quality inputs without ground truth
+
+    def __post_init__(self) -> None:
+        # canonical names (psnr -> psnr_y), the default for the kind of data, and one sentence for a wrong one
+        self.metrics = parse_metrics(self.metrics, self.lq_only)
+
+    def crop_for(self, scale: int) -> int:
+        """The crop border at ``scale``: as given, else the scale (BasicSR's convention for benchmarks), else 0
+        for LQ-only data (no-reference scores of real-world sets are reported on the whole image)."""
+        if self.crop_border is not None:
+            return self.crop_border
+        return 0 if self.lq_only else scale
 
 
 @dataclass

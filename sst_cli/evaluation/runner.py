@@ -2,8 +2,10 @@
 
 Finds a dataset (name, alias or folder) and its layout, gets each image's LR (the shipped file when
 there is one, else our MATLAB-style bicubic of the mod-cropped HR, rounded to uint8), runs the model
-through the shared tiler, quantises the output to uint8 and measures Y-PSNR / Y-SSIM (optionally RGB)
-with border crop = scale. A dataset's score is the mean of its per-image values.
+through the shared tiler, quantises the output to uint8 and measures the metrics asked for (Y-PSNR / Y-SSIM
+by default; any of ``registry.METRICS``) with border crop = scale. A dataset's score is the mean of its
+per-image values. With ``lq_only`` each dataset is a folder of low-quality inputs without ground truth: the
+model upscales each and only no-reference metrics are computed (NIQE by default; crop border 0).
 
 Layouts understood, for scale ``s``:
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn
@@ -35,14 +37,17 @@ from .datasets import (
     Pair,
     default_data_root,
     discover,
+    discover_lq,
     generate_lr,
     mod_crop,
     read_rgb_u8,
     resolve_datasets,
     to_tensor,
 )
-from .metrics import measure
-from .report import SETTINGS_TEXT, EvalOptions, EvalReport, EvalResult, ImageResult, save_png
+from .metrics import Scorer, load_scorers, measure
+from .niqe import NiqeUndefined, check_size
+from .registry import METRICS
+from .report import LQ_TEXT, NIQE_TEXT, SETTINGS_TEXT, EvalOptions, EvalReport, EvalResult, ImageResult, save_png
 
 
 # ------------------------------------------------------------------------------------------ running
@@ -53,12 +58,14 @@ class Task:
     layout: Layout
 
 
-def plan(datasets: Iterable[str], scales: Iterable[int], data_root: str | os.PathLike[str]) -> list[Task]:
-    """Resolve every dataset and layout up front, so a missing one fails before any model work."""
+def plan(datasets: Iterable[str], scales: Iterable[int], data_root: str | os.PathLike[str],
+         lq_only: bool = False) -> list[Task]:
+    """Resolve every dataset and layout up front, so a missing one fails before any model work. With
+    ``lq_only`` every dataset is a folder of low-quality inputs (:func:`discover_lq`)."""
     resolved = resolve_datasets(datasets, data_root)  # every missing one named at once
     if not resolved:
         raise SSTError("no dataset given; pass --dataset Set5,Set14,... or a folder.")
-    return [Task(ds, s, discover(ds, s)) for ds in resolved for s in scales]
+    return [Task(ds, s, discover_lq(ds) if lq_only else discover(ds, s)) for ds in resolved for s in scales]
 
 
 def paper_variant(options: EvalOptions, upscaler: Any) -> str | None:
@@ -98,17 +105,25 @@ def paper_comparison(variant: str | None, result: EvalResult) -> dict[str, Any] 
 ImageCallback = Callable[[Task, str], None]
 
 
-def evaluate_task(upscaler: Any, task: Task, options: EvalOptions, on_image: ImageCallback | None = None) -> EvalResult:
-    """Run one dataset at one scale; unreadable or mismatched images are skipped and reported."""
+def evaluate_task(upscaler: Any, task: Task, options: EvalOptions, on_image: ImageCallback | None = None,
+                  scorers: Mapping[str, Scorer] | None = None) -> EvalResult:
+    """Run one dataset at one scale; unreadable or mismatched images are skipped and reported. pyiqa's metrics
+    use ``scorers`` (loaded once per run by :func:`run_eval`), else they are loaded here for this call."""
     s = task.scale
-    cb = s if options.crop_border is None else options.crop_border
-    res = EvalResult(upscaler.name, task.dataset.name, s, str(task.dataset.path), task.layout.kind, cb,
-                     tuple(options.metrics))
-    min_side = 2 * cb + (11 if any(m.startswith("ssim") for m in options.metrics) else 1)
+    cb = options.crop_for(s)
+    names = tuple(options.metrics or ())
+    if scorers is None:
+        scorers = load_scorers(names, upscaler.device)
+    res = EvalResult(upscaler.name, task.dataset.name, s, str(task.dataset.path), task.layout.kind, cb, names)
+    min_side = 2 * cb + (11 if any(m.startswith("ssim") for m in names) else 1)
     start = time.perf_counter()
     for pair in task.layout.pairs:
         try:
-            res.images.append(_evaluate_image(upscaler, pair, s, cb, min_side, options, task.dataset.name))
+            if task.layout.kind == "lq":
+                res.images.append(_evaluate_lq_image(upscaler, pair, s, cb, options, task.dataset.name, scorers))
+            else:
+                res.images.append(_evaluate_image(upscaler, pair, s, cb, min_side, options, task.dataset.name,
+                                                  scorers))
         except _Skip as exc:
             res.skipped.append({"name": pair.name, "reason": str(exc)})
         if on_image is not None:
@@ -159,17 +174,19 @@ def validation_setup(model: torch.nn.Module) -> tuple[torch.device, torch.dtype,
 
 
 def evaluate_shared(upscaler: Any, task: Task, options: EvalOptions, dist: Dist,
-                    on_image: ImageCallback | None = None) -> EvalResult:
+                    on_image: ImageCallback | None = None, scorers: Mapping[str, Scorer] | None = None) -> EvalResult:
     """:func:`evaluate_task` with the images shared out among ``dist``'s ranks (round-robin); every rank
     returns the whole result, images in the dataset's order, so the means are those of one process."""
+    if scorers is None:
+        scorers = load_scorers(options.metrics or (), upscaler.device)
     if not dist.active:
-        return evaluate_task(upscaler, task, options, on_image)
+        return evaluate_task(upscaler, task, options, on_image, scorers)
     pairs = task.layout.pairs
     start = time.perf_counter()
-    mine = [(i, evaluate_task(upscaler, _with_pairs(task, (pairs[i],)), options, on_image))
+    mine = [(i, evaluate_task(upscaler, _with_pairs(task, (pairs[i],)), options, on_image, scorers))
             for i in dist.shard(range(len(pairs)))]
     parts = dist.gather((mine, time.perf_counter() - start))
-    merged = evaluate_task(upscaler, _with_pairs(task, ()), options)  # the header, no images
+    merged = evaluate_task(upscaler, _with_pairs(task, ()), options, scorers=scorers)  # the header, no images
     for _, one in sorted((item for done, _ in parts for item in done), key=lambda item: item[0]):
         merged.images += one.images
         merged.skipped += one.skipped
@@ -186,7 +203,8 @@ class _Skip(Exception):
 
 
 def _evaluate_image(upscaler: Any, pair: Pair, s: int, cb: int, min_side: int, options: EvalOptions,
-                    dataset: str) -> ImageResult:
+                    dataset: str, scorers: Mapping[str, Scorer]) -> ImageResult:
+    assert pair.hr is not None  # a benchmark layout: every image has its ground truth
     try:
         hr, gray = read_rgb_u8(pair.hr)
         read_size = f"{hr.shape[1]}x{hr.shape[0]}"
@@ -201,10 +219,38 @@ def _evaluate_image(upscaler: Any, pair: Pair, s: int, cb: int, min_side: int, o
     if min(hr.shape[:2]) < max(min_side, s):
         raise _Skip(f"too small for x{s} with crop border {cb}: {read_size}, {hr.shape[1]}x{hr.shape[0]} after the "
                     f"crop to a multiple of {s}, needs at least {max(min_side, s)} a side")
+    _check_niqe_size(hr.shape[0], hr.shape[1], cb, options)
     if lr is None:
         lr = generate_lr(hr, s)
     elif lr.shape[:2] != (hr.shape[0] // s, hr.shape[1] // s):
         raise _Skip(f"LR {lr.shape[1]}x{lr.shape[0]} is not HR {hr.shape[1]}x{hr.shape[0]} / {s}")
+    sr_u8, tiles, seconds = _upscale(upscaler, lr, s, options)
+    if options.save_dir:
+        save_png(sr_u8, Path(options.save_dir) / dataset / f"X{s}" / f"{pair.name}.png")
+    vals = _measure(sr_u8, hr, cb, options, scorers)
+    return ImageResult(pair.name, vals, source, (hr.shape[0], hr.shape[1]), gray, tiles, seconds)
+
+
+def _evaluate_lq_image(upscaler: Any, pair: Pair, s: int, cb: int, options: EvalOptions, dataset: str,
+                       scorers: Mapping[str, Scorer]) -> ImageResult:
+    """One input of an LQ-only dataset: upscaled, then scored by no-reference metrics on the SR image alone."""
+    assert pair.lr is not None
+    try:
+        lq, gray = read_rgb_u8(pair.lr)
+    except SSTError as exc:
+        raise _Skip(f"unreadable image ({exc})") from None
+    h, w = lq.shape[0] * s, lq.shape[1] * s
+    if min(h, w) <= 2 * cb:
+        raise _Skip(f"too small for crop border {cb}: {lq.shape[1]}x{lq.shape[0]}, {w}x{h} at x{s}")
+    _check_niqe_size(h, w, cb, options)
+    sr_u8, tiles, seconds = _upscale(upscaler, lq, s, options)
+    if options.save_dir:
+        save_png(sr_u8, Path(options.save_dir) / dataset / f"X{s}" / f"{pair.name}.png")
+    return ImageResult(pair.name, _measure(sr_u8, None, cb, options, scorers), "lq", (h, w), gray, tiles, seconds)
+
+
+def _upscale(upscaler: Any, lr: Any, s: int, options: EvalOptions) -> tuple[Any, int, float]:
+    """The model's x``s`` output of a uint8 LR image, rounded to uint8, its tile count and model seconds."""
     x = to_tensor(lr)
     tile = resolve_tile(upscaler, options.tile, x.shape[2], x.shape[3], whole_if_fits=True)
     tiles = plan_tiles(upscaler, x.shape[2], x.shape[3], tile, options.overlap).count
@@ -212,13 +258,26 @@ def _evaluate_image(upscaler: Any, pair: Pair, s: int, cb: int, min_side: int, o
     sr = upscale_tensor(upscaler, x, tile=tile, overlap=options.overlap, tta=options.tta)
     seconds = time.perf_counter() - t0
     sr_u8 = quantize_uint8(sr[0].permute(1, 2, 0))
-    if sr_u8.shape != hr.shape:
+    if sr_u8.shape[:2] != (lr.shape[0] * s, lr.shape[1] * s):
         raise SSTError(f"the model returned {sr_u8.shape[1]}x{sr_u8.shape[0]} for a x{s} input of "
                        f"{lr.shape[1]}x{lr.shape[0]}; is it really a x{s} model?")
-    if options.save_dir:
-        save_png(sr_u8, Path(options.save_dir) / dataset / f"X{s}" / f"{pair.name}.png")
-    vals = measure(sr_u8, hr, cb, options.metrics)
-    return ImageResult(pair.name, vals, source, (hr.shape[0], hr.shape[1]), gray, tiles, seconds)
+    return sr_u8, tiles, seconds
+
+
+def _check_niqe_size(h: int, w: int, cb: int, options: EvalOptions) -> None:
+    """Before the model runs: an SR image NIQE cannot score is skipped with the reason."""
+    if "niqe" in (options.metrics or ()):
+        try:
+            check_size(h, w, cb)
+        except NiqeUndefined as exc:
+            raise _Skip(str(exc)) from None
+
+
+def _measure(sr_u8: Any, hr: Any, cb: int, options: EvalOptions, scorers: Mapping[str, Scorer]) -> dict[str, float]:
+    try:
+        return measure(sr_u8, hr, cb, options.metrics or (), scorers)
+    except NiqeUndefined as exc:  # e.g. a flat image: no 96x96 block with texture
+        raise _Skip(str(exc)) from None
 
 
 def _settings(options: EvalOptions, upscalers: dict[int, Any], tasks: list[Task]) -> dict[str, Any]:
@@ -235,8 +294,10 @@ def _settings(options: EvalOptions, upscalers: dict[int, Any], tasks: list[Task]
         "datasets": list(dict.fromkeys(t.dataset.name for t in tasks)),
         "scales": sorted(upscalers),
         "data_root": str(options.data_root),
-        "metrics": list(options.metrics),
-        "crop_border": "scale" if options.crop_border is None else options.crop_border,
+        "metrics": list(options.metrics or ()),
+        "metric_info": {name: METRICS[name].info() for name in options.metrics or ()},
+        "crop_border": options.crop_border if options.crop_border is not None else (0 if options.lq_only else "scale"),
+        "lq_only": options.lq_only,
         "device": str(first.device) if first else options.device,
         "dtype": str(first.dtype).removeprefix("torch.") if first else options.dtype,
         **tf32_settings(),  # "float32" is IEEE fp32 unless these say TF32 ran (--dtype tf32)
@@ -245,9 +306,24 @@ def _settings(options: EvalOptions, upscalers: dict[int, Any], tasks: list[Task]
         "overlap": options.overlap,
         "tta": options.tta,
         **SETTINGS_TEXT,
+        **({"niqe": NIQE_TEXT} if "niqe" in (options.metrics or ()) else {}),
+        **({"lq_only_note": LQ_TEXT} if options.lq_only else {}),
+        **_pyiqa_version(options),
         "sst_version": sst_version,
         "torch_version": torch.__version__,
     }
+
+
+def _pyiqa_version(options: EvalOptions) -> dict[str, str]:
+    """The pyiqa version behind pyiqa's scores, when there are some."""
+    if not any(METRICS[n].computed_by == "pyiqa" for n in options.metrics or ()):
+        return {}
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return {"pyiqa_version": version("pyiqa")}
+    except PackageNotFoundError:
+        return {}
 
 
 def eval_dtype(dtype: str) -> str:
@@ -287,7 +363,9 @@ def run_eval(
             scales = [preloaded.scale]
         else:
             scales = [4]
-    tasks = plan(options.datasets, scales, options.data_root)
+    tasks = plan(options.datasets, scales, options.data_root, options.lq_only)
+    # pyiqa's metrics once per run, on the evaluation device, before any model is loaded
+    scorers = load_scorers(options.metrics or (), options.device)
     if on_plan is not None:
         on_plan(tasks)
     results: list[EvalResult] = []
@@ -299,7 +377,7 @@ def run_eval(
             on_model(upscaler)
         variant = paper_variant(options, upscaler) if options.compare_paper else None
         for task in (t for t in tasks if t.scale == s):
-            res = evaluate_shared(upscaler, task, options, dist, on_image)
+            res = evaluate_shared(upscaler, task, options, dist, on_image, scorers)
             if options.compare_paper:
                 res.paper = paper_comparison(variant, res)
             results.append(res)
@@ -351,12 +429,13 @@ def evaluate(
     data_root: str | os.PathLike[str] | None = None,
     **options: Any,
 ) -> EvalReport:
-    """Y-PSNR/SSIM of a model on benchmark sets, as ``sst eval`` reports them.
+    """Y-PSNR/SSIM (or any ``metrics``) of a model on benchmark sets, as ``sst eval`` reports them.
 
     ``evaluate("Set5", scale=4)`` evaluates the bundled model; ``model``/``weights`` as in
     :func:`sst_cli.load_upscaler`; ``data_root`` defaults to $SST_DATA_ROOT, else ./datasets; other keywords
-    are :class:`EvalOptions` fields (``metrics``, ``tile``, ``device``, ``dtype``, ...). Returns the report
-    (``.results``, ``.to_dict()``).
+    are :class:`EvalOptions` fields (``metrics=("psnr", "niqe")``, ``lq_only=True`` for folders of low-quality
+    images without ground truth, ``tile``, ``device``, ``dtype``, ...). Returns the report (``.results``,
+    ``.to_dict()``).
     """
     names = [datasets] if isinstance(datasets, str) else list(datasets)
     scales = None if scale is None else ([scale] if isinstance(scale, int) else list(scale))
