@@ -4,6 +4,8 @@
 - ``catalog``: the benchmark sets sst knows (plain data): names, licences, pinned Hub sources and their hashes;
 - ``fetch``: a benchmark downloaded once from the Hub, verified against the catalog, kept in the sst cache;
 - ``metrics``: BasicSR-exact Y-PSNR/SSIM with border crop;
+- ``iqa``: LPIPS, DISTS, MUSIQ, MANIQA, CLIPIQA through pyiqa (the optional [iqa] extra), weights used only when
+  cached unless ``SST_IQA_DOWNLOAD=1``;
 - ``report``: results per image/dataset/scale, JSON and CSV;
 - ``runner``: :func:`run_eval` (``sst eval``), :func:`evaluate_task` (one dataset at one scale) and
   :func:`evaluate_model` (an in-memory model through the same code: training validation).
