@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv demo test lint clean wheel-test gpu-check spandrel-test
+.PHONY: venv demo test lint clean wheel-test gpu-check spandrel-test iqa-test
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
@@ -47,7 +47,7 @@ lint: venv
 	$(BIN)/ruff check sst_cli tests benchmarks
 
 clean:
-	rm -rf $(VENV) $(SPANDREL_VENV) demo-output .pytest_cache build
+	rm -rf $(VENV) $(SPANDREL_VENV) $(IQA_VENV) demo-output .pytest_cache build
 
 # The GPU paths on the real kernels (benchmarks/gpu_check.py): at most 10 minutes on one H100-class GPU,
 # 3 with ARGS=--quick; ARGS=--list prints the plan. Exits 2 without CUDA.
@@ -71,3 +71,24 @@ spandrel-test: $(SPANDREL_VENV)/.installed
 	mkdir -p $(dir $(SPANDREL_REPORT))
 	SST_REQUIRE_SPANDREL=1 $(SPANDREL_VENV)/bin/python -m pytest -q -rs --junitxml=$(SPANDREL_REPORT) tests/test_spandrel.py
 	$(SPANDREL_VENV)/bin/python tests/require_all_ran.py $(SPANDREL_REPORT)
+
+# The [iqa] extra (pyiqa: LPIPS, DISTS, MUSIQ, MANIQA, CLIPIQA; tests/test_iqa.py) in a venv of its own, as for
+# spandrel: pyiqa pulls torchvision, timm and transformers, and with them torch 2.14 (a CUDA build; it runs on the
+# CPU), so .venv's torch pin is left alone. pyiqa's dependency facexlib pulls opencv-python, the GUI build: both it
+# and sst's opencv-python-headless write the same cv2/ folder, and the GUI files win, which need Qt and the system's
+# libGL.so.1 (absent in slim containers, where `import cv2`, so every sst command, then fails). So the GUI build is
+# uninstalled and the headless one reinstalled over it (same version, no dependencies); `pip check` then says
+# facexlib wants opencv-python, which is harmless: the module it imports is the same cv2, and no sst metric uses it.
+# The weights are not downloaded (tests/test_iqa.py makes random ones). `time make iqa-test` from scratch: 4 min 45 s
+# (the tests: 37 s), and .venv-iqa takes 6.9 GB (measured on this project's 2-core machine, pip cache warm).
+IQA_VENV := .venv-iqa
+$(IQA_VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(IQA_VENV)
+	$(IQA_VENV)/bin/python -m pip install -q -e '.[iqa]' 'pytest>=8'
+	$(IQA_VENV)/bin/python -m pip uninstall -q -y opencv-python
+	$(IQA_VENV)/bin/python -m pip install -q --force-reinstall --no-deps \
+		"opencv-python-headless==$$($(IQA_VENV)/bin/python -c "import importlib.metadata as m; print(m.version('opencv-python-headless'))")"
+	touch $@
+
+iqa-test: $(IQA_VENV)/.installed
+	$(IQA_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_iqa.py

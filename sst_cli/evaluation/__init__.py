@@ -6,7 +6,8 @@
 - ``registry``: every metric ``--metrics`` takes (plain data): reference or not, direction, digits, who computes it;
 - ``metrics``: BasicSR-exact Y-PSNR/SSIM with border crop, and ``measure`` (any registry metric of one image);
 - ``niqe``: NIQE as BasicSR's ``calculate_niqe`` (numpy; the pristine model is package data);
-- ``iqa``: the adapter to the optional pyiqa (LPIPS, DISTS, MUSIQ, MANIQA, CLIPIQA), imported only when asked for;
+- ``iqa``: LPIPS, DISTS, MUSIQ, MANIQA, CLIPIQA through pyiqa (the optional [iqa] extra), weights used only when
+  cached unless ``SST_IQA_DOWNLOAD=1``;
 - ``report``: results per image/dataset/scale, JSON and CSV;
 - ``runner``: :func:`run_eval` (``sst eval``), :func:`evaluate_task` (one dataset at one scale) and
   :func:`evaluate_model` (an in-memory model through the same code: training validation).
