@@ -101,6 +101,36 @@ def child(args: argparse.Namespace) -> None:
                       "threads": torch.get_num_threads(), "sst_cli": sst_cli.__file__}))
 
 
+def bound(args: argparse.Namespace) -> None:
+    """The compute bound of the default path, in this process (this tree): the network's FLOPs on the tiles the
+    CLI plans for this image (and on the image alone, without tile overlap), over the fp32 rate a plain
+    matrix product reaches here with the same threads, measured now. Prints one JSON line."""
+    import torch
+
+    from sst_cli import load_upscaler
+    from sst_cli.model.archs import cost_of
+    from sst_cli.upscale.tiling import plan_tiles, resolve_tile
+
+    torch.set_num_threads(args.threads)
+    up = load_upscaler(scale=4)
+    flops_px = cost_of(up.model).flops
+    tile = resolve_tile(up, "auto", args.height, args.width)
+    plan = plan_tiles(up, args.height, args.width, tile)
+    computed = plan.count * plan.th * plan.tw * flops_px
+    image = args.height * args.width * flops_px
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    torch.mm(a, b)  # warm-up
+    rates = []
+    for _ in range(5):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        rates.append(2 * 2048**3 / (time.perf_counter() - t))
+    rate = max(rates)  # the machine's best: the bound is what it could do, not what a busy moment gave
+    print(json.dumps({"flops_per_pixel": flops_px, "tile": tile, "tiles": plan.count, "tile_hw": [plan.th, plan.tw],
+                      "tflop_computed": computed / 1e12, "tflop_image": image / 1e12, "fp32_gflops": rate / 1e9,
+                      "bound_s": computed / rate, "bound_image_s": image / rate}))
+
+
 def _run_cli(argv: list[str]) -> int:
     from sst_cli.cli import main
 
@@ -213,9 +243,13 @@ def main() -> None:
     ap.add_argument("--input", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--cli-args", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--bound", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args)
+        return
+    if args.bound:
+        bound(args)
         return
     codes = [Path(c).resolve() for c in (args.code or [str(ROOT)])]
     for c in codes:
@@ -273,12 +307,29 @@ def main() -> None:
         print(f"| {c.label} | {statistics.median(wall):.1f} ({min(wall):.1f}-{max(wall):.1f}) | "
               f"{statistics.median(row['cpu_s']):.1f} | {statistics.median(row['peak_rss_mb']):.0f} "
               f"({max(row['peak_rss_mb']):.0f}) | {dtxt} | {etxt} |")
+    # The compute bound, measured after the runs in a process of its own (this tree, the bundled model).
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    res = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--bound", "--threads", str(args.threads),
+                          "--width", str(args.width), "--height", str(args.height)],
+                         capture_output=True, text=True, cwd=ROOT, env=env)
+    cb = json.loads(res.stdout.strip().splitlines()[-1]) if res.returncode == 0 else None
+    if cb is not None and not args.model:
+        print(f"\ncompute bound (bundled x4, {ROOT}): {cb['tflop_computed']:.3f} TFLOP on {cb['tiles']} tiles of "
+              f"{cb['tile_hw'][0]}x{cb['tile_hw'][1]} ({cb['tflop_image']:.3f} on the image alone) at "
+              f"{cb['fp32_gflops']:.0f} GFLOP/s (fp32 2048x2048 matmul, {args.threads} threads, now) = "
+              f"{cb['bound_s']:.2f} s ({cb['bound_image_s']:.2f} s without overlap)")
+        for c in cols:
+            wall = statistics.median(r["wall_s"] for r in rows[c])
+            print(f"  {c.label}: achieved {cb['bound_s'] / wall:.0%} of the bound over the whole command "
+                  f"({wall:.1f} s, including start-up, decoding and encoding)")
+    elif res.returncode != 0:
+        print(f"compute bound not measured: {res.stderr.strip()[-500:]}", file=sys.stderr)
     for c, p in profiles.items():
         print(f"\nper-op profile, {c.label} (self CPU total {p['profile_self_cpu_s']:.1f} s):\n{p['table']}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"command": f"sst upscale frame.jpg out/ {args.cli_args}", "size": [args.width, args.height],
-                       "threads": args.threads, "rows": summary,
+                       "threads": args.threads, "rows": summary, "compute_bound": cb,
                        "profiles": {c.label: p for c, p in profiles.items()}}, fh, indent=1)
 
 

@@ -239,12 +239,15 @@ def release_blas_buffers() -> None:
     each new shape left ~4 MB per thread held for the life of the process: 25 MB after one sst-light
     forward at 64x64 (benchmarks/RESULTS.md#vs-official). Released after each attention call, the next call's
     buffers come from memory malloc already holds. A no-op without MKL, or with its pool switched off
-    (:func:`keep_freed_memory`). With one intra-op thread (tiles running side by side, each on its own
-    thread) only this thread's buffers: the others may be in use.
+    (:func:`keep_freed_memory`). Off the main thread (tiles running side by side) or with one intra-op
+    thread, only this thread's buffers: other threads' may be in use.
     """
+    import threading
+
     import torch
 
-    fn = _mkl_free_buffers("thread_" if torch.get_num_threads() == 1 else "")
+    alone = threading.current_thread() is threading.main_thread() and torch.get_num_threads() > 1
+    fn = _mkl_free_buffers("" if alone else "thread_")
     if fn is not None:
         fn()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -384,3 +385,39 @@ def test_a_failing_tile_stops_the_run_and_restores_the_threads(two_threads: obje
     with torch.inference_mode(), pytest.raises(RuntimeError, match="boom"):
         upscale_tensor(rec, torch.rand(1, 3, 40, 40), tile=16, overlap=4)
     assert torch.get_num_threads() == 2
+
+
+def test_side_by_side_tiles_share_the_activation_budget(two_threads: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    up = load_upscaler(scale=4)
+    monkeypatch.setattr(runtime, "free_memory", lambda device: 64 << 30)  # memory is not what limits here
+    monkeypatch.setattr(tiling, "free_memory", lambda device: 64 << 30)
+    assert tiling.resolve_tile(up, "auto", 1080, 1920) == tiling.cpu_tile(up, 1080, 1920, batch=2)
+    monkeypatch.setattr(tiling, "CONCURRENT_CPU_TILES", False)
+    assert tiling.resolve_tile(up, "auto", 1080, 1920) == tiling.cpu_tile(up, 1080, 1920, batch=1)
+
+
+def test_tiles_in_flight_are_capped_and_share_the_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(8)
+        assert tiling.tile_workers(torch.device("cpu"), tiles=100) == tiling.MAX_TILE_WORKERS == 4
+        seen: list[int] = []
+
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            seen.append(torch.get_num_threads())
+            return x
+
+        plan = plan_tiles(None, 64, 64, 16, 0)
+        crop = lambda y, x, h, w: torch.zeros(1, 3, h, w)  # noqa: E731
+        list(tiling.iter_bands(fn, crop, plan, 1, workers=4))
+        assert seen and set(seen) == {2}  # 8 threads over 4 tiles in flight
+        assert torch.get_num_threads() == 8
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_graph_runtime_runs_its_tiles_one_at_a_time(two_threads: object) -> None:
+    up = random_sst([8], scale=2)
+    graph = dataclasses.replace(up, runtime="onnxruntime", runner=lambda x: up.model(x))
+    assert tiling._forward_device(up) == torch.device("cpu")
+    assert tiling._forward_device(graph) is None  # its runtime threads on its own

@@ -228,14 +228,16 @@ def cpu_tile(upscaler: Any, height: int, width: int, batch: int = 1) -> int:
 
 def resolve_tile(upscaler: Any, tile: int | str, height: int, width: int, batch: int = 1,
                  whole_if_fits: bool = False) -> int:
-    """``"auto"`` -> a tile size; ints pass through (0 = whole image).
+    """``"auto"`` -> a tile size; ints pass through (0 = whole image). Tiles that run side by side on the CPU
+    (:func:`tile_workers`) count as a batch: they share the activation budget.
 
     On the CPU "auto" picks :func:`cpu_tile` (sized for speed), unless ``whole_if_fits`` (evaluation:
     whole images wherever memory allows); on accelerators, and always as a ceiling, the largest tile
     that fits half the free memory (shared by ``batch`` tiles run together)."""
     if isinstance(tile, str):
         if tile.strip().lower() == "auto":
-            fits = auto_tile(upscaler, height, width, fraction=0.5 / max(1, batch))
+            batch = max(1, batch) * tile_workers(_forward_device(upscaler), tiles=2**31)  # tiles in flight at once
+            fits = auto_tile(upscaler, height, width, fraction=0.5 / batch)
             device = getattr(upscaler, "device", torch.device("cpu"))
             if whole_if_fits or device.type != "cpu":
                 return fits
@@ -292,6 +294,9 @@ Sink = Callable[[int, Tensor], None]  # (first output row, finished float32 band
 # takes a core). Each tile computes exactly what it computes alone, so the output is bitwise the same.
 # benchmarks/RESULTS.md#default-path-1080p measures it.
 CONCURRENT_CPU_TILES = True
+# At most this many tiles in flight (their activations add up); more cores than that share a tile's ops. Only
+# two cores were measured (RESULTS.md): 4 is a memory cap, not a measured optimum.
+MAX_TILE_WORKERS = 4
 
 
 def tile_workers(device: Any, tiles: int) -> int:
@@ -301,7 +306,13 @@ def tile_workers(device: Any, tiles: int) -> int:
         return 1
     if torch.is_autocast_enabled("cpu"):
         return 1
-    return min(torch.get_num_threads(), tiles)
+    return max(1, min(torch.get_num_threads(), tiles, MAX_TILE_WORKERS))
+
+
+def _forward_device(upscaler: Any) -> Any:
+    """Where PyTorch runs the upscaler's forward; None for a graph runtime, which threads (and exports) on its
+    own, or a bare callable."""
+    return getattr(upscaler, "device", None) if getattr(upscaler, "runner", None) is None else None
 
 
 def _grad_mode() -> contextlib.AbstractContextManager:
@@ -313,8 +324,9 @@ def _grad_mode() -> contextlib.AbstractContextManager:
 
 @contextlib.contextmanager
 def _tile_runner(workers: int) -> Iterator[Callable[[Callable[[], Tensor]], Future[Tensor]]]:
-    """``submit(job)``: a future of ``job()``. With ``workers`` > 1 the jobs run in that many threads with
-    one intra-op thread each (restored afterwards), in the caller's context (placement, grad mode)."""
+    """``submit(job)``: a future of ``job()``. With ``workers`` > 1 the jobs run in that many threads that share
+    the intra-op threads (one each on two cores; restored afterwards), in the caller's context (placement,
+    grad mode)."""
     if workers <= 1:
         def run_now(job: Callable[[], Tensor]) -> Future[Tensor]:
             done: Future[Tensor] = Future()
@@ -324,8 +336,9 @@ def _tile_runner(workers: int) -> Iterator[Callable[[Callable[[], Tensor]], Futu
         yield run_now
         return
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="sst-tile", initializer=torch.set_num_threads, initargs=(1,))
+    each = max(1, threads // workers)
+    torch.set_num_threads(each)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="sst-tile", initializer=torch.set_num_threads, initargs=(each,))
     mode = _grad_mode
 
     def submit(job: Callable[[], Tensor]) -> Future[Tensor]:
@@ -443,10 +456,8 @@ def run_tiled(
     cost = model_cost(upscaler)
     if cost is not None and cost.max_batch is not None:  # a network that takes only so many images at once
         batch = min(batch, cost.max_batch)
-    # Side-by-side tiles only for PyTorch's forward: a graph runtime threads (and exports) on its own.
-    device = getattr(upscaler, "device", None) if getattr(upscaler, "runner", None) is None else None
-    # Tiles in flight at once share the activation budget, so side-by-side CPU tiles are sized as a batch.
-    size = resolve_tile(upscaler, tile, height, width, batch * tile_workers(device, tiles=2**31))
+    device = _forward_device(upscaler)
+    size = resolve_tile(upscaler, tile, height, width, batch)
     while True:
         plan = plan_tiles(upscaler, height, width, size, overlap)
         try:
