@@ -47,48 +47,45 @@ lint: venv
 	$(BIN)/ruff check sst_cli tests benchmarks
 
 clean:
-	rm -rf $(VENV) $(SPANDREL_VENV) $(IQA_VENV) demo-output .pytest_cache build
+	rm -rf $(VENV) $(EXTRAS_VENV) .venv-spandrel .venv-iqa demo-output .pytest_cache build
 
 # The GPU paths on the real kernels (benchmarks/gpu_check.py): at most 10 minutes on one H100-class GPU,
 # 3 with ARGS=--quick; ARGS=--list prints the plan. Exits 2 without CUDA.
 gpu-check: venv
 	$(BIN)/python -m benchmarks.gpu_check $(ARGS)
 
-# sst in spandrel (tests/test_spandrel.py) in a venv of its own: spandrel imports torchvision, whose registry build
-# needs its own torch (torchvision 0.29: torch 2.14), which .venv's pinned CPU torch 2.13 cannot load. So no
-# constraints.txt here: pip picks the torch that torchvision needs (a CUDA build; it runs on the CPU).
-SPANDREL_VENV := .venv-spandrel
-$(SPANDREL_VENV)/.installed: pyproject.toml
-	$(PY) -m venv $(SPANDREL_VENV)
-	$(SPANDREL_VENV)/bin/python -m pip install -q -e '.[spandrel]' 'pytest>=8'
+# The extras that need another torch than .venv's, in one venv of their own (.venv-extras): sst in spandrel
+# (tests/test_spandrel.py) and the [iqa] extra (pyiqa: LPIPS, DISTS, MUSIQ, MANIQA, CLIPIQA; tests/test_iqa.py).
+# spandrel and pyiqa import torchvision, whose registry build needs its own torch (torchvision 0.29: torch 2.14, a
+# CUDA build that runs on the CPU), which .venv's pinned CPU torch 2.13 cannot load ("operator torchvision::nms does
+# not exist"). So no constraints.txt here, and .venv is never touched. pyiqa also pulls timm and transformers, and
+# through facexlib opencv-python, the GUI build: it and sst's opencv-python-headless write the same cv2/ folder, and
+# the GUI files win, which need Qt and the system's libGL.so.1 (absent in slim containers, where `import cv2`, so
+# every sst command, then fails). So the GUI build is uninstalled and the headless one reinstalled over it (same
+# version, no dependencies); `pip check` then says facexlib wants opencv-python, which is harmless: the module it
+# imports is the same cv2, and no sst metric uses it. No weights are downloaded (tests/test_iqa.py makes random
+# ones). Measured separately on the 2-core machine: a spandrel-only venv took 2 min 14 s and 5.7 GB, an iqa-only
+# one 4 min 45 s and 6.9 GB; this one venv serves both (.ci/run states its time).
+EXTRAS_VENV := .venv-extras
+$(EXTRAS_VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(EXTRAS_VENV)
+	$(EXTRAS_VENV)/bin/python -m pip install -q -e '.[spandrel,iqa]' 'pytest>=8'
+	$(EXTRAS_VENV)/bin/python -m pip uninstall -q -y opencv-python
+	$(EXTRAS_VENV)/bin/python -m pip install -q --force-reinstall --no-deps \
+		"opencv-python-headless==$$($(EXTRAS_VENV)/bin/python -c "import importlib.metadata as m; print(m.version('opencv-python-headless'))")"
 	touch $@
 
-# It never touches .venv, and it fails unless every test ran: SST_REQUIRE_SPANDREL=1 makes a spandrel that does not
-# import an error rather than a skipped module, and tests/require_all_ran.py fails on any skip or on no test at all
-# (-rs prints the reasons). CI runs it after `make test` (.ci/run).
+# Each fails unless every one of its tests ran: SST_REQUIRE_SPANDREL=1 / SST_REQUIRE_PYIQA=1 make a package that does
+# not import an error rather than skipped tests, and tests/require_all_ran.py fails on any skip or on no test at
+# all (-rs prints the reasons). CI runs both after `make test` (.ci/run).
 SPANDREL_REPORT := build/spandrel-tests.xml
-spandrel-test: $(SPANDREL_VENV)/.installed
+spandrel-test: $(EXTRAS_VENV)/.installed
 	mkdir -p $(dir $(SPANDREL_REPORT))
-	SST_REQUIRE_SPANDREL=1 $(SPANDREL_VENV)/bin/python -m pytest -q -rs --junitxml=$(SPANDREL_REPORT) tests/test_spandrel.py
-	$(SPANDREL_VENV)/bin/python tests/require_all_ran.py $(SPANDREL_REPORT)
+	SST_REQUIRE_SPANDREL=1 $(EXTRAS_VENV)/bin/python -m pytest -q -rs -p no:cacheprovider --junitxml=$(SPANDREL_REPORT) tests/test_spandrel.py
+	$(EXTRAS_VENV)/bin/python tests/require_all_ran.py $(SPANDREL_REPORT)
 
-# The [iqa] extra (pyiqa: LPIPS, DISTS, MUSIQ, MANIQA, CLIPIQA; tests/test_iqa.py) in a venv of its own, as for
-# spandrel: pyiqa pulls torchvision, timm and transformers, and with them torch 2.14 (a CUDA build; it runs on the
-# CPU), so .venv's torch pin is left alone. pyiqa's dependency facexlib pulls opencv-python, the GUI build: both it
-# and sst's opencv-python-headless write the same cv2/ folder, and the GUI files win, which need Qt and the system's
-# libGL.so.1 (absent in slim containers, where `import cv2`, so every sst command, then fails). So the GUI build is
-# uninstalled and the headless one reinstalled over it (same version, no dependencies); `pip check` then says
-# facexlib wants opencv-python, which is harmless: the module it imports is the same cv2, and no sst metric uses it.
-# The weights are not downloaded (tests/test_iqa.py makes random ones). `time make iqa-test` from scratch: 4 min 45 s
-# (the tests: 37 s), and .venv-iqa takes 6.9 GB (measured on this project's 2-core machine, pip cache warm).
-IQA_VENV := .venv-iqa
-$(IQA_VENV)/.installed: pyproject.toml
-	$(PY) -m venv $(IQA_VENV)
-	$(IQA_VENV)/bin/python -m pip install -q -e '.[iqa]' 'pytest>=8'
-	$(IQA_VENV)/bin/python -m pip uninstall -q -y opencv-python
-	$(IQA_VENV)/bin/python -m pip install -q --force-reinstall --no-deps \
-		"opencv-python-headless==$$($(IQA_VENV)/bin/python -c "import importlib.metadata as m; print(m.version('opencv-python-headless'))")"
-	touch $@
-
-iqa-test: $(IQA_VENV)/.installed
-	$(IQA_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_iqa.py
+IQA_REPORT := build/iqa-tests.xml
+iqa-test: $(EXTRAS_VENV)/.installed
+	mkdir -p $(dir $(IQA_REPORT))
+	SST_REQUIRE_PYIQA=1 $(EXTRAS_VENV)/bin/python -m pytest -q -rs -p no:cacheprovider --junitxml=$(IQA_REPORT) tests/test_iqa.py
+	$(EXTRAS_VENV)/bin/python tests/require_all_ran.py $(IQA_REPORT)

@@ -19,19 +19,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_ci_runs_the_spandrel_suite_after_the_others() -> None:
     steps = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines() if line.startswith("make ")]
-    assert steps == ["make test", "make wheel-test", "make spandrel-test"]
+    assert steps == ["make test", "make wheel-test", "make spandrel-test iqa-test"]
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
-def test_make_spandrel_test_needs_no_project_venv() -> None:
-    """What `make spandrel-test` would run (make -n): its own venv, the no-skip switch and the report check."""
-    done = subprocess.run(["make", "-n", "spandrel-test"], cwd=REPO, capture_output=True, text=True, check=True)
+@pytest.mark.parametrize("target,switch,suite", [("spandrel-test", "SST_REQUIRE_SPANDREL", "spandrel"),
+                                                  ("iqa-test", "SST_REQUIRE_PYIQA", "iqa")])
+def test_make_extras_tests_need_no_project_venv(target: str, switch: str, suite: str) -> None:
+    """What `make spandrel-test` / `make iqa-test` would run (make -n): the extras venv, the no-skip switch and
+    the report check."""
+    done = subprocess.run(["make", "-n", target], cwd=REPO, capture_output=True, text=True, check=True)
     lines = done.stdout.splitlines()
     assert not [line for line in lines if ".venv/" in line or ".venv " in line], lines
     pytest_line = next(line for line in lines if "-m pytest" in line)
-    assert pytest_line.startswith("SST_REQUIRE_SPANDREL=1 .venv-spandrel/bin/python ") and "tests/test_spandrel.py" \
-        in pytest_line and "--junitxml=build/spandrel-tests.xml" in pytest_line
-    assert lines[-1] == ".venv-spandrel/bin/python tests/require_all_ran.py build/spandrel-tests.xml"
+    assert pytest_line.startswith(f"{switch}=1 .venv-extras/bin/python ") and f"tests/test_{suite}.py" \
+        in pytest_line and f"--junitxml=build/{suite}-tests.xml" in pytest_line
+    assert lines[-1] == f".venv-extras/bin/python tests/require_all_ran.py build/{suite}-tests.xml"
 
 
 def _spandrel_suite(require: bool) -> subprocess.CompletedProcess[str]:

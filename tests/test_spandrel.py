@@ -21,7 +21,7 @@ if os.environ.get("SST_REQUIRE_SPANDREL") == "1":
     import spandrel
 else:
     spandrel = pytest.importorskip("spandrel", reason="spandrel is not installed in this venv; `make spandrel-test` "
-                                   "runs these tests in .venv-spandrel")
+                                   "runs these tests in .venv-extras")
 
 import sst_cli.spandrel as sst_spandrel  # noqa: E402  (needs spandrel)
 from sst_cli.cli import main  # noqa: E402
