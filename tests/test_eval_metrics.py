@@ -278,3 +278,13 @@ def test_lq_only_refusals(tmp_path: Path, capsys) -> None:
     assert rc == 1 and "drop --lq-only to measure against it" in err and "Traceback" not in err
     with pytest.raises(SSTError, match="no images"):
         run_eval(EvalOptions(datasets=[str(tmp_path)], model="bicubic", device="cpu", lq_only=True))
+
+
+def test_a_dataset_given_as_dot_is_named_after_its_folder(tmp_path, monkeypatch) -> None:
+    from sst_cli.evaluation.datasets import resolve_dataset
+
+    folder = tmp_path / "holiday_photos"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    assert resolve_dataset(".").name == "holiday_photos"
+    assert resolve_dataset(f"../{folder.name}").name == "holiday_photos"

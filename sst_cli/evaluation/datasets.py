@@ -156,6 +156,7 @@ def _resolve(spec: str, root: Path) -> Dataset:
         path = root / spec
     if not path.is_dir():
         raise _Missing(spec, f"neither a known benchmark nor a folder, also looked for {root / spec}")
+    path = path.resolve()  # "." and "../x" name their folder, not ""
     folder = path.parent if path.name.upper() in ("HR", "GT") else path
     canon = canonical_name(folder.name)
     return Dataset(canon or folder.name, folder, canon is not None)
