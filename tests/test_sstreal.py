@@ -483,3 +483,27 @@ def test_profile_measures_the_sampling_step() -> None:
     assert 64 * 64 * per_pixel <= flops <= 64 * 64 * per_pixel * 1.01  # + the per-layer RIB vectors
     with pytest.raises(SSTError, match="sst-real is built at x4 only; pass --scale 4"):
         grid.build_grid(["sst-real"], [2], ["sdpa"], ["rib"], ["fp32"], ["cpu"])
+
+
+def test_tiles_side_by_side_draw_the_same_noise_as_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The noise is placed from a context variable: tiles running in worker threads must see their own place.
+    Side by side, each tile runs on one intra-op thread: bitwise what one tile at a time gives on one thread, and
+    within float rounding of two threads (some reductions split differently); another seed is far away."""
+    from sst_cli.upscale import tiling
+
+    up = Upscaler(tiny_sampler(), "tiny", 4, torch.device("cpu"), torch.float32, "sdpa", "test")
+    x = torch.rand(1, 3, 72, 88)
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(tiling, "CONCURRENT_CPU_TILES", False)
+        torch.set_num_threads(1)
+        one_thread = upscale_tensor(up, x, tile=48, overlap=16, tta=True)
+        torch.set_num_threads(2)
+        two_threads = upscale_tensor(up, x, tile=48, overlap=16, tta=True)
+        monkeypatch.setattr(tiling, "CONCURRENT_CPU_TILES", True)
+        assert tiling.tile_workers(up.device, 4) == 2
+        side_by_side = upscale_tensor(up, x, tile=48, overlap=16, tta=True)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one_thread, side_by_side)
+    assert (two_threads - side_by_side).abs().max() < 1e-5

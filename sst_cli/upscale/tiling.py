@@ -291,7 +291,8 @@ Sink = Callable[[int, Tensor], None]  # (first output row, finished float32 band
 # On the CPU, tiles run side by side, one per core, each with one intra-op thread: an 8-to-16-channel
 # network's ops are too small for two OpenMP threads to share well (one sst-tiny 312x304 tile took 1.0 s of
 # CPU time on two threads against 0.62 s on one, and OpenMP's spin-waiting collapses when another process
-# takes a core). Each tile computes exactly what it computes alone, so the output is bitwise the same.
+# takes a core). Each tile computes exactly what it computes alone on one thread: the output is bitwise that
+# of one tile at a time on one thread, within float rounding of it on two.
 # benchmarks/RESULTS.md#default-path-1080p measures it.
 CONCURRENT_CPU_TILES = True
 # At most this many tiles in flight (their activations add up); more cores than that share a tile's ops. Only
