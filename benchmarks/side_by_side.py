@@ -25,7 +25,6 @@ guidance, dtype, device) and where each panel lies in the picture.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -37,6 +36,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from sst_cli.io.files import file_sha256  # no torch: the model modules are imported where they are used
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PHOTO = ROOT.parent / "shared" / "data" / "BSD200" / "HR" / "12003.png"  # the starfish: texture on moss
@@ -120,14 +121,6 @@ def sampled(name: str) -> bool:
     from sst_cli.model import registry
 
     return name != "bicubic" and registry.get_variant(name).type == "EDMUNet"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------- crop
@@ -257,7 +250,7 @@ def run_column(column: Column, path: Path | None, pixels: np.ndarray, crop: tupl
                                dtype=args.dtype, **noise)
     panel = upscale_crop(up, pixels, crop, args.margin)
     record: dict[str, Any] = {"model": up.name, "column": column.name, "weights": path.name if path else None,
-                              "sha256": sha256_of(path)[:16] if path else None, "dtype": str(up.dtype).split(".")[-1],
+                              "sha256": file_sha256(path)[:16] if path else None, "dtype": str(up.dtype).split(".")[-1],
                               "device": str(up.device)}
     lines = [f"{up.name} x{SCALE}"]
     if path is None:
@@ -338,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     for record, (label, _), box in zip(records, panels[1:], boxes[1:], strict=True):
         record.update(label=label, box=box)
     settings = {
-        "image": str(image), "image_sha256": sha256_of(image)[:16], "image_size": [w, h], "scale": SCALE,
+        "image": str(image), "image_sha256": file_sha256(image)[:16], "image_size": [w, h], "scale": SCALE,
         "crop": list(crop), "crop_chosen": "given" if args.crop else f"most gradient energy, {args.crop_size} square",
         "margin": args.margin, "seed": args.seed, "guidance": args.guidance, "panels": records,
         "input_panel": {"label": panels[0][0], "box": boxes[0]}, "picture_size": list(canvas.size),

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SSTError
-from ..io.files import IMAGE_EXTENSIONS, list_images, reason, temp_path
+from ..io.files import IMAGE_EXTENSIONS, file_sha256, list_images, reason, temp_path
 from ..model import hub
 from .catalog import CATALOG, Benchmark, HubArchive
 
@@ -58,14 +58,6 @@ def image_pixel_sha256(path: Path) -> str:
     from .datasets import read_rgb_u8  # imports torch: only when images are checked
 
     return pixel_sha256(read_rgb_u8(path)[0])
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _hub_file(archive: HubArchive) -> hub.HubFile:

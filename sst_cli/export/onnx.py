@@ -78,16 +78,21 @@ class OnnxExport:
         return f"1x3x{self.tile}x{self.tile}" if self.min_side is None else "1x3xHxW"
 
 
-def require_runtime() -> None:
-    """SSTError naming the extra to install unless ``onnx`` and ``onnxruntime`` import."""
-    missing = [name for name in ("onnx", "onnxruntime") if not _importable(name)]
+def require_modules(modules: tuple[str, ...], purpose: str, hint: str) -> None:
+    """SSTError, one sentence naming what is missing and ``hint`` (the extra to install), unless every one of
+    ``modules`` imports."""
+    missing = [name for name in modules if not importable(name)]
     if missing:
         verb = "is" if len(missing) == 1 else "are"
-        raise SSTError(f"exporting to ONNX needs {' and '.join(missing)}, which {verb} not installed: "
-                       f"{INSTALL_HINT}.")
+        raise SSTError(f"{purpose} needs {' and '.join(missing)}, which {verb} not installed: {hint}.")
 
 
-def _importable(name: str) -> bool:
+def require_runtime() -> None:
+    """SSTError naming the extra to install unless ``onnx`` and ``onnxruntime`` import."""
+    require_modules(("onnx", "onnxruntime"), "exporting to ONNX", INSTALL_HINT)
+
+
+def importable(name: str) -> bool:
     try:
         importlib.import_module(name)
     except ImportError:

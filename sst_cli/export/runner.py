@@ -30,6 +30,7 @@ from ..upscale.manifest import weights_fingerprint
 from ..upscale.upscaler import Upscaler
 from . import sessions
 from .cache import Graph, GraphKey, load_or_export
+from .onnx import importable
 
 # The runtime `--runtime auto` (the default of `sst upscale`) runs on the CPU. A graph runtime becomes the default
 # only once it is measured faster than torch and equal within 1/255 on the default path, side by side in one run:
@@ -49,7 +50,7 @@ def resolve(runtime: str, device: str, dtype: str, backend: str) -> tuple[str, s
         chosen = CPU_DEFAULT
         if chosen == "torch" or not _graph_options(device, dtype, backend):
             return "torch", device
-        if not all(sessions.importable(m) for m in (sessions.EXTRAS[chosen][0], "onnx")):
+        if not all(importable(m) for m in (sessions.EXTRAS[chosen][0], "onnx")):
             return "torch", device
         return (chosen, device) if resolve_device(device).type == "cpu" else ("torch", device)
     if runtime == "torch":

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import SSTError
 from ..io.files import reason
+from .onnx import require_modules
 
 # runtime -> (the Python module, the extra that installs it with onnx, which export needs)
 EXTRAS = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "openvino")}
@@ -28,19 +29,7 @@ EXTRAS = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "open
 def require(runtime: str) -> None:
     """SSTError naming the extra to install unless ``runtime`` and ``onnx`` (for the export) import."""
     module, extra = EXTRAS[runtime]
-    missing = [name for name in (module, "onnx") if not importable(name)]
-    if missing:
-        verb = "is" if len(missing) == 1 else "are"
-        raise SSTError(f"--runtime {runtime} needs {' and '.join(missing)}, which {verb} not installed: "
-                       f"pip install 'sst-cli[{extra}]'.")
-
-
-def importable(name: str) -> bool:
-    try:
-        importlib.import_module(name)
-    except ImportError:
-        return False
-    return True
+    require_modules((module, "onnx"), f"--runtime {runtime}", f"pip install 'sst-cli[{extra}]'")
 
 
 def version(runtime: str) -> str:

@@ -9,6 +9,7 @@ dead run's leftovers from a live run's work in progress.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 import sys
@@ -36,6 +37,15 @@ def reason(exc: BaseException) -> str:
 
 
 # ------------------------------------------------------------------------------------ atomic writes
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The file's SHA-256 as hex, read in 1 MB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def temp_path(path: Path) -> Path:
     """A hidden name beside ``path`` that says which process made it."""
     return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")

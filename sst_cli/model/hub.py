@@ -40,7 +40,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import SSTError
-from ..io.files import atomic_write, atomic_write_text, reason
+from ..io.files import atomic_write, atomic_write_text, file_sha256, reason
 from .registry import HUB_AUTHOR, HUB_COLLECTION_URL, OfficialFile
 
 _HEX40 = re.compile(r"[0-9a-f]{40}")
@@ -165,14 +165,6 @@ def known_source(name: str) -> str | None:
     return None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _check(path: Path, key: str, sha256: str | None = None, lfs_sha256: str | None = None) -> str | None:
     """None when ``path`` is what ``key`` gave before (size, sha256) and matches ``sha256``; else what is wrong.
     A first sighting is checked against ``sha256`` or the Hub's ``lfs_sha256`` and recorded."""
@@ -180,7 +172,7 @@ def _check(path: Path, key: str, sha256: str | None = None, lfs_sha256: str | No
     size = path.stat().st_size
     if isinstance(record, dict) and record.get("size") not in (None, size):
         return f"it has {size:,} bytes, not the {record['size']:,} recorded on first download"
-    digest = _sha256(path)
+    digest = file_sha256(path)
     want = sha256 or (record or {}).get("sha256") or lfs_sha256
     if want and digest != want.lower():
         return f"its sha256 is {digest}, not the expected {want.lower()}"
@@ -191,7 +183,7 @@ def _check(path: Path, key: str, sha256: str | None = None, lfs_sha256: str | No
 
 def _verify_local(path: Path, sha256: str | None) -> Path:
     """A file put here by hand: checked against the sha256 the user gave, if any (nothing was recorded)."""
-    if sha256 and (digest := _sha256(path)) != sha256.lower():
+    if sha256 and (digest := file_sha256(path)) != sha256.lower():
         raise SSTError(f"{path} has sha256 {digest}, not the expected {sha256.lower()}.")
     return path
 
