@@ -335,6 +335,22 @@ def test_a_network_sampled_from_noise_has_no_graph(tmp_path: Path) -> None:
     assert attach(up, "openvino", named=False) is up
 
 
+@pytest.mark.skipif(not HAVE_ORT, reason="onnxruntime is not installed")
+def test_sst_real_with_a_graph_runtime_is_refused_before_its_weights_are_looked_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # No weights anywhere and no network: looking for them would end in exit 1 ("not found"), not this refusal.
+    monkeypatch.setenv("SST_WEIGHTS_DIR", str(tmp_path / "no-weights"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    src = _png(tmp_path / "a.png", 8, 8)
+    assert main(["upscale", str(src), str(tmp_path / "out"), "-m", "sst-real", "--runtime", "onnxruntime"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--runtime onnxruntime: sst-real draws its noise by pixel position, which a fixed graph cannot do; use " \
+           "--runtime torch." in err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(("runtime", "hidden", "extra"), [("onnxruntime", "onnxruntime", "onnx"),
                                                           ("openvino", "openvino", "openvino"),
                                                           ("openvino", "onnx", "openvino")])

@@ -776,3 +776,18 @@ def test_the_record_of_a_one_file_output_is_beside_it_not_in_the_current_folder(
     code, _, _ = upscale_cli(capsys, str(tmp_path / "in" / "im0.png"), str(tmp_path / "res" / "big.png"), "-m", "bicubic")
     assert code == 0 and list((tmp_path / "cwd").iterdir()) == []
     assert manifest.record_path(tmp_path / "res" / "big.png").is_file()
+
+
+def test_bicubic_outscale_by_an_integer_is_one_resize(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`-m bicubic --outscale 3` is MATLAB bicubic x3 itself, not x4 then shrunk to x3."""
+    src = tmp_path / "a.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (17, 23, 3), dtype=np.uint8)).save(src)
+    assert main(["upscale", str(src), str(tmp_path / "o"), "-m", "bicubic", "--outscale", "3"]) == 0
+    assert "bicubic x3 (built-in)" in capsys.readouterr().err
+    assert main(["upscale", str(src), str(tmp_path / "s"), "-m", "bicubic", "-s", "3"]) == 0
+    once = np.asarray(Image.open(tmp_path / "o" / "a.png"))
+    assert once.shape == (51, 69, 3)
+    assert np.array_equal(once, np.asarray(Image.open(tmp_path / "s" / "a.png")))
+    assert main(["upscale", str(src), str(tmp_path / "h"), "-m", "bicubic", "--outscale", "2.5"]) == 0
+    assert "bicubic x4 then resized to x2.5" in capsys.readouterr().err.splitlines()[-1]  # a fraction

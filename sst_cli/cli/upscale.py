@@ -282,9 +282,9 @@ def upscale_cmd(
     json_path: str | None = json_option("Also write the summary as JSON to FILE ('-' prints JSON instead "
                                         "of the table)."),
     quiet: bool = flag("--quiet", help="No progress display (in a log: no progress lines)."),
-    codec: str | None = typer.Option(None, "--codec", metavar="NAME", help="Video encoder, e.g. libx264, libx265, "
-                                     "libvpx-vp9, libsvtav1 (default: the first of these the installed PyAV has and "
-                                     "the container holds)."),
+    codec: str | None = typer.Option(None, "--codec", metavar="NAME", help="Video encoder (default: the first of "
+                                     "libx264, libx265, libsvtav1, libvpx-vp9, libaom-av1, mpeg4 that the installed "
+                                     "PyAV has and the container holds)."),
     crf: int | None = typer.Option(None, "--crf", min=0, max=63, metavar="N", help="Video quality, lower is "
                                    "better (default 18 for libx264, 20 libx265, 24 vp9/av1)."),
     pix_fmt: str | None = typer.Option(None, "--pix-fmt", metavar="NAME", help="Video pixel format (default: the "
@@ -300,7 +300,7 @@ def upscale_cmd(
     an OUTPUT with an image extension, that file. Outputs made before with the same settings are skipped;
     an existing output made otherwise is replaced only with --overwrite.
 
-    Videos (pip install 'sst-cli[video]') keep their frame rate, colour tags, audio and subtitles.
+    Videos (pip install 'sst-cli\\[video]') keep their frame rate, colour tags, audio and subtitles.
 
     Under torchrun every process upscales its share of the files, and rank 0 reports for all.
 
@@ -318,6 +318,8 @@ def upscale_cmd(
                         video=VideoSettings(codec, crf, pix_fmt, audio, segment_frames,
                                             Path(frames_dir) if frames_dir else None))
     jobs = plan_jobs(paths[:-1], paths[-1], settings)  # before torch: inputs that match nothing answer at once
+    if model == "bicubic" and scale is None and outscale is not None and outscale >= 2 and float(outscale).is_integer():
+        scale = int(outscale)  # bicubic has every integer scale: one resize, not x4 and then a second one
     from .. import distributed
     from ..upscale.batch import describe
 
