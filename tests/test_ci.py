@@ -28,7 +28,11 @@ def test_ci_runs_the_spandrel_suite_after_the_others() -> None:
 def test_make_extras_tests_need_no_project_venv(target: str, switch: str, suite: str) -> None:
     """What `make spandrel-test` / `make iqa-test` would run (make -n): the extras venv, the no-skip switch and
     the report check."""
-    done = subprocess.run(["make", "-n", target], cwd=REPO, capture_output=True, text=True, check=True)
+    # As a top-level make would print it, also when the suite itself runs under make (`make test` in CI): no
+    # "make[1]: Entering directory" lines, no inherited flags.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    done = subprocess.run(["make", "--no-print-directory", "-n", target], cwd=REPO, capture_output=True, text=True,
+                          check=True, env=env)
     lines = done.stdout.splitlines()
     assert not [line for line in lines if ".venv/" in line or ".venv " in line], lines
     pytest_line = next(line for line in lines if "-m pytest" in line)

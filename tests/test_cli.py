@@ -70,7 +70,7 @@ def test_usage_errors_exit_2_with_a_reason(args: list[str], words: str, capsys) 
 def test_help_lists_choices(capsys) -> None:
     assert main(["upscale", "--help"]) == 0
     text = re.sub(r"\s+", " ", capsys.readouterr().out)
-    for choice in ("auto|fp32|bf16|fp16", "sst-l+", "bicubic", "auto|0|N", "FILE"):
+    for choice in ("auto|fp32|bf16|fp16", "tf32:", "sst-l+", "bicubic", "auto|0|N", "FILE"):
         assert choice in text, choice
     assert "--tile-overlap" in text and "--json" in text
 

@@ -165,7 +165,9 @@ def device_option(help: str = "auto (CUDA, then Apple mps, then CPU), cpu, cuda,
 
 
 def dtype_option(help: str = "auto = bf16 on CUDA, fp32 elsewhere.") -> Any:
-    return typer.Option("auto", "--dtype", help=help, metavar="auto|fp32|tf32|bf16|fp16")
+    # tf32 (fp32 storage, TF32 matmuls on CUDA) is said in the help, not the metavar: it would not fit 80 columns
+    return typer.Option("auto", "--dtype", help=help + " tf32: fp32 with TF32 matrix products on CUDA.",
+                        metavar="auto|fp32|bf16|fp16")
 
 
 def backend_option(help: str = "auto picks the fastest that runs here (`sst models --backends`).") -> Any:

@@ -142,7 +142,8 @@ def profile_cmd(
     bias: Any = typer.Option("rib", "--bias", callback=_choice_list(BIASES, "biases"), metavar="rib,rpb,none",
                              help="Positional bias(es), comma-separated: rib, rpb, none."),
     dtype: Any = typer.Option("auto", "--dtype", callback=_choice_list(DTYPE_CHOICES, "dtypes"), metavar="auto,fp32,bf16,fp16",
-                              help="fp32, bf16, fp16 (comma-separated); auto = bf16 on CUDA, fp32 elsewhere."),
+                              help="fp32, tf32, bf16, fp16 (comma-separated); auto = bf16 on CUDA, fp32 "
+                                   "elsewhere; tf32 = fp32 with TF32 matrix products on CUDA."),
     device: str = typer.Option("auto", "--device", callback=parse_device, metavar="DEVICES",
                                help="cpu, cuda, cuda:N, all (every visible GPU), comma-separated."),
     size: Any = typer.Option(None, "--size", callback=lambda v: parse_size(v) if v else None, metavar="WxH",

@@ -197,8 +197,6 @@ def load_upscaler(
         runtime, device = runner.resolve(runtime, device, dtype, backend)
         graph_runtime = runtime != "torch"
         if graph_runtime and named and model not in (None, "bicubic"):
-            from ..model.registry import get_variant
-
             if get_variant(model).type == "EDMUNet":  # before its weights are looked for (attach says it too)
                 raise UsageError(f"--runtime {runtime}: {model} draws its noise by pixel position, which a fixed "
                                  "graph cannot do; use --runtime torch.")
