@@ -112,7 +112,8 @@ def bound(args: argparse.Namespace) -> None:
     from sst_cli.upscale.tiling import plan_tiles, resolve_tile
 
     torch.set_num_threads(args.threads)
-    up = load_upscaler(scale=4)
+    # a tree's own bundled x4 (its weights carry their config), planned and costed by this tree's code
+    up = load_upscaler(scale=4, weights=args.bound_weights) if args.bound_weights else load_upscaler(scale=4)
     flops_px = cost_of(up.model).flops
     tile = resolve_tile(up, "auto", args.height, args.width)
     plan = plan_tiles(up, args.height, args.width, tile)
@@ -149,6 +150,9 @@ def run(args: argparse.Namespace, col: Column, src: Path, out: Path, profile: bo
     path = os.pathsep.join([str(code), *filter(None, [os.environ.get("PYTHONPATH")])])
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                PYTHONPATH=path, XDG_CACHE_HOME=str(args.cache))
+    # Bytecode cached as on a user's machine (pip compiles it at install; a clone writes it on the first run):
+    # a shell that sets PYTHONDONTWRITEBYTECODE would otherwise charge every run ~0.1 s of compiling sst's sources.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=code, env=env)
     if res.returncode != 0 or not res.stdout.strip():
         sys.exit(f"run in {code} failed:\n{res.stderr[-3000:]}")
@@ -244,6 +248,7 @@ def main() -> None:
     ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--cli-args", default="", help=argparse.SUPPRESS)
     ap.add_argument("--bound", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--bound-weights", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args)
@@ -307,29 +312,37 @@ def main() -> None:
         print(f"| {c.label} | {statistics.median(wall):.1f} ({min(wall):.1f}-{max(wall):.1f}) | "
               f"{statistics.median(row['cpu_s']):.1f} | {statistics.median(row['peak_rss_mb']):.0f} "
               f"({max(row['peak_rss_mb']):.0f}) | {dtxt} | {etxt} |")
-    # The compute bound, measured after the runs in a process of its own (this tree, the bundled model).
+    # The compute bound of each tree's bundled x4, measured after the runs in a process of its own: that tree's
+    # weights, costed and tiled by this tree's code (older trees have no cost model; their tiling was the same).
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    res = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--bound", "--threads", str(args.threads),
-                          "--width", str(args.width), "--height", str(args.height)],
-                         capture_output=True, text=True, cwd=ROOT, env=env)
-    cb = json.loads(res.stdout.strip().splitlines()[-1]) if res.returncode == 0 else None
-    if cb is not None and not args.model:
-        print(f"\ncompute bound (bundled x4, {ROOT}): {cb['tflop_computed']:.3f} TFLOP on {cb['tiles']} tiles of "
-              f"{cb['tile_hw'][0]}x{cb['tile_hw'][1]} ({cb['tflop_image']:.3f} on the image alone) at "
-              f"{cb['fp32_gflops']:.0f} GFLOP/s (fp32 2048x2048 matmul, {args.threads} threads, now) = "
-              f"{cb['bound_s']:.2f} s ({cb['bound_image_s']:.2f} s without overlap)")
+    bounds: dict[Path, dict] = {}
+    for code in dict.fromkeys(c.code for c in cols):
+        weights = code / "sst_cli" / "data" / "weights" / "sst-tiny_x4.safetensors"
+        res = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--bound", "--threads", str(args.threads),
+                              "--width", str(args.width), "--height", str(args.height), "--bound-weights", str(weights)],
+                             capture_output=True, text=True, cwd=ROOT, env=env)
+        if res.returncode != 0 or args.model:
+            if res.returncode != 0:
+                print(f"compute bound of {code} not measured: {res.stderr.strip()[-500:]}", file=sys.stderr)
+            continue
+        cb = bounds[code] = json.loads(res.stdout.strip().splitlines()[-1])
+        print(f"\ncompute bound (bundled x4 of {code}, {cb['flops_per_pixel'] / 1e3:.1f} kFLOP/px): "
+              f"{cb['tflop_computed']:.3f} TFLOP on {cb['tiles']} tiles of {cb['tile_hw'][0]}x{cb['tile_hw'][1]} "
+              f"({cb['tflop_image']:.3f} on the image alone) at {cb['fp32_gflops']:.0f} GFLOP/s (fp32 2048x2048 "
+              f"matmul, {args.threads} threads, now) = {cb['bound_s']:.2f} s ({cb['bound_image_s']:.2f} s without "
+              "overlap)")
         for c in cols:
-            wall = statistics.median(r["wall_s"] for r in rows[c])
-            print(f"  {c.label}: achieved {cb['bound_s'] / wall:.0%} of the bound over the whole command "
-                  f"({wall:.1f} s, including start-up, decoding and encoding)")
-    elif res.returncode != 0:
-        print(f"compute bound not measured: {res.stderr.strip()[-500:]}", file=sys.stderr)
+            if c.code == code:
+                wall = statistics.median(r["wall_s"] for r in rows[c])
+                print(f"  {c.label}: achieved {cb['bound_s'] / wall:.0%} of the bound over the whole command "
+                      f"({wall:.1f} s, including start-up, decoding and encoding)")
     for c, p in profiles.items():
         print(f"\nper-op profile, {c.label} (self CPU total {p['profile_self_cpu_s']:.1f} s):\n{p['table']}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"command": f"sst upscale frame.jpg out/ {args.cli_args}", "size": [args.width, args.height],
-                       "threads": args.threads, "rows": summary, "compute_bound": cb,
+                       "threads": args.threads, "rows": summary,
+                       "compute_bound": {str(code): cb for code, cb in bounds.items()},
                        "profiles": {c.label: p for c, p in profiles.items()}}, fh, indent=1)
 
 

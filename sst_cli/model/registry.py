@@ -113,9 +113,9 @@ VARIANTS: dict[str, Variant] = {
     )
 }
 BUNDLED = "sst-tiny"  # the small model sst ships, trained by `sst train` (checkpoints/README.md)
-# Trained on a 2-core CPU for the default path: 32 channels, 2 blocks of two layers with windows 8 and 16
-# (four layers: half the cost per pixel of the first bundled model's eight, at higher PSNR; checkpoints/README.md).
-VARIANTS[BUNDLED] = Variant(BUNDLED, "", _sst(32, 2, (8, 16), 2, (8, 8), 2, "pixelshuffle_direct"), (), "",
+# Trained on a 2-core CPU for the default path: 32 channels, 2 blocks of one layer with 8x8 windows (sst 0.7: the
+# 0.3-0.6 model's w=16 layers dropped, then fine-tuned; 0.55x the FLOPs at its x4 PSNR; checkpoints/README.md).
+VARIANTS[BUNDLED] = Variant(BUNDLED, "", _sst(32, 2, (8,), 2, (8,), 2, "pixelshuffle_direct"), (), "",
                             "bundled with sst; trained here (checkpoints/README.md)")
 BY_OFFICIAL = {v.official: v for v in VARIANTS.values() if v.official}
 
