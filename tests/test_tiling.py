@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
+import threading
 
 import pytest
 import torch
@@ -352,17 +354,21 @@ def test_tile_workers_only_on_the_cpu(two_threads: object) -> None:
 class _Recorder(Upscaler):
     """Records, per call, what the worker thread sees: its thread, grad modes, threads and placement."""
 
-    def __init__(self, fail_at: int | None = None) -> None:
+    def __init__(self, fail_at: int | None = None, meet: int = 0) -> None:
         up = load_upscaler("bicubic", scale=2, device="cpu")
         super().__init__(up.model, "recorder", 2, torch.device("cpu"), torch.float32, "sdpa", "test")
         self.seen: list[tuple[str, bool, bool, int, tuple]] = []
         self.fail_at = fail_at
+        # The first `meet` calls wait for each other: they must be in flight at once (else a timeout), and a
+        # fast worker cannot take every tile before the pool starts its second thread.
+        self.meet = threading.Barrier(meet, timeout=30) if meet else None
+        self.calls = itertools.count()  # next() on it is atomic
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        import threading
-
         from sst_cli.model import placement
 
+        if self.meet is not None and next(self.calls) < self.meet.parties:
+            self.meet.wait()
         self.seen.append((threading.current_thread().name, torch.is_inference_mode_enabled(), torch.is_grad_enabled(),
                           torch.get_num_threads(), placement.current().origins))
         if self.fail_at is not None and len(self.seen) == self.fail_at:
@@ -371,7 +377,7 @@ class _Recorder(Upscaler):
 
 
 def test_workers_see_the_callers_modes_and_their_own_tiles(two_threads: object) -> None:
-    rec = _Recorder()
+    rec = _Recorder(meet=2)
     x = torch.rand(1, 3, 40, 40)
     with torch.inference_mode():
         upscale_tensor(rec, x, tile=16, overlap=4)
