@@ -540,3 +540,17 @@ def test_only_io_decodes_images() -> None:
     offenders = [str(f.relative_to(root)) for f in root.rglob("*.py") if "io" not in f.relative_to(root).parts[:1]
                  and any(s in f.read_text(encoding="utf-8") for s in ("import cv2", "from PIL", "import PIL"))]
     assert offenders == []
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_interleave_is_a_transpose_into_the_given_rows(dtype: type, channels: int) -> None:
+    from sst_cli.io.opencv import interleave
+
+    planes = np.random.default_rng(channels).random((channels, 5, 7)) * 1000
+    planes = planes.astype(dtype)
+    expected = planes.transpose(1, 2, 0)
+    assert np.array_equal(interleave(list(planes)), expected)
+    out = np.zeros((9, 7, channels), dtype)
+    assert interleave(list(planes), out=out[2:7]).base is out  # written in place, not into a copy
+    assert np.array_equal(out[2:7], expected) and not out[:2].any() and not out[7:].any()

@@ -18,12 +18,13 @@ import torch
 from torch import Tensor
 
 from ..errors import UsageError
-from ..io import images
+from ..io import images, opencv
 from ..model.bicubic import _resize_last, _resize_rows, imresize
 from .tiling import Progress, run_tiled
 
 ALPHA_MODES = ("model", "bicubic")
 SINK_ROWS = 64  # output rows converted to the output's dtype at once
+_TOP = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}  # full scale (opaque alpha) of the integer dtypes
 
 
 # ----------------------------------------------------------------------------------- single images
@@ -57,7 +58,7 @@ class _Layout:
         c = pixels.shape[2]
         self.grey = c in (1, 2)
         self.has_alpha = c in (2, 4)
-        top = {np.dtype(np.uint16): 65535, np.dtype(np.uint8): 255}.get(pixels.dtype, 1)
+        top = _TOP.get(pixels.dtype, 1)
         # a fully opaque alpha channel is not worth a model pass: it stays opaque
         self.opaque = self.has_alpha and bool((pixels[..., -1] >= top).all())
         self.alpha_mode = alpha
@@ -87,12 +88,17 @@ class _Layout:
 
         return fn
 
-    def band_to_hwc(self, band: Tensor) -> np.ndarray:
-        """(1, k, rows, sW) float -> (rows, sW, C) float32, opaque alpha filled in."""
-        arr = band[0].permute(1, 2, 0).numpy()
+    def band_to_hwc(self, band: Tensor, dtype: np.dtype | None, out: np.ndarray | None = None) -> np.ndarray:
+        """(1, k, rows, sW) float -> (rows, sW, C) in ``dtype`` (None: float32 as it is, else quantised),
+        opaque alpha filled in; written into ``out`` when given. Quantised plane by plane, where the
+        band's memory is contiguous, then interleaved once."""
+        planes = band[0].float().numpy()  # (k, rows, sW)
+        if dtype is not None:
+            planes = _quantize(planes, dtype)
+        parts = list(planes)
         if self.has_alpha and self.opaque:
-            arr = np.concatenate([arr, np.ones_like(arr[..., :1])], axis=2)
-        return arr
+            parts.append(np.full_like(parts[0], 1 if dtype is None else _TOP.get(np.dtype(dtype), 1)))
+        return opencv.interleave(parts, out)
 
 
 def _grey(y: Tensor) -> Tensor:
@@ -165,13 +171,14 @@ def _upscale_pixels(
         # A few rows at a time: quantising makes a float32 temporary of what it is given, which for a whole
         # band of a 1080p x4 output is 115 MB on top of the band itself.
         for r in range(0, band.shape[2], SINK_ROWS):
-            arr = layout.band_to_hwc(band[:, :, r : r + SINK_ROWS])
+            rows = band[:, :, r : r + SINK_ROWS]
+            top, n = row + r, rows.shape[2]
             if resample:
-                full[row + r : row + r + arr.shape[0]] = arr
+                layout.band_to_hwc(rows, None, out=full[top : top + n])
             elif stream is not None:
-                stream(_quantize(arr, a.dtype))
+                stream(layout.band_to_hwc(rows, a.dtype))
             else:
-                out[row + r : row + r + arr.shape[0]] = _quantize(arr, a.dtype)
+                layout.band_to_hwc(rows, a.dtype, out=out[top : top + n])
 
     run_tiled(upscaler, layout.crop, h, w, sink, tile, overlap, tta, progress, on_retry, fn=fn, batch=tile_batch)
     if resample:

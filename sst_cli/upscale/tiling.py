@@ -405,7 +405,7 @@ def iter_bands(
         pending: deque[Future[Tensor]] = deque()
         queued = 0
         for iy, y0, first, xs in groups:
-            while queued < len(groups) and len(pending) < max(1, workers):  # crops on this thread, in order
+            while queued < len(groups) and len(pending) < max(1, workers) + (workers > 1):  # crops on this thread, in order
                 _, qy, _, qxs = groups[queued]
                 pending.append(submit(job(qy, qxs, torch.cat([crop(qy, x0, th, tw) for x0 in qxs]))))
                 queued += 1
