@@ -383,7 +383,8 @@ def iter_bands(
     Only one band (a tile row's height times the output width) is held at a time, so memory follows
     the tile size and the image width, never the image area. Up to ``batch`` tiles of a row go through
     the model together (all tiles of a plan have one size), which keeps a GPU busy with small tiles;
-    ``workers`` such groups run at once (see :func:`tile_workers`), at most that many in flight.
+    ``workers`` such groups run at once (see :func:`tile_workers`), with one more queued so that a worker
+    never waits for this thread (blending and handing out rows) to give it its next tile.
     """
     s, h, w = scale, plan.height, plan.width
     th, tw = plan.th, plan.tw
@@ -404,8 +405,9 @@ def iter_bands(
     with _tile_runner(workers) as submit:
         pending: deque[Future[Tensor]] = deque()
         queued = 0
+        depth = workers + 1 if workers > 1 else 1  # one result waiting (11 MB for a 240x240 tile at x4) at most
         for iy, y0, first, xs in groups:
-            while queued < len(groups) and len(pending) < max(1, workers) + (workers > 1):  # crops on this thread, in order
+            while queued < len(groups) and len(pending) < depth:  # crops on this thread, in order
                 _, qy, _, qxs = groups[queued]
                 pending.append(submit(job(qy, qxs, torch.cat([crop(qy, x0, th, tw) for x0 in qxs]))))
                 queued += 1
