@@ -408,12 +408,12 @@ def test_rgba_tiff_declares_unassociated_alpha(tmp_path: Path, bits: int) -> Non
 
 
 def test_dpi_carried(tmp_path: Path) -> None:
-    for fmt in ("png", "jpg", "tiff", "bmp"):
-        p = tmp_path / f"d.{fmt}"
-        write_image(p, ImageData(rand((4, 5, 3), seed=60), "png", None, (300.0, 150.0)), fmt)
+    for fmt, channels in [("png", 3), ("png", 2), ("jpg", 3), ("tiff", 3), ("bmp", 3)]:  # grey + alpha PNG: our writer
+        p = tmp_path / f"d{channels}.{fmt}"
+        write_image(p, ImageData(rand((4, 5, channels), seed=60), "png", None, (300.0, 150.0)), fmt)
         with Image.open(p) as im:
-            assert np.allclose(im.info["dpi"], (300, 150), atol=0.5), fmt
-        assert np.allclose(read_image(p).dpi, (300, 150), atol=0.5), fmt
+            assert np.allclose(im.info["dpi"], (300, 150), atol=0.5), (fmt, channels)
+        assert np.allclose(read_image(p).dpi, (300, 150), atol=0.5), (fmt, channels)
 
 
 def test_webp_and_bmp_written_and_read(tmp_path: Path) -> None:

@@ -339,7 +339,7 @@ def test_unwritable_output_and_full_disk(tmp_path: Path, bicubic: Upscaler, monk
 def test_streams_to_png_when_the_output_does_not_fit(tmp_path: Path, tiny: Upscaler,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     a = image(40, 52, 4, 16, seed=9)
-    save_array(tmp_path / "in" / "big.png", a)
+    imageio.write_image(tmp_path / "in" / "big.png", imageio.ImageData(a, "png", None, (300.0, 72.0)))
     expected = upscale_array(a, tiny, tile=16)
     settings = Settings(tile=16)
     jobs = plan_jobs([str(tmp_path / "in")], tmp_path / "out", settings)
@@ -348,7 +348,8 @@ def test_streams_to_png_when_the_output_does_not_fit(tmp_path: Path, tiny: Upsca
     summary = run_batch(jobs, tiny, settings)
     assert summary.results[0].status == "done", summary.results[0].reason
     assert any("streamed" in n for n in summary.results[0].notes)
-    assert np.array_equal(read_image(tmp_path / "out" / "big.png").pixels, expected)
+    streamed = read_image(tmp_path / "out" / "big.png")
+    assert np.array_equal(streamed.pixels, expected) and np.allclose(streamed.dpi, (300, 72), atol=0.5)
     # JPEG cannot be streamed: a clear refusal instead of running out of memory
     settings = Settings(tile=16, format="jpg")
     summary = run_batch(plan_jobs([str(tmp_path / "in")], tmp_path / "out", settings), tiny, settings)

@@ -12,15 +12,9 @@ import struct
 
 from . import png
 
-_METRES_PER_INCH = 0.0254
-
-
-def _per_metre(dpi: tuple[float, float]) -> tuple[int, int]:
-    return max(1, round(dpi[0] / _METRES_PER_INCH)), max(1, round(dpi[1] / _METRES_PER_INCH))
-
 
 def png_dpi(data: bytes, dpi: tuple[float, float]) -> bytes:
-    return png.with_chunks(data, png.chunk(b"pHYs", struct.pack(">IIB", *_per_metre(dpi), 1)))
+    return png.with_chunks(data, png.phys(dpi))
 
 
 def jpeg_dpi(data: bytes, dpi: tuple[float, float]) -> bytes:
@@ -33,7 +27,7 @@ def jpeg_dpi(data: bytes, dpi: tuple[float, float]) -> bytes:
 
 def bmp_dpi(data: bytes, dpi: tuple[float, float]) -> bytes:
     """BITMAPINFOHEADER: pixels per metre across and down at bytes 38-45."""
-    return data[:38] + struct.pack("<ii", *_per_metre(dpi)) + data[46:]
+    return data[:38] + struct.pack("<ii", *png.per_metre(dpi)) + data[46:]
 
 
 def tiff_tags(data: bytes, icc_profile: bytes | None, alpha: bool) -> bytes:

@@ -300,7 +300,7 @@ def encode(fh: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
     """Write ``img`` (already fitted by :func:`prepare_for`) to an open binary file."""
     a = img.pixels
     if a.shape[2] == 2 and fmt == "png":  # grey + alpha: cv2 writes 1, 3 or 4 channels only
-        png.write_array(fh, a, img.icc_profile)
+        png.write_array(fh, a, img.icc_profile, img.dpi)
         return
     if a.shape[2] == 2 and fmt == "tiff":  # 8-bit here (prepare_for turns 16-bit grey + alpha into RGBA)
         pillow.write_tiff(fh, a, img.icc_profile, img.dpi)

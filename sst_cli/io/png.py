@@ -27,6 +27,19 @@ def chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
+_METRES_PER_INCH = 0.0254
+
+
+def per_metre(dpi: tuple[float, float]) -> tuple[int, int]:
+    """Dots per inch as the whole pixels per metre that PNG (and BMP) store, at least 1."""
+    return max(1, round(dpi[0] / _METRES_PER_INCH)), max(1, round(dpi[1] / _METRES_PER_INCH))
+
+
+def phys(dpi: tuple[float, float]) -> bytes:
+    """The pHYs chunk of a resolution in dots per inch."""
+    return chunk(b"pHYs", struct.pack(">IIB", *per_metre(dpi), 1))
+
+
 def colour_type(data: bytes) -> int:
     """IHDR colour type: 0 grey, 2 RGB, 3 palette, 4 grey + alpha, 6 RGBA."""
     return data[25]  # signature 8, length 4, b"IHDR" 4, width 4, height 4, bit depth 1
@@ -52,13 +65,15 @@ class PngWriter:
     COLOUR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}
 
     def __init__(self, fh: BinaryIO, width: int, height: int, channels: int, bits: int,
-                 icc_profile: bytes | None = None, level: int = LEVEL) -> None:
+                 icc_profile: bytes | None = None, level: int = LEVEL, dpi: tuple[float, float] | None = None) -> None:
         self.fh, self.width, self.height, self.channels, self.bits = fh, width, height, channels, bits
         self.rows_written = 0
         self._z = zlib.compressobj(level)
         self._prev: np.ndarray | None = None
         fh.write(SIGNATURE)
         fh.write(chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bits, self.COLOUR_TYPE[channels], 0, 0, 0)))
+        if dpi:
+            fh.write(phys(dpi))
         if icc_profile:
             fh.write(chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc_profile)))
 
@@ -87,11 +102,12 @@ class PngWriter:
         self.fh.write(chunk(b"IEND", b""))
 
 
-def write_array(fh: BinaryIO, pixels: np.ndarray, icc_profile: bytes | None = None) -> None:
+def write_array(fh: BinaryIO, pixels: np.ndarray, icc_profile: bytes | None = None,
+                dpi: tuple[float, float] | None = None) -> None:
     """A whole (H, W, C) uint8/uint16 array through :class:`PngWriter`, about 8 MB of rows at a time."""
     h, w, c = pixels.shape
     bits = 16 if pixels.dtype == np.uint16 else 8
-    writer = PngWriter(fh, w, h, c, bits, icc_profile)
+    writer = PngWriter(fh, w, h, c, bits, icc_profile, dpi=dpi)
     step = max(1, (8 << 20) // max(1, w * c * bits // 8))
     for y in range(0, h, step):
         writer.write_rows(pixels[y : y + step])
