@@ -554,3 +554,12 @@ def test_interleave_is_a_transpose_into_the_given_rows(dtype: type, channels: in
     out = np.zeros((9, 7, channels), dtype)
     assert interleave(list(planes), out=out[2:7]).base is out  # written in place, not into a copy
     assert np.array_equal(out[2:7], expected) and not out[:2].any() and not out[7:].any()
+
+
+def test_interleave_refuses_an_out_it_could_not_write_into() -> None:
+    from sst_cli.io.opencv import interleave
+
+    planes = [np.zeros((2, 3), np.uint8)] * 3
+    for out in (np.zeros((2, 3, 3), np.float32), np.zeros((2, 3, 4), np.uint8), np.zeros((2, 3, 3), np.uint8)[:, ::-1]):
+        with pytest.raises(ValueError, match="cannot interleave"):
+            interleave(planes, out=out)

@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import math
 import threading
+import time
 
 import pytest
 import torch
@@ -354,7 +355,7 @@ def test_tile_workers_only_on_the_cpu(two_threads: object) -> None:
 class _Recorder(Upscaler):
     """Records, per call, what the worker thread sees: its thread, grad modes, threads and placement."""
 
-    def __init__(self, fail_at: int | None = None, meet: int = 0) -> None:
+    def __init__(self, fail_at: int | None = None, meet: int = 0, slow: float = 0.0) -> None:
         up = load_upscaler("bicubic", scale=2, device="cpu")
         super().__init__(up.model, "recorder", 2, torch.device("cpu"), torch.float32, "sdpa", "test")
         self.seen: list[tuple[str, bool, bool, int, tuple]] = []
@@ -363,6 +364,7 @@ class _Recorder(Upscaler):
         # fast worker cannot take every tile before the pool starts its second thread.
         self.meet = threading.Barrier(meet, timeout=30) if meet else None
         self.calls = itertools.count()  # next() on it is atomic
+        self.slow = slow  # seconds each call that does not fail takes
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         from sst_cli.model import placement
@@ -373,6 +375,7 @@ class _Recorder(Upscaler):
                           torch.get_num_threads(), placement.current().origins))
         if self.fail_at is not None and len(self.seen) == self.fail_at:
             raise RuntimeError("boom")
+        time.sleep(self.slow)
         return F.interpolate(x, scale_factor=2, mode="nearest")
 
 
@@ -397,6 +400,13 @@ def test_a_failing_tile_stops_the_run_and_restores_the_threads(two_threads: obje
     with torch.inference_mode(), pytest.raises(RuntimeError, match="boom"):
         upscale_tensor(rec, torch.rand(1, 3, 40, 40), tile=16, overlap=4)
     assert torch.get_num_threads() == 2
+
+
+def test_after_a_failing_tile_the_queued_ones_are_not_computed(two_threads: object) -> None:
+    rec = _Recorder(fail_at=1, meet=2, slow=0.5)  # two tiles start together; one fails at once, one takes 0.5 s
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="boom"):
+        upscale_tensor(rec, torch.rand(1, 3, 40, 40), tile=16, overlap=4)
+    assert len(rec.seen) == 2  # the third, queued behind them, ended without a model call
 
 
 def test_side_by_side_tiles_share_the_activation_budget(two_threads: object, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -46,13 +46,16 @@ def interleave(planes: list[np.ndarray], out: np.ndarray | None = None) -> np.nd
 
     cv2's merge: from the planar float bands the model gives, 3.6x faster than numpy's strided copy
     (the quantised rows of a 7680x4320 output: 0.07 s against 0.24 s on one core)."""
+    shape, dtype = (*planes[0].shape, len(planes)), planes[0].dtype
+    if out is not None and (out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous):
+        # cv2 would quietly allocate a new array and leave ``out`` as it was
+        raise ValueError(f"cannot interleave {shape} {dtype} into {out.shape} {out.dtype}")
     if len(planes) == 1:
         if out is None:
             return planes[0][..., None].copy()
         out[..., 0] = planes[0]
         return out
-    merged = cv2.merge(planes, dst=out)
-    return merged if merged.ndim == 3 else merged[..., None]
+    return cv2.merge(planes, dst=out)
 
 
 def decode(data: bytes) -> np.ndarray | None:

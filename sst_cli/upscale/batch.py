@@ -118,8 +118,7 @@ def _stream_png(fh: BinaryIO, img: ImageData, upscaler: Any, settings: Settings,
 
     def stream(rows: np.ndarray) -> None:
         if not writer:
-            writer.append(PngWriter(fh, ow, oh, rows.shape[2], 16 if rows.dtype == np.uint16 else 8, img.icc_profile,
-                                    dpi=img.dpi))
+            writer.append(PngWriter(fh, ow, oh, rows.shape[2], 16 if rows.dtype == np.uint16 else 8, img.icc_profile))
         writer[0].write_rows(rows)
 
     def retry(old: int, new: int) -> None:  # an out-of-memory retry starts the file over

@@ -17,9 +17,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -350,14 +351,24 @@ def _tile_runner(workers: int) -> Iterator[Callable[[Callable[[], Tensor]], Futu
     torch.set_num_threads(each)
     pool = ThreadPoolExecutor(workers, thread_name_prefix="sst-tile", initializer=torch.set_num_threads, initargs=(each,))
     mode = _grad_mode
+    # After a job fails, queued jobs end at once instead of computing tiles nobody will use (an out-of-memory
+    # retry then starts a tile sooner). Jobs start in order, so those come after the failed one, whose error
+    # the caller sees first.
+    failed = threading.Event()
 
     def submit(job: Callable[[], Tensor]) -> Future[Tensor]:
         ctx = contextvars.copy_context()
         grad = mode()
 
         def in_context() -> Tensor:
-            with grad:
-                return job()
+            if failed.is_set():
+                raise CancelledError("an earlier tile failed")
+            try:
+                with grad:
+                    return job()
+            except BaseException:
+                failed.set()
+                raise
 
         return pool.submit(ctx.run, in_context)
 
@@ -405,7 +416,7 @@ def iter_bands(
     with _tile_runner(workers) as submit:
         pending: deque[Future[Tensor]] = deque()
         queued = 0
-        depth = workers + 1 if workers > 1 else 1  # one result waiting (11 MB for a 240x240 tile at x4) at most
+        depth = workers + 1 if workers > 1 else 1  # one more group's output alive at most (11 MB a 240x240 tile at x4)
         for iy, y0, first, xs in groups:
             while queued < len(groups) and len(pending) < depth:  # crops on this thread, in order
                 _, qy, _, qxs = groups[queued]
