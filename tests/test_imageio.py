@@ -563,3 +563,36 @@ def test_interleave_refuses_an_out_it_could_not_write_into() -> None:
     for out in (np.zeros((2, 3, 3), np.float32), np.zeros((2, 3, 4), np.uint8), np.zeros((2, 3, 3), np.uint8)[:, ::-1]):
         with pytest.raises(ValueError, match="cannot interleave"):
             interleave(planes, out=out)
+
+
+def test_overlapping_reads_restore_pillows_bomb_limit(tmp_path: Path) -> None:
+    """The batch reads the next image's header in a thread while this one's is read: the first in, first out
+    order once left Pillow's global limit off for good."""
+    import threading
+
+    from sst_cli.io import pillow
+
+    p = tmp_path / "a.png"
+    save_array(p, rand((4, 5, 3), seed=1))
+    limit = Image.MAX_IMAGE_PIXELS
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with pillow.opened(p, p.name):
+            first_in.set()
+            second_in.wait(10)
+        first_out.set()
+
+    def second() -> None:
+        first_in.wait(10)
+        with pillow.opened(p, p.name):
+            second_in.set()
+            first_out.wait(10)
+            assert Image.MAX_IMAGE_PIXELS is None  # still inside: off
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert first_out.is_set() and Image.MAX_IMAGE_PIXELS == limit is not None

