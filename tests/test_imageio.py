@@ -596,3 +596,17 @@ def test_overlapping_reads_restore_pillows_bomb_limit(tmp_path: Path) -> None:
     for t in threads:
         t.join(20)
     assert first_out.is_set() and Image.MAX_IMAGE_PIXELS == limit is not None
+
+
+def test_tiff_deflate_uses_the_png_level(tmp_path: Path) -> None:
+    """zlib's header says how hard it tried: FLEVEL 1 for levels 2-5 (ours: 4), 2 for libtiff's default 6."""
+    from sst_cli.io import opencv, png
+
+    if opencv._TIFF_LEVEL is None:
+        pytest.skip("this opencv writes libtiff's default level")
+    p = tmp_path / "a.tif"
+    save_array(p, rand((64, 64, 3), seed=3), "tiff")
+    with Image.open(p) as im:
+        offset = im.tag_v2[273][0]  # StripOffsets
+    header = p.read_bytes()[offset : offset + 2]
+    assert header[0] & 0x0F == 8 and header[1] >> 6 == 1 and 2 <= png.LEVEL <= 5  # deflate, FLEVEL "fast"
