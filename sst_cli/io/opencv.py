@@ -30,7 +30,7 @@ _EXT = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif", "bmp": ".
 ICC_FORMATS = ("png", "jpg", "webp")
 # Colour under fully transparent pixels of lossless WebP is kept from opencv 5 on (libwebp's "exact").
 _WEBP_EXACT = getattr(cv2, "IMWRITE_WEBP_LOSSLESS_MODE", None)
-# The deflate level of TIFF (opencv >= 4.11; older ones write libtiff's default, 6).
+# TIFF's deflate level, where this opencv takes one (without it: libtiff's default, 6).
 _TIFF_LEVEL = getattr(cv2, "IMWRITE_TIFF_COMPRESSION_LEVEL", None)
 
 

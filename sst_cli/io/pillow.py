@@ -27,7 +27,8 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False  # truncated files are errors, never sil
 
 
 _guard_lock = threading.Lock()
-_guard_off: list[int | None] = []  # while non-empty: Pillow's own limit, saved once, one entry per opener
+_open_reads = 0  # reads in progress, all threads
+_saved_limit: int | None = None  # Pillow's own limit while any is
 
 
 @contextlib.contextmanager
@@ -35,16 +36,18 @@ def _bomb_guard_off() -> Iterator[None]:
     """Pillow's decompression-bomb limit (a global) off while any thread is inside, restored when the last
     one leaves: a save-and-restore per call would leave it off for good when two threads overlap (the batch
     reads the next image's header while this one's is read)."""
+    global _open_reads, _saved_limit
     with _guard_lock:
-        _guard_off.append(Image.MAX_IMAGE_PIXELS if not _guard_off else _guard_off[0])
-        Image.MAX_IMAGE_PIXELS = None
+        if not _open_reads:
+            _saved_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        _open_reads += 1
     try:
         yield
     finally:
         with _guard_lock:
-            saved = _guard_off.pop()
-            if not _guard_off:
-                Image.MAX_IMAGE_PIXELS = saved
+            _open_reads -= 1
+            if not _open_reads:
+                Image.MAX_IMAGE_PIXELS = _saved_limit
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-# zlib level of every PNG sst writes (cv2's and ours), and of its TIFFs' deflate (io.opencv). 4 is the knee: on x4 upscales of BSD200 photos it
+# zlib level of every PNG sst writes (cv2's and ours), and of its TIFFs' deflate where cv2 writes them.
 # encodes 3.2x faster than 6 (Pillow's default) for 6.6 % more bytes; at 6 a 4K frame took 10.5 s, longer
 # than upscaling it (benchmarks/RESULTS.md#png-level).
 LEVEL = 4

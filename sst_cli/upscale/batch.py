@@ -42,7 +42,7 @@ def memory_needed(h: int, w: int, c: int, bits: int, scale: int, outscale: float
                   streamed: bool) -> int:
     """Rough peak bytes of host memory to upscale an (h, w, c) image of ``bits``, beyond the model itself."""
     oh, ow = _target_size(h, w, scale, outscale)
-    out = 0 if streamed else oh * ow * c * (bits // 8)
+    out = 0 if streamed else oh * ow * c * (bits // 8)  # streamed: PNG_QUEUE_BYTES of rows at most, left out
     band_rows = (min(tile, h) if tile > 0 else h) * scale
     band = 2 * band_rows * w * scale * (c + 1) * 4  # float band plus its successor
     full = 0
@@ -60,7 +60,7 @@ def plan_memory(h: int, w: int, c: int, bits: int, scale: int, outscale: float |
     """Whether the output must be streamed to disk; SSTError when even that does not fit in ``avail``."""
     if memory_needed(h, w, c, bits, scale, outscale, tile, streamed=False) <= avail * 0.9:
         return False
-    streamable = fmt == "png" and (outscale is None or outscale == scale)
+    streamable = streams_png(fmt, h, w, scale, outscale)
     need = memory_needed(h, w, c, bits, scale, outscale, tile, streamed=streamable)
     if streamable and need <= avail * 0.9:
         return True
@@ -125,19 +125,24 @@ def _stream_png(fh: BinaryIO, img: ImageData, upscaler: Any, settings: Settings,
     oh, ow = _target_size(h, w, int(upscaler.scale), settings.outscale)
     start = fh.tell()
     writer: list[PngWriter] = []
-    queued: deque[tuple[Future[None], int]] = deque()  # (write, bytes)
+    queued: deque[tuple[Future[None], int]] = deque()  # (write, bytes), oldest first
+    total = [0]  # bytes in ``queued``
     encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sst-png")
 
     def drain(limit: int) -> None:
-        """Wait until at most ``limit`` bytes of rows are queued; an encoder error (a full disk) is raised here."""
-        while queued and sum(n for _, n in queued) > limit:
-            queued.popleft()[0].result()
+        """Collect finished writes, then wait until at most ``limit`` bytes of rows are queued; an encoder error
+        (a full disk) is raised here, at the latest with the next rows."""
+        while queued and (queued[0][0].done() or total[0] > limit):
+            done, n = queued.popleft()
+            total[0] -= n
+            done.result()
 
-    def stream(rows: np.ndarray) -> None:
+    def stream(rows: np.ndarray) -> None:  # rows: a fresh array (band_to_hwc), never written to again
         if not writer:
             writer.append(PngWriter(fh, ow, oh, rows.shape[2], 16 if rows.dtype == np.uint16 else 8, img.icc_profile))
         drain(PNG_QUEUE_BYTES - rows.nbytes)
         queued.append((encoder.submit(writer[0].write_rows, rows), rows.nbytes))
+        total[0] += rows.nbytes
 
     def retry(old: int, new: int) -> None:  # an out-of-memory retry starts the file over
         drain(0)
@@ -178,9 +183,9 @@ def process_file(
     tile = resolve_tile(upscaler, settings.tile, h, w, settings.tile_batch)
     settings = replace(settings, tile=tile)  # decide "auto" once, for the estimate and the run
     too_large = plan_memory(h, w, img.channels, img.bits, s, settings.outscale, tile, fmt,
-                            free_memory(torch.device("cpu")))
+                            free_memory(torch.device("cpu")))  # True only where the output streams
     notes = list(img.notes)
-    if too_large or streams_png(fmt, h, w, s, settings.outscale):
+    if streams_png(fmt, h, w, s, settings.outscale):
         if too_large:
             notes.append("output streamed to disk (too large for memory)")
         files.write_or_explain(dst, lambda fh: _stream_png(fh, img, upscaler, settings, progress, on_retry))
